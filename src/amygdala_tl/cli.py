@@ -1,0 +1,118 @@
+"""The `amygdala-tl` command line: parse, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .concepts import CONCEPTS
+from .errors import UserError
+
+app = typer.Typer(
+    help="Concept readout vectors for a language model's residual stream, through TransformerLens.\n\n"
+    "Start with `amygdala-tl extract` (bundled SmolLM2-135M and the shipped corpus by default).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+corpus_app = typer.Typer(help="Inspect and lint a story corpus.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+console = Console(stderr=True)
+DEFAULT_CORPUS = Path("corpus")
+
+
+@contextmanager
+def user_errors():
+    """UserError -> one line on stderr, exit code 2; warnings -> one line each."""
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    except UserError as error:
+        console.print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        warnings.showwarning = previous
+
+
+def progress_bar(description: str) -> Progress:
+    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+
+
+@app.command()
+def extract(
+    model: Optional[str] = typer.Option(None, help="HF hub id, local HF directory, or .gguf file. Default: the bundled SmolLM2-135M-Instruct."),
+    corpus: Optional[Path] = typer.Option(None, help="Corpus directory with stories/ and paired/. Default: ./corpus."),
+    stories_dir: Optional[Path] = typer.Option(None, help="Unpaired stories directory (instead of --corpus)."),
+    paired_dir: Optional[Path] = typer.Option(None, help="Paired scenarios directory (instead of --corpus)."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated block indices, negatives from the end. Default: 40/50/60/70/80% depth."),
+    output_dir: Path = typer.Option(Path("out"), "--output-dir", "-o", help="Where readout.safetensors, readout.json and extract.json go."),
+    method: str = typer.Option("pooled", help="Direction method: pooled (diff-of-means)."),
+    pooling: str = typer.Option("last", help="Pool each story at its last real token (what serving reads) or the mean over tokens."),
+    batch_size: int = typer.Option(8, help="Texts per forward pass."),
+    max_length: int = typer.Option(512, help="Longer stories keep their last max-length tokens (reported)."),
+    min_positives: int = typer.Option(2, help="Concepts with fewer positive stories are left out of the export."),
+    dtype: str = typer.Option("fp32", help="Model dtype: fp32, bf16 or fp16 (statistics are always fp32/fp64)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1... Default: cuda if available."),
+    device_map: Optional[str] = typer.Option(None, help="accelerate dispatch across GPUs, e.g. 'auto' (instead of --device)."),
+) -> None:
+    """Learn one direction per concept and layer from the corpus and export it for serving."""
+    from .extract import ExtractConfig, run_extract
+
+    if corpus is None and stories_dir is None and paired_dir is None:
+        corpus = DEFAULT_CORPUS
+    config = ExtractConfig(output_dir=output_dir, model=model, corpus=corpus, stories_dir=stories_dir,
+                           paired_dir=paired_dir, layers=layers, method=method, pooling=pooling,
+                           batch_size=batch_size, max_length=max_length, min_positives=min_positives,
+                           dtype=dtype, device=device, device_map=device_map)
+    with user_errors(), progress_bar("capturing") as progress:
+        task = progress.add_task("capture", total=None)
+        result = run_extract(
+            config,
+            log=lambda message: console.print(message, highlight=False),
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    for path in result.files:
+        console.print(f"wrote {path}", highlight=False)
+
+
+@corpus_app.command("check")
+def corpus_check(
+    corpus: Path = typer.Option(DEFAULT_CORPUS, help="Corpus directory."),
+    expect: Optional[str] = typer.Option(None, help="Comma-separated concepts that must be present, or 'all' for the 60 standard ones."),
+    min_positives: int = typer.Option(1, help="Minimum positive stories for each expected concept."),
+) -> None:
+    """Per-concept counts, and every problem by file: exits 1 if there is any."""
+    from .corpus_check import check_corpus
+
+    expected = list(CONCEPTS) if expect == "all" else [c.strip() for c in expect.split(",") if c.strip()] if expect else []
+    with user_errors():
+        stats, problems = check_corpus(corpus, expected, min_positives)
+    table = Table(title=f"corpus {corpus}")
+    for column in ("concept", "positives", "unpaired", "paired", "mean words"):
+        table.add_column(column, justify="left" if column == "concept" else "right")
+    for name, concept in stats.items():
+        table.add_row(name, str(concept.positives), str(concept.unpaired), str(concept.paired), f"{concept.mean_words:.0f}")
+    Console().print(table)
+    for problem in problems:
+        console.print(f"[red]problem:[/] {problem}", highlight=False)
+    console.print(f"{len(stats)} concepts, {sum(s.positives for s in stats.values())} positive stories, {len(problems)} problems")
+    if problems:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(sys.argv[1:])

