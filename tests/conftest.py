@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny random Llama for logic tests, the bundled SmolLM2 (loaded once) for integration."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from amygdala_tl.model import LoadedModel, ModelSpec, facts_of, load_model, resolve_model_spec
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "corpus"
+WORDS = ("the a and of to in was she he it that his her on with as had at for but they were you is "
+         "cat dog sat mat door window rain sun light cold warm quiet loud slow fast hand face room "
+         "sky tree road house water river stone bread tea cup table chair night morning").split()
+
+
+def make_tokenizer():
+    """A whitespace word-level tokenizer built in memory (no files, no hub)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")  # no BOS: TL would reload it by name
+
+
+def make_tiny_model(n_layers: int = 3, seed: int = 0) -> LoadedModel:
+    """A random 3-layer Llama with grouped-query attention (4 query heads over 2 KV heads)."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    hf_model = LlamaForCausalLM(config).eval()
+    bridge = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf_model, tokenizer=tokenizer, device="cpu")
+    spec = ModelSpec("hub", "tiny-llama", "tiny-llama")
+    return LoadedModel(bridge, tokenizer, facts_of(bridge), spec, f"tiny-llama-seed{seed}", torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> LoadedModel:
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def bundled() -> LoadedModel:
+    return load_model(resolve_model_spec(None), dtype=torch.float32, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def hf_reference():
+    """A second, plain HF copy of the bundled model: the bridge wraps its own copy's modules in place."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(resolve_model_spec(None).location)
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                attn_implementation="eager").eval()
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def starter_corpus(tmp_path) -> Path:
+    """A small real corpus: 6 concepts x 2 stories plus one paired scenario, copied from corpus/."""
+    root = tmp_path / "corpus"
+    for concept in ("calm", "afraid", "grateful", "furious", "bored", "joyful"):
+        for story in sorted((CORPUS / "stories" / concept).glob("*.txt"))[:2]:
+            write(root / "stories" / concept / story.name, story.read_text())
+    shutil.copytree(CORPUS / "paired" / "the_morning_commute", root / "paired" / "the_morning_commute")
+    return root

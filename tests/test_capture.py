@@ -1,0 +1,63 @@
+"""Capture on a tiny random Llama: pooling, padding, truncation, one pass for every hook."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from amygdala_tl import hooks
+from amygdala_tl.capture import capture, last_token_index, pool
+
+TEXTS = ["the cat sat on the mat", "rain", "she had a cup of tea at the table in the morning and it was warm",
+         "the dog", "quiet night"]
+
+
+def single(model, text, layers, **kwargs):
+    return capture(model, [text], layers, batch_size=1, **kwargs)
+
+
+def test_last_token_index_handles_both_padding_sides():
+    right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    left = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])
+    assert last_token_index(right).tolist() == [2, 3, 0]
+    assert last_token_index(left).tolist() == [3, 3, 3]
+
+
+def test_mean_pooling_ignores_padding():
+    acts = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    torch.testing.assert_close(pool(acts, mask, "mean"), torch.stack([acts[0, :2].mean(0), acts[1].mean(0)]))
+    torch.testing.assert_close(pool(acts, mask, "last"), torch.stack([acts[0, 1], acts[1, 2]]))
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_batched_padded_capture_equals_one_text_at_a_time(tiny_model, pooling):
+    layers = [0, 2]
+    batched = capture(tiny_model, TEXTS, layers, pooling=pooling, batch_size=3, heads=True)
+    assert batched.resid.shape == (2, len(TEXTS), 32) and batched.z.shape == (2, len(TEXTS), 4, 8)
+    for i, text in enumerate(TEXTS):
+        alone = single(tiny_model, text, layers, pooling=pooling, heads=True)
+        torch.testing.assert_close(batched.resid[:, i], alone.resid[:, 0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched.z[:, i], alone.z[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_long_text_keeps_its_end_and_is_reported(tiny_model):
+    long_text = " ".join(["the cat sat on the mat"] * 5) + " and the dog was quiet"
+    acts = capture(tiny_model, [long_text, "rain"], [1], max_length=6)
+    assert acts.truncated == [0] and acts.n_tokens == [6, 1]
+    tail = single(tiny_model, "the mat and the dog was quiet".split(" ", 1)[1], [1])  # the last 6 words
+    torch.testing.assert_close(acts.resid[0, 0], tail.resid[0, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_residual_and_heads_come_from_one_forward_pass_per_batch(tiny_model, monkeypatch):
+    calls = []
+    original = tiny_model.bridge.run_with_hooks
+
+    def counting(*args, **kwargs):
+        calls.append(sorted(name for name, _ in kwargs["fwd_hooks"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_model.bridge, "run_with_hooks", counting)
+    acts = capture(tiny_model, TEXTS, [1, 2], batch_size=2, heads=True)
+    assert len(calls) == 3 == acts.n_forward_passes  # ceil(5 / 2)
+    assert calls[0] == sorted([hooks.resid_post(1), hooks.resid_post(2), hooks.attn_z(1), hooks.attn_z(2)])

@@ -1,0 +1,81 @@
+"""Corpus loading and validation: positives/negatives, and every user error named before the model loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from amygdala_tl.corpus import BASELINE, CorpusWarning, load_corpus, select_concepts
+from amygdala_tl.errors import UserError
+
+from .conftest import write
+
+STORY = "word " * 90
+
+
+def test_both_story_layouts_and_paired_labels(tmp_path):
+    write(tmp_path / "stories" / "calm.txt", "calm one")
+    write(tmp_path / "stories" / "calm" / "b.txt", "calm two")
+    write(tmp_path / "stories" / "afraid" / "a.txt", "afraid one")
+    write(tmp_path / "paired" / "commute" / "baseline.txt", "the commute")
+    write(tmp_path / "paired" / "commute" / "afraid.txt", "the commute, afraid")
+    corpus = load_corpus(tmp_path)
+    labels = [s.label for s in corpus.stories]
+    assert sorted(labels) == sorted(["calm", "calm", "afraid", BASELINE, "afraid"])
+    assert corpus.concepts == ["afraid", "calm"]
+    pos = corpus.positive_mask("afraid")
+    assert pos.sum() == 2 and corpus.negative_mask("afraid").sum() == 3  # calm x2 + baseline
+    baseline_index = labels.index(BASELINE)
+    assert all(corpus.negative_mask(c)[baseline_index] for c in corpus.concepts)
+    assert corpus.membership(corpus.concepts).sum(0).tolist() == [0 if l == BASELINE else 1 for l in labels]
+
+
+@pytest.mark.parametrize(
+    "setup, fragment",
+    [
+        (lambda root: None, "corpus directory not found"),
+        (lambda root: (root / "x").mkdir(parents=True), "neither stories/ nor paired/"),
+        (lambda root: (write(root / "stories" / "calm" / "a.txt", "same words"),
+                       write(root / "stories" / "afraid" / "b.txt", "same words")), "afraid/b.txt"),
+        (lambda root: write(root / "stories" / "Bad-Name" / "a.txt", "x"), "Bad-Name"),
+        (lambda root: write(root / "stories" / "baseline.txt", "x"), "reserved"),
+    ],
+)
+def test_validation_errors_name_the_path(tmp_path, setup, fragment):
+    root = tmp_path / "corpus"
+    setup(root)
+    with pytest.raises(UserError, match=fragment.replace("/", ".")):
+        load_corpus(root)
+
+
+def test_shared_text_error_names_both_files(tmp_path):
+    a = write(tmp_path / "stories" / "calm" / "a.txt", "identical")
+    b = write(tmp_path / "paired" / "s" / "baseline.txt", "identical")
+    with pytest.raises(UserError) as info:
+        load_corpus(tmp_path)
+    assert str(a) in str(info.value) and str(b) in str(info.value)
+
+
+def test_non_utf8_is_an_error_naming_the_file(tmp_path):
+    bad = tmp_path / "stories" / "calm" / "latin1.txt"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with pytest.raises(UserError, match="latin1.txt"):
+        load_corpus(tmp_path)
+
+
+def test_empty_file_is_skipped_with_a_warning(tmp_path):
+    write(tmp_path / "stories" / "calm" / "a.txt", "calm one")
+    empty = write(tmp_path / "stories" / "calm" / "empty.txt", "  \n")
+    with pytest.warns(CorpusWarning, match="empty.txt"):
+        corpus = load_corpus(tmp_path)
+    assert len(corpus.stories) == 1 and corpus.skipped == [empty]
+
+
+def test_min_positives_selection(tmp_path):
+    write(tmp_path / "stories" / "calm" / "a.txt", "calm one")
+    write(tmp_path / "stories" / "calm" / "b.txt", "calm two")
+    write(tmp_path / "stories" / "afraid" / "a.txt", "afraid one")
+    corpus = load_corpus(tmp_path)
+    assert select_concepts(corpus, 2) == ["calm"]
+    with pytest.raises(UserError, match="at least 3 positive"):
+        select_concepts(corpus, 3)
