@@ -33,10 +33,10 @@ def test_mean_pooling_ignores_padding():
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_batched_padded_capture_equals_one_text_at_a_time(tiny_model, pooling):
     layers = [0, 2]
-    batched = capture(tiny_model, TEXTS, layers, pooling=pooling, batch_size=3, heads=True)
+    batched = capture(tiny_model, TEXTS, layers, pooling=pooling, batch_size=3, head_layers=layers)
     assert batched.resid.shape == (2, len(TEXTS), 32) and batched.z.shape == (2, len(TEXTS), 4, 8)
     for i, text in enumerate(TEXTS):
-        alone = single(tiny_model, text, layers, pooling=pooling, heads=True)
+        alone = single(tiny_model, text, layers, pooling=pooling, head_layers=layers)
         torch.testing.assert_close(batched.resid[:, i], alone.resid[:, 0], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(batched.z[:, i], alone.z[:, 0], atol=1e-5, rtol=1e-5)
 
@@ -58,6 +58,6 @@ def test_residual_and_heads_come_from_one_forward_pass_per_batch(tiny_model, mon
         return original(*args, **kwargs)
 
     monkeypatch.setattr(tiny_model.bridge, "run_with_hooks", counting)
-    acts = capture(tiny_model, TEXTS, [1, 2], batch_size=2, heads=True)
+    acts = capture(tiny_model, TEXTS, [1, 2], batch_size=2, head_layers=[1, 2])
     assert len(calls) == 3 == acts.n_forward_passes  # ceil(5 / 2)
     assert calls[0] == sorted([hooks.resid_post(1), hooks.resid_post(2), hooks.attn_z(1), hooks.attn_z(2)])

@@ -32,7 +32,8 @@ class Activations:
 
     layers: list[int]
     resid: Float[Tensor, "n_layers n_texts d_model"]
-    z: Float[Tensor, "n_layers n_texts n_heads d_head"] | None = None
+    z: Float[Tensor, "n_head_layers n_texts n_heads d_head"] | None = None
+    head_layers: list[int] = field(default_factory=list)  # the layers z covers
     n_tokens: list[int] = field(default_factory=list)
     truncated: list[int] = field(default_factory=list)  # indices of texts cut to max_length
     n_forward_passes: int = 0
@@ -134,13 +135,13 @@ def capture(
     layers: list[int],
     *,
     pooling: Pooling = "last",
-    heads: bool = False,
+    head_layers: Sequence[int] = (),
     batch_size: int = 8,
     max_length: int = 512,
     token_sink: TokenSink | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> Activations:
-    """Pooled residual (and per-head z) activations of every text at `layers`, one pass per text."""
+    """Pooled residual activations at `layers` (and per-head z at `head_layers`), one pass per text."""
     if pooling not in POOLINGS:
         raise UserError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
     if batch_size < 1:
@@ -149,10 +150,10 @@ def capture(
     token_ids, truncated = tokenize(model.tokenizer, texts, max_length)
     batches = make_batches(token_ids, batch_size, model.tokenizer.pad_token_id)
     resid_names = [hooks.resid_post(layer) for layer in layers]
-    z_names = [hooks.attn_z(layer) for layer in layers] if heads else []
+    z_names = [hooks.attn_z(layer) for layer in head_layers]
 
     resid = torch.zeros(len(layers), len(texts), facts.d_model)
-    z = torch.zeros(len(layers), len(texts), facts.n_heads, facts.d_head) if heads else None
+    z = torch.zeros(len(z_names), len(texts), facts.n_heads, facts.d_head) if z_names else None
     done = 0
     for batch in batches:
         store = run_batch(model, batch, resid_names + z_names)
@@ -170,6 +171,7 @@ def capture(
         layers=list(layers),
         resid=resid,
         z=z,
+        head_layers=list(head_layers),
         n_tokens=[len(ids) for ids in token_ids],
         truncated=truncated,
         n_forward_passes=len(batches),

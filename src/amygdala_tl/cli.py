@@ -73,7 +73,10 @@ def extract(
     paired_dir: Optional[Path] = typer.Option(None, help="Paired scenarios directory (instead of --corpus)."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated block indices, negatives from the end. Default: 40/50/60/70/80% depth."),
     output_dir: Path = typer.Option(Path("out"), "--output-dir", "-o", help="Where readout.safetensors, readout.json and extract.json go."),
-    method: str = typer.Option("pooled", help="Direction method: pooled (diff-of-means)."),
+    method: str = typer.Option("pooled", help="Direction method: pooled (diff-of-means) or subspace (per-story common subspace)."),
+    subspace_k: Optional[int] = typer.Option(None, help="Subspace: singular vectors kept per story (default: full rank)."),
+    subspace_eigen_k: int = typer.Option(5, help="Subspace: top eigenvectors of M_pos - M_base combined."),
+    heads: bool = typer.Option(True, help="Per-head decomposition from attn.hook_z (same forward pass) -> per_head.json."),
     pooling: str = typer.Option("last", help="Pool each story at its last real token (what serving reads) or the mean over tokens."),
     batch_size: int = typer.Option(8, help="Texts per forward pass."),
     max_length: int = typer.Option(512, help="Longer stories keep their last max-length tokens (reported)."),
@@ -90,7 +93,8 @@ def extract(
     config = ExtractConfig(output_dir=output_dir, model=model, corpus=corpus, stories_dir=stories_dir,
                            paired_dir=paired_dir, layers=layers, method=method, pooling=pooling,
                            batch_size=batch_size, max_length=max_length, min_positives=min_positives,
-                           dtype=dtype, device=device, device_map=device_map)
+                           dtype=dtype, device=device, device_map=device_map, heads=heads,
+                           subspace_k=subspace_k, subspace_eigen_k=subspace_eigen_k)
     with user_errors(), progress_bar("capturing") as progress:
         result = run_extract(config, log=lambda message: console.print(message, highlight=False),
                              on_progress=progress_callback(progress))

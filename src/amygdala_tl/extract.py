@@ -6,22 +6,29 @@ parameter so tests can prove it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
 from . import __version__, atomic, hooks
 from .capture import POOLINGS, Activations, ProgressCallback, capture
 from .corpus import Corpus, load_corpus, select_concepts
-from .directions.pooled import pooled_directions
+from .directions.heads import direct_contribution, head_report, head_stats
+from .directions.pooled import diff_of_means, pooled_directions
+from .directions.subspace import SubspaceCollector, subspace_directions
 from .errors import UserError
 from .model import LoadedModel, describe_layer, load_model, parse_dtype, parse_layers, relative_depth, resolve_model_spec
 from .readout import Readout, build_readout, write_readout
 
-METHODS = ("pooled",)
+METHODS = ("pooled", "subspace")
 SIDECAR_FILE = "extract.json"
+PER_HEAD_FILE = "per_head.json"
+SUBSPACE_FILE = "subspace.json"
 
 
 @dataclass
@@ -40,6 +47,9 @@ class ExtractConfig:
     dtype: str = "fp32"
     device: str | None = None
     device_map: str | None = None
+    heads: bool = True
+    subspace_k: int | None = None
+    subspace_eigen_k: int = 5
 
 
 @dataclass
@@ -49,6 +59,8 @@ class ExtractResult:
     corpus: Corpus
     concepts: list[str]
     sidecar: dict
+    per_head: dict | None = None
+    subspace: dict | None = None
     files: list[Path] = field(default_factory=list)
 
 
@@ -58,7 +70,9 @@ def check_options(config: ExtractConfig) -> None:
         raise UserError(f"unknown --method {config.method!r}: choose one of {', '.join(METHODS)}")
     if config.pooling not in POOLINGS:
         raise UserError(f"unknown --pooling {config.pooling!r}: choose one of {', '.join(POOLINGS)}")
-    for name, value in (("--batch-size", config.batch_size), ("--max-length", config.max_length), ("--min-positives", config.min_positives)):
+    for name, value in (("--batch-size", config.batch_size), ("--max-length", config.max_length),
+                        ("--min-positives", config.min_positives), ("--subspace-eigen-k", config.subspace_eigen_k),
+                        ("--subspace-k", config.subspace_k or 1)):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     if config.layers:
@@ -90,21 +104,68 @@ def run_extract(
         f"target {', '.join(describe_layer(layer, n_layers) for layer in layers)}")
     loaded = time.perf_counter()
 
-    acts = capture(model, corpus.texts, layers, pooling=config.pooling, batch_size=config.batch_size,
-                   max_length=config.max_length, on_progress=on_progress)
+    head_layers = [layer for layer in layers if hooks.attn_z(layer) in model.bridge.hook_dict] if config.heads else []
+    skipped_head_layers = [layer for layer in layers if config.heads and layer not in head_layers]
+    collector = SubspaceCollector(layers, len(corpus.stories), config.subspace_k) if config.method == "subspace" else None
+    acts = capture(model, corpus.texts, layers, pooling=config.pooling, head_layers=head_layers,
+                   batch_size=config.batch_size, max_length=config.max_length,
+                   token_sink=collector, on_progress=on_progress)
     for index in acts.truncated:
         log(f"truncated to its last {config.max_length} tokens: {corpus.stories[index].path}")
     captured = time.perf_counter()
 
-    directions = pooled_directions(acts.resid, corpus.membership(concepts))
+    membership = corpus.membership(concepts)
+    directions = pooled_directions(acts.resid, membership)
+    subspace = None
+    if collector is not None:
+        directions, subspace = learn_subspace(acts, collector, membership, concepts, config.subspace_eigen_k)
+    per_head = head_analysis(model, acts, membership, directions, concepts, skipped_head_layers) if config.heads else None
+    learned = time.perf_counter()
+
     sidecar = build_sidecar(config, model, corpus, concepts, layers, acts,
-                            timings={"load_s": loaded - started, "capture_s": captured - loaded})
+                            timings={"load_s": loaded - started, "capture_s": captured - loaded, "directions_s": learned - captured})
     readout = build_readout(concepts, layers, directions, metadata=flat_provenance(sidecar))
-    files = list(write_readout(readout, config.output_dir))
-    sidecar["timings"]["total_s"] = time.perf_counter() - started
-    atomic.write_json(Path(config.output_dir) / SIDECAR_FILE, sidecar)
-    files.append(Path(config.output_dir) / SIDECAR_FILE)
-    return ExtractResult(readout, acts, corpus, concepts, sidecar, files)
+    output_dir = Path(config.output_dir)
+    files = list(write_readout(readout, output_dir))
+    for name, payload in ((PER_HEAD_FILE, per_head), (SUBSPACE_FILE, subspace)):
+        if payload is not None:
+            atomic.write_json(output_dir / name, payload)
+            files.append(output_dir / name)
+    sidecar["timings"]["total_s"] = round(time.perf_counter() - started, 3)
+    atomic.write_json(output_dir / SIDECAR_FILE, sidecar)
+    files.append(output_dir / SIDECAR_FILE)
+    return ExtractResult(readout, acts, corpus, concepts, sidecar, per_head, subspace, files)
+
+
+def learn_subspace(acts: Activations, collector: SubspaceCollector, membership, concepts: list[str], eigen_k: int):
+    """Subspace directions per layer, sign-aligned with the pooled diff-of-means; eigenvalues for the report."""
+    directions, report = [], {concept: {} for concept in concepts}
+    for slot, layer in enumerate(acts.layers):
+        result = subspace_directions(collector.bases[layer], membership, diff_of_means(acts.resid[slot], membership), eigen_k)
+        directions.append(result.directions)
+        for c, concept in enumerate(concepts):
+            report[concept][str(layer)] = {"eigvals": [round(float(v), 6) for v in result.eigvals[c]],
+                                           "eigengap": finite_or_none(result.eigengap[c])}
+    return torch.stack(directions), {"eigen_k": eigen_k, "concepts": report}
+
+
+def head_analysis(model: LoadedModel, acts: Activations, membership, directions, concepts: list[str], skipped: list[int]) -> dict:
+    """Top heads, concentration and direct contribution per concept and head layer."""
+    report: dict = {"skipped_layers": [{"layer": layer, "reason": "no standard attention (no attn.hook_z)"} for layer in skipped],
+                    "n_heads": model.facts.n_heads, "concepts": {concept: {} for concept in concepts}}
+    for slot, layer in enumerate(acts.head_layers):
+        stats = head_stats(acts.z[slot], membership)
+        w_o = model.bridge.blocks[layer].attn.W_O.detach().float().cpu()
+        contribution = direct_contribution(stats.diff, w_o, directions[acts.layers.index(layer)])
+        for c, concept in enumerate(concepts):
+            report["concepts"][concept][str(layer)] = head_report(stats, contribution, c)
+    return report
+
+
+def finite_or_none(value) -> float | None:
+    """Strict JSON: an undefined metric is null, never NaN."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, concepts: list[str],
@@ -119,6 +180,7 @@ def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, con
                   "identity": model.identity, "dtype": config.dtype, **model.facts.to_dict()},
         "hook": hooks.RESID_POST,
         "method": config.method,
+        **({"subspace_k": config.subspace_k, "subspace_eigen_k": config.subspace_eigen_k} if config.method == "subspace" else {}),
         "pooling": config.pooling,
         "max_length": config.max_length,
         "layers": [{"layer": layer, "relative_depth": round(relative_depth(layer, n_layers), 4)} for layer in layers],

@@ -1,0 +1,71 @@
+"""Per-head decomposition from `blocks.<l>.attn.hook_z` (methods.md, "per-head").
+
+Per concept, layer and head h (query heads, so grouped-query attention needs nothing special):
+diff_h = mean(P_h) - mean(N_h), raw_norm_h = |diff_h|, selectivity_h = raw_norm_h / max(|std(N_h)|, 1e-6)
+with std the per-dim (sample) std over negatives. head_concentration = sum of raw_norm over the top
+heads / sum over all: > 0.5 means a sparse head circuit, ~top_k / n_heads an evenly spread one.
+Beyond that: each head's direct write into the concept's residual direction, (diff_h @ W_O[l,h]) . v.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import einsum
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+TOP_HEADS = 10
+STD_FLOOR = 1e-6
+
+
+@dataclass
+class HeadStats:
+    raw_norm: Float[Tensor, "n_concepts n_heads"]
+    selectivity: Float[Tensor, "n_concepts n_heads"]
+    diff: Float[Tensor, "n_concepts n_heads d_head"]
+
+
+def head_stats(
+    z: Float[Tensor, "n_texts n_heads d_head"], membership: Bool[Tensor, "n_concepts n_texts"]
+) -> HeadStats:
+    """All concepts at once from per-text pooled z; sums in fp64."""
+    z64, member = z.double(), membership.double()
+    n_texts = z.shape[0]
+    n_pos = member.sum(-1)[:, None, None]
+    n_neg = n_texts - n_pos
+    pos_sum = einsum(member, z64, "c t, t h e -> c h e")
+    pos_sq = einsum(member, z64**2, "c t, t h e -> c h e")
+    neg_sum = z64.sum(0) - pos_sum
+    neg_sq = (z64**2).sum(0) - pos_sq
+    neg_mean = neg_sum / n_neg
+    neg_var = ((neg_sq - n_neg * neg_mean**2) / (n_neg - 1).clamp_min(1)).clamp_min(0)
+    diff = pos_sum / n_pos - neg_mean
+    raw_norm = diff.norm(dim=-1)
+    selectivity = raw_norm / neg_var.sum(-1).sqrt().clamp_min(STD_FLOOR)
+    return HeadStats(raw_norm.float(), selectivity.float(), diff.float())
+
+
+def direct_contribution(
+    diff: Float[Tensor, "n_concepts n_heads d_head"],
+    w_o: Float[Tensor, "n_heads d_head d_model"],
+    directions: Float[Tensor, "n_concepts d_model"],
+) -> Float[Tensor, "n_concepts n_heads"]:
+    """(diff_h @ W_O[h]) . v: how much of the concept's residual direction each head writes."""
+    written = einsum(diff.double(), w_o.double(), "c h e, h e d -> c h d")
+    return einsum(written, directions.double(), "c h d, c d -> c h").float()
+
+
+def head_report(stats: HeadStats, contribution: Float[Tensor, "n_concepts n_heads"] | None, concept: int, top_k: int = TOP_HEADS) -> dict:
+    """The JSON block for one concept at one layer."""
+    raw, sel = stats.raw_norm[concept], stats.selectivity[concept]
+    top = torch.argsort(sel, descending=True)[:top_k]
+    report = {
+        "top_heads": [[int(h), float(raw[h]), float(sel[h])] for h in top],
+        "head_concentration": float(raw[top].sum() / raw.sum().clamp_min(1e-12)),
+    }
+    if contribution is not None:
+        order = torch.argsort(contribution[concept], descending=True)
+        report["direct_contribution"] = [[int(h), float(contribution[concept, h])] for h in order]
+    return report
