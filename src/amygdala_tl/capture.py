@@ -6,9 +6,9 @@ kept is pooled per text (fp32, CPU), so memory is O(texts x layers x d_model).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from einops import einsum, rearrange
@@ -16,8 +16,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from . import hooks
+from .corpus import text_sha256
 from .errors import UserError
 from .model import LoadedModel
+
+if TYPE_CHECKING:
+    from .store import ActivationStore
 
 Pooling = Literal["last", "mean"]
 POOLINGS: tuple[str, ...] = ("last", "mean")
@@ -129,50 +133,90 @@ def run_batch(model: LoadedModel, batch: Batch, hook_names: list[str]) -> dict[s
     return store
 
 
+def iter_pooled_batches(
+    model: LoadedModel,
+    token_ids: list[list[int]],
+    hook_names: list[str],
+    *,
+    pooling: Pooling = "last",
+    batch_size: int = 8,
+    token_sink: TokenSink | None = None,
+) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
+    """Yield (text indices, {hook name: pooled fp32 CPU [batch, ...]}) batch by batch.
+
+    A consumer that persists each batch (the activation store) loses at most one batch to a crash.
+    """
+    if pooling not in POOLINGS:
+        raise UserError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    for batch in make_batches(token_ids, batch_size, model.tokenizer.pad_token_id):
+        store = run_batch(model, batch, hook_names)
+        pooled = {name: pool(store[name], batch.attention_mask, pooling).cpu() for name in hook_names}
+        if token_sink is not None:
+            token_sink(batch.indices, store, batch.attention_mask)
+        yield batch.indices, pooled
+
+
 def capture(
     model: LoadedModel,
     texts: Sequence[str],
     layers: list[int],
     *,
-    pooling: Pooling = "last",
+    pooling: str = "last",
     head_layers: Sequence[int] = (),
     batch_size: int = 8,
     max_length: int = 512,
     token_sink: TokenSink | None = None,
+    store: ActivationStore | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> Activations:
-    """Pooled residual activations at `layers` (and per-head z at `head_layers`), one pass per text."""
-    if pooling not in POOLINGS:
-        raise UserError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    facts = model.facts
-    token_ids, truncated = tokenize(model.tokenizer, texts, max_length)
-    batches = make_batches(token_ids, batch_size, model.tokenizer.pad_token_id)
-    resid_names = [hooks.resid_post(layer) for layer in layers]
-    z_names = [hooks.attn_z(layer) for layer in head_layers]
+    """Pooled residual activations at `layers` (and per-head z at `head_layers`), one pass per text.
 
-    resid = torch.zeros(len(layers), len(texts), facts.d_model)
-    z = torch.zeros(len(z_names), len(texts), facts.n_heads, facts.d_head) if z_names else None
-    done = 0
-    for batch in batches:
-        store = run_batch(model, batch, resid_names + z_names)
-        rows = torch.tensor(batch.indices)
-        for slot, name in enumerate(resid_names):
-            resid[slot, rows] = pool(store[name], batch.attention_mask, pooling).cpu()
-        for slot, name in enumerate(z_names):
-            z[slot, rows] = pool(store[name], batch.attention_mask, pooling).cpu()
-        if token_sink is not None:
-            token_sink(batch.indices, store, batch.attention_mask)
-        done += len(batch.indices)
+    Texts already in `store` cost no forward pass, and every batch run is written to it. With a
+    token sink (the subspace method needs per-token activations) every text is run.
+    """
+    facts = model.facts
+    shapes = hook_shapes(layers, head_layers, facts.d_model, facts.n_heads, facts.d_head)
+    token_ids, truncated = tokenize(model.tokenizer, texts, max_length)
+    digests = [text_sha256(text) for text in texts]
+    found = store.lookup(digests, shapes) if store is not None and token_sink is None else {name: {} for name in shapes}
+    missing = [i for i, digest in enumerate(digests) if any(digest not in found[name] for name in shapes)]
+    columns = {name: [found[name].get(digest) for digest in digests] for name in shapes}
+
+    n_passes, done = 0, len(texts) - len(missing)
+    if on_progress is not None:
+        on_progress(done, len(texts))
+    batches = iter_pooled_batches(model, [token_ids[i] for i in missing], list(shapes), pooling=pooling,
+                                  batch_size=batch_size, token_sink=_reindexed(token_sink, missing) if token_sink else None)
+    for local, pooled in batches:
+        indices = [missing[i] for i in local]
+        if store is not None:
+            store.write_batch([digests[i] for i in indices], pooled)
+        for name, values in pooled.items():
+            for row, index in enumerate(indices):
+                columns[name][index] = values[row]
+        n_passes, done = n_passes + 1, done + len(indices)
         if on_progress is not None:
             on_progress(done, len(texts))
-    return Activations(
-        layers=list(layers),
-        resid=resid,
-        z=z,
-        head_layers=list(head_layers),
-        n_tokens=[len(ids) for ids in token_ids],
-        truncated=truncated,
-        n_forward_passes=len(batches),
-    )
+    activations = assemble(columns, layers, head_layers)
+    activations.n_tokens, activations.truncated = [len(ids) for ids in token_ids], truncated
+    activations.n_forward_passes = n_passes
+    return activations
+
+
+def _reindexed(sink: TokenSink, mapping: list[int]) -> TokenSink:
+    return lambda indices, store, mask: sink([mapping[i] for i in indices], store, mask)
+
+
+def hook_shapes(layers: Sequence[int], head_layers: Sequence[int], d_model: int, n_heads: int, d_head: int) -> dict[str, tuple[int, ...]]:
+    """The per-text pooled shape of every hook a capture requests."""
+    shapes = {hooks.resid_post(layer): (d_model,) for layer in layers}
+    return shapes | {hooks.attn_z(layer): (n_heads, d_head) for layer in head_layers}
+
+
+def assemble(columns: dict[str, list[Tensor]], layers: Sequence[int], head_layers: Sequence[int]) -> Activations:
+    """Stack per-text pooled vectors (from a capture or the store) into an Activations."""
+    resid = torch.stack([torch.stack(columns[hooks.resid_post(layer)]) for layer in layers])
+    z = torch.stack([torch.stack(columns[hooks.attn_z(layer)]) for layer in head_layers]) if head_layers else None
+    return Activations(layers=list(layers), resid=resid, z=z, head_layers=list(head_layers))

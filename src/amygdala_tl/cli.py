@@ -77,6 +77,8 @@ def extract(
     subspace_k: Optional[int] = typer.Option(None, help="Subspace: singular vectors kept per story (default: full rank)."),
     subspace_eigen_k: int = typer.Option(5, help="Subspace: top eigenvectors of M_pos - M_base combined."),
     heads: bool = typer.Option(True, help="Per-head decomposition from attn.hook_z (same forward pass) -> per_head.json."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Activation store (default: OUTPUT_DIR/cache). Re-runs reuse it: no forward pass for a text already captured."),
+    cache: bool = typer.Option(True, help="Use the activation store (--no-cache: capture everything afresh, store nothing)."),
     pooling: str = typer.Option("last", help="Pool each story at its last real token (what serving reads) or the mean over tokens."),
     batch_size: int = typer.Option(8, help="Texts per forward pass."),
     max_length: int = typer.Option(512, help="Longer stories keep their last max-length tokens (reported)."),
@@ -93,7 +95,7 @@ def extract(
     config = ExtractConfig(output_dir=output_dir, model=model, corpus=corpus, stories_dir=stories_dir,
                            paired_dir=paired_dir, layers=layers, method=method, pooling=pooling,
                            batch_size=batch_size, max_length=max_length, min_positives=min_positives,
-                           dtype=dtype, device=device, device_map=device_map, heads=heads,
+                           dtype=dtype, device=device, device_map=device_map, heads=heads, cache_dir=cache_dir, use_cache=cache,
                            subspace_k=subspace_k, subspace_eigen_k=subspace_eigen_k)
     with user_errors(), progress_bar("capturing") as progress:
         result = run_extract(config, log=lambda message: console.print(message, highlight=False),

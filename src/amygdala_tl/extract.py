@@ -1,7 +1,7 @@
-"""`extract`: corpus -> model -> one capture pass -> directions -> readout export (+ extract.json).
+"""`extract`: corpus -> model -> one capture pass -> directions -> readout export (+ quality report).
 
-Everything a user can get wrong is checked before the model loads; the model loader is a
-parameter so tests can prove it.
+Everything a user can get wrong is checked before the model loads; the model loader is injectable
+so tests can prove it.
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ from .directions.pooled import diff_of_means, pooled_directions
 from .directions.subspace import SubspaceCollector, subspace_directions
 from .errors import UserError
 from .model import LoadedModel, describe_layer, load_model, parse_dtype, parse_layers, relative_depth, resolve_model_spec
-from .readout import Readout, build_readout, write_readout
+from .quality.output import summary_lines, served, write_quality
+from .quality.report import QualityInputs
+from .readout import Readout, build_readout, save_directions, write_readout
+from .store import ActivationStore
 
 METHODS = ("pooled", "subspace")
 SIDECAR_FILE = "extract.json"
 PER_HEAD_FILE = "per_head.json"
 SUBSPACE_FILE = "subspace.json"
+DIRECTIONS_FILE = "directions.safetensors"  # every target layer, fp16, as served; the readout may keep fewer
 
 
 @dataclass
@@ -48,8 +52,12 @@ class ExtractConfig:
     device: str | None = None
     device_map: str | None = None
     heads: bool = True
+    cache_dir: Path | None = None  # default: <output_dir>/cache
+    use_cache: bool = True
     subspace_k: int | None = None
     subspace_eigen_k: int = 5
+    quality_report: bool = False
+    export_best_layers: int | None = None
 
 
 @dataclass
@@ -61,6 +69,7 @@ class ExtractResult:
     sidecar: dict
     per_head: dict | None = None
     subspace: dict | None = None
+    quality: dict | None = None
     files: list[Path] = field(default_factory=list)
 
 
@@ -72,9 +81,11 @@ def check_options(config: ExtractConfig) -> None:
         raise UserError(f"unknown --pooling {config.pooling!r}: choose one of {', '.join(POOLINGS)}")
     for name, value in (("--batch-size", config.batch_size), ("--max-length", config.max_length),
                         ("--min-positives", config.min_positives), ("--subspace-eigen-k", config.subspace_eigen_k),
-                        ("--subspace-k", config.subspace_k or 1)):
+                        ("--subspace-k", config.subspace_k or 1), ("--export-best-layers", config.export_best_layers or 1)):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
+    if config.export_best_layers and not config.quality_report:
+        raise UserError("--export-best-layers needs --quality-report (the held-out evaluation ranks the layers)")
     if config.layers:
         parse_layers(config.layers, n_layers=10**9)  # syntax only; ranges are checked once the model is known
     if Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
@@ -107,9 +118,13 @@ def run_extract(
     head_layers = [layer for layer in layers if hooks.attn_z(layer) in model.bridge.hook_dict] if config.heads else []
     skipped_head_layers = [layer for layer in layers if config.heads and layer not in head_layers]
     collector = SubspaceCollector(layers, len(corpus.stories), config.subspace_k) if config.method == "subspace" else None
+    store = open_store(config, model.identity)
+    if store is not None:
+        save_report_weights(store, model, layers)
     acts = capture(model, corpus.texts, layers, pooling=config.pooling, head_layers=head_layers,
                    batch_size=config.batch_size, max_length=config.max_length,
-                   token_sink=collector, on_progress=on_progress)
+                   token_sink=collector, store=store, on_progress=on_progress)
+    log(f"forward passes: {acts.n_forward_passes} batches" + (f" (cache: {store.dir})" if store is not None else ""))
     for index in acts.truncated:
         log(f"truncated to its last {config.max_length} tokens: {corpus.stories[index].path}")
     captured = time.perf_counter()
@@ -119,22 +134,69 @@ def run_extract(
     subspace = None
     if collector is not None:
         directions, subspace = learn_subspace(acts, collector, membership, concepts, config.subspace_eigen_k)
-    per_head = head_analysis(model, acts, membership, directions, concepts, skipped_head_layers) if config.heads else None
+    all_layers = build_readout(concepts, layers, directions)
+    served_directions = served(all_layers.vectors, layers)
+    per_head = head_analysis(model, acts, membership, served_directions, concepts, skipped_head_layers) if config.heads else None
     learned = time.perf_counter()
 
-    sidecar = build_sidecar(config, model, corpus, concepts, layers, acts,
-                            timings={"load_s": loaded - started, "capture_s": captured - loaded, "directions_s": learned - captured})
-    readout = build_readout(concepts, layers, directions, metadata=flat_provenance(sidecar))
     output_dir = Path(config.output_dir)
-    files = list(write_readout(readout, output_dir))
+    files: list[Path] = []
     for name, payload in ((PER_HEAD_FILE, per_head), (SUBSPACE_FILE, subspace)):
         if payload is not None:
             atomic.write_json(output_dir / name, payload)
             files.append(output_dir / name)
+    quality, export_layers = None, layers
+    if config.quality_report:
+        inputs = QualityInputs(concepts, layers, n_layers, corpus.stories, acts.resid, membership, served_directions,
+                               {layer: block_w_out(model, layer) for layer in layers}, per_head, subspace, config.method)
+        quality, quality_files = write_quality(output_dir, inputs, model.facts.n_heads)
+        files += quality_files
+        for line in summary_lines(quality, n_layers):
+            log(line)
+        if config.export_best_layers:
+            export_layers = sorted(quality["heldout"]["recommended_layers"][: config.export_best_layers])
+            log(f"exporting the {len(export_layers)} best layers: {', '.join(map(str, export_layers))}")
+
+    sidecar = build_sidecar(config, model, corpus, concepts, layers, acts,
+                            timings={"load_s": loaded - started, "capture_s": captured - loaded, "directions_s": learned - captured})
+    sidecar["exported_layers"] = export_layers
+    slots = [layers.index(layer) for layer in export_layers]
+    readout = build_readout(concepts, export_layers, directions[slots], metadata=flat_provenance(sidecar))
+    save_directions(output_dir / DIRECTIONS_FILE, all_layers)
+    files = list(write_readout(readout, output_dir)) + [output_dir / DIRECTIONS_FILE] + files
     sidecar["timings"]["total_s"] = round(time.perf_counter() - started, 3)
     atomic.write_json(output_dir / SIDECAR_FILE, sidecar)
     files.append(output_dir / SIDECAR_FILE)
-    return ExtractResult(readout, acts, corpus, concepts, sidecar, per_head, subspace, files)
+    return ExtractResult(readout, acts, corpus, concepts, sidecar, per_head, subspace, quality, files)
+
+
+def open_store(config: ExtractConfig, model_identity: str) -> ActivationStore | None:
+    if not config.use_cache:
+        return None
+    return ActivationStore(cache_root(config), model_identity, config.pooling, config.max_length)
+
+
+def cache_root(config: ExtractConfig) -> Path:
+    return Path(config.cache_dir) if config.cache_dir else Path(config.output_dir) / "cache"
+
+
+def block_w_out(model: LoadedModel, layer: int) -> torch.Tensor | None:
+    """W_out[layer] as [d_mlp, d_model] (rows = what each MLP neuron writes), None without an MLP."""
+    mlp = getattr(model.bridge.blocks[layer], "mlp", None)
+    return mlp.W_out.detach().float().cpu() if mlp is not None and hasattr(mlp, "W_out") else None
+
+
+def save_report_weights(store: ActivationStore, model: LoadedModel, layers: list[int]) -> None:
+    """W_out and W_O of the target layers, so `report` can rank neurons and heads without the model."""
+    for layer in layers:
+        if store.weights_path(layer).is_file():
+            continue
+        weights = {}
+        if (w_out := block_w_out(model, layer)) is not None:
+            weights["W_out"] = w_out
+        if hooks.attn_z(layer) in model.bridge.hook_dict:
+            weights["W_O"] = model.bridge.blocks[layer].attn.W_O.detach()
+        store.save_weights(layer, weights)
 
 
 def learn_subspace(acts: Activations, collector: SubspaceCollector, membership, concepts: list[str], eigen_k: int):
@@ -149,13 +211,20 @@ def learn_subspace(acts: Activations, collector: SubspaceCollector, membership, 
     return torch.stack(directions), {"eigen_k": eigen_k, "concepts": report}
 
 
-def head_analysis(model: LoadedModel, acts: Activations, membership, directions, concepts: list[str], skipped: list[int]) -> dict:
-    """Top heads, concentration and direct contribution per concept and head layer."""
+def head_analysis(model_or_weights, acts: Activations, membership, directions, concepts: list[str], skipped: list[int]) -> dict:
+    """Top heads, concentration and direct contribution per concept and head layer.
+
+    `model_or_weights` is a LoadedModel or a {layer: W_O} dict (the `report` path, from the store).
+    """
+    n_heads = acts.z.shape[2] if acts.z is not None else 0
     report: dict = {"skipped_layers": [{"layer": layer, "reason": "no standard attention (no attn.hook_z)"} for layer in skipped],
-                    "n_heads": model.facts.n_heads, "concepts": {concept: {} for concept in concepts}}
+                    "n_heads": n_heads, "concepts": {concept: {} for concept in concepts}}
     for slot, layer in enumerate(acts.head_layers):
         stats = head_stats(acts.z[slot], membership)
-        w_o = model.bridge.blocks[layer].attn.W_O.detach().float().cpu()
+        if isinstance(model_or_weights, dict):
+            w_o = model_or_weights[layer]
+        else:
+            w_o = model_or_weights.bridge.blocks[layer].attn.W_O.detach().float().cpu()
         contribution = direct_contribution(stats.diff, w_o, directions[acts.layers.index(layer)])
         for c, concept in enumerate(concepts):
             report["concepts"][concept][str(layer)] = head_report(stats, contribution, c)
@@ -170,7 +239,7 @@ def finite_or_none(value) -> float | None:
 
 def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, concepts: list[str],
                   layers: list[int], acts: Activations, timings: dict[str, float]) -> dict:
-    """Provenance: enough to know exactly what produced a readout and to reproduce it."""
+    """Provenance: enough to know exactly what produced a readout, to reproduce it, and for `report`."""
     n_layers = model.facts.n_layers
     return {
         "tool": "amygdala-tl",
@@ -183,12 +252,15 @@ def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, con
         **({"subspace_k": config.subspace_k, "subspace_eigen_k": config.subspace_eigen_k} if config.method == "subspace" else {}),
         "pooling": config.pooling,
         "max_length": config.max_length,
+        "min_positives": config.min_positives,
         "layers": [{"layer": layer, "relative_depth": round(relative_depth(layer, n_layers), 4)} for layer in layers],
+        "head_layers": acts.head_layers,
         "concepts": {c: corpus.n_positives(c) for c in concepts},
         "corpus": {"root": corpus.root, "sha256": corpus.fingerprint(), "n_texts": len(corpus.stories),
                    "n_baselines": sum(s.is_baseline for s in corpus.stories),
                    "skipped_empty": [str(p) for p in corpus.skipped]},
         "truncated": [str(corpus.stories[i].path) for i in acts.truncated],
+        "cache": {"dir": str(cache_root(config)), "enabled": config.use_cache},
         "n_forward_passes": acts.n_forward_passes,
         "timings": {key: round(value, 3) for key, value in timings.items()},
     }

@@ -138,3 +138,22 @@ def score(
             raise UserError(f"hidden size {h.shape[-1]} does not match the readout's {readout.hidden_size}")
         scores[layer] = h @ readout.vectors[layer].to(h.device).float().T
     return scores
+
+
+def save_directions(path: Path, readout: Readout) -> None:
+    """Every target layer's fp16 directions (the readout may export fewer), for `report`."""
+    tensors = {tensor_key(layer): readout.vectors[layer] for layer in readout.layers}
+    metadata = {"concepts": json.dumps(readout.concepts), "layers": json.dumps(readout.layers)}
+    atomic.write_bytes(Path(path), save_safetensors_bytes(tensors, metadata=metadata))
+
+
+def load_directions(path: Path) -> Readout:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"directions file not found: {path} (written by `amygdala-tl extract`)")
+    raw = path.read_bytes()
+    metadata = _safetensors_metadata(raw)
+    tensors = load_safetensors_bytes(raw)
+    layers = json.loads(metadata["layers"])
+    vectors = {layer: tensors[tensor_key(layer)] for layer in layers}
+    return Readout(json.loads(metadata["concepts"]), layers, vectors, next(iter(vectors.values())).shape[-1])

@@ -1,0 +1,1 @@
+"""How good is each direction: geometry metrics, held-out evaluation, and the HTML report."""

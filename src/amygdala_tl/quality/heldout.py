@@ -1,0 +1,133 @@
+"""Held-out evaluation: does a direction pick out a story it was not learned from?
+
+Leave each story out in turn, re-derive every concept's direction without it, and score the
+held-out story against every concept by dot product. For diff-of-means this needs no model run and
+no refit: removing text t changes only running sums, so all leave-one-out directions of a layer
+come from one vectorized pass. Other methods pass a `fit` function and are refit per story.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from sklearn.metrics import roc_auc_score
+from torch import Tensor
+
+from ..directions.pooled import normalize
+
+Fit = Callable[[Tensor, Tensor], Tensor]  # (acts [n, d], membership [C, n]) -> directions [C, d]
+N_RANDOM_SEEDS = 5
+
+
+def labels_of(membership: Bool[Tensor, "n_concepts n_texts"]) -> Int[Tensor, " n_texts"]:
+    """Concept index of each text, -1 for texts that are no concept's positive (baselines)."""
+    has = membership.any(0)
+    return torch.where(has, membership.float().argmax(0), torch.full_like(has, -1, dtype=torch.long))
+
+
+def loo_pooled_scores(
+    acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], chunk_bytes: int = 1 << 28
+) -> Float[Tensor, "n_texts n_concepts"]:
+    """score[t, c] = x_t . normalize(mean(P_c \\ t) - mean(N_c \\ t)), for every text t, in fp64."""
+    x = acts.double()
+    member = membership.double()
+    n_texts, d = x.shape
+    n_concepts = member.shape[0]
+    pos_sum = member @ x  # [C, d]
+    n_pos = member.sum(-1)  # [C]
+    total = x.sum(0)
+    scores = torch.empty(n_texts, n_concepts, dtype=torch.float64)
+    step = max(1, chunk_bytes // (8 * n_concepts * d * 3))
+    for start in range(0, n_texts, step):
+        rows = slice(start, min(start + step, n_texts))
+        xt = x[rows]  # [b, d]
+        own = member[:, rows].T  # [b, C]: 1 where text t is concept c's positive
+        pos_sum_t = pos_sum[None] - own[..., None] * xt[:, None, :]
+        n_pos_t = (n_pos[None] - own).clamp_min(1)
+        neg_sum_t = (total - xt)[:, None, :] - pos_sum_t
+        n_neg_t = (n_texts - 1 - n_pos[None] + own).clamp_min(1)
+        diff = pos_sum_t / n_pos_t[..., None] - neg_sum_t / n_neg_t[..., None]
+        scores[rows] = torch.einsum("bcd,bd->bc", normalize(diff), xt)
+    return scores.float()
+
+
+def loo_refit_scores(acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], fit: Fit) -> Float[Tensor, "n_texts n_concepts"]:
+    """The general (slow) path: refit every direction without each text in turn."""
+    n_texts = acts.shape[0]
+    scores = torch.empty(n_texts, membership.shape[0])
+    for t in range(n_texts):
+        keep = torch.arange(n_texts) != t
+        directions = fit(acts[keep], membership[:, keep])
+        scores[t] = directions.float() @ acts[t].float()
+    return scores
+
+
+def evaluate_scores(scores: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n_texts"], evaluable: Bool[Tensor, " n_concepts"]) -> dict:
+    """One-vs-rest AUROC per concept (held-out positives vs every other held-out text, baselines
+    included) and top-1 accuracy (the held-out story's own concept ranks first among all concepts)."""
+    s, y = scores.numpy(), labels.numpy()
+    aurocs, top1 = {}, {}
+    hits = s.argmax(1) == y
+    for c in np.flatnonzero(evaluable.numpy()):
+        positives = y == c
+        aurocs[int(c)] = float(roc_auc_score(positives, s[:, c]))
+        top1[int(c)] = float(hits[positives].mean())
+    counted = np.isin(y, list(top1))
+    return {
+        "mean_auroc": float(np.mean(list(aurocs.values()))) if aurocs else None,
+        "top1": float(hits[counted].mean()) if counted.any() else None,
+        "per_concept_auroc": aurocs,
+        "per_concept_top1": top1,
+    }
+
+
+def random_floor(acts: Float[Tensor, "n_texts d_model"], labels, evaluable, n_concepts: int, seeds: int = N_RANDOM_SEEDS) -> tuple[float, float]:
+    """Mean AUROC and top-1 of random unit directions, averaged over seeds."""
+    aurocs, top1s = [], []
+    for seed in range(seeds):
+        generator = torch.Generator().manual_seed(seed)
+        random_dirs = normalize(torch.randn(n_concepts, acts.shape[1], generator=generator, dtype=torch.float64))
+        result = evaluate_scores((acts.double() @ random_dirs.T).float(), labels, evaluable)
+        aurocs.append(result["mean_auroc"])
+        top1s.append(result["top1"])
+    return float(np.mean(aurocs)), float(np.mean(top1s))
+
+
+def heldout_evaluation(
+    acts: Float[Tensor, "n_layers n_texts d_model"],
+    layers: list[int],
+    membership: Bool[Tensor, "n_concepts n_texts"],
+    concepts: list[str],
+    n_layers: int,
+    fit: Fit | None = None,
+) -> dict:
+    """Per layer: held-out AUROC/top-1 (overall and per concept) beside the random floor; best layers first."""
+    labels = labels_of(membership)
+    evaluable = membership.sum(-1) >= 2  # a concept needs a positive left after leaving one out
+    report: dict = {"n_random_seeds": N_RANDOM_SEEDS, "layers": {}}
+    for slot, layer in enumerate(layers):
+        scores = loo_pooled_scores(acts[slot], membership) if fit is None else loo_refit_scores(acts[slot], membership, fit)
+        result = evaluate_scores(scores, labels, evaluable)
+        random_auroc, random_top1 = random_floor(acts[slot], labels, evaluable, len(concepts))
+        report["layers"][str(layer)] = {
+            "relative_depth": round(layer / max(n_layers - 1, 1), 4),
+            "mean_auroc": result["mean_auroc"],
+            "top1": result["top1"],
+            "random_auroc": random_auroc,
+            "random_top1": random_top1,
+            "per_concept": {concepts[c]: {"auroc": result["per_concept_auroc"][c], "top1": result["per_concept_top1"][c]}
+                            for c in result["per_concept_auroc"]},
+        }
+    ranked = sorted(layers, key=lambda layer: -(report["layers"][str(layer)]["mean_auroc"] or 0))
+    report["recommended_layers"] = ranked
+    report["best_layer"] = ranked[0] if ranked else None
+    return report
+
+
+def heldout_line(layer: int, block: dict, describe: Callable[[int], str]) -> str:
+    """`layer 15 (52%): AUROC 0.91, top-1 0.48 (random 0.50 / 0.02)`."""
+    return (f"{describe(layer)}: AUROC {block['mean_auroc']:.2f}, top-1 {block['top1']:.2f} "
+            f"(random {block['random_auroc']:.2f} / {block['random_top1']:.2f})")

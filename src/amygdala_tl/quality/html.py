@@ -1,0 +1,137 @@
+"""report.html: a self-contained page (plots inlined as PNG data URIs) a researcher opens offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
+
+SECTIONS = ("summary", "heldout", "cosines", "pca", "heads", "triage")
+
+
+def figure_uri(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def heldout_plot(quality: dict) -> str:
+    layers = quality["layers"]
+    blocks = [quality["heldout"]["layers"][str(layer)] for layer in layers]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, key, floor, title in ((axes[0], "mean_auroc", "random_auroc", "held-out AUROC (one-vs-rest)"),
+                                  (axes[1], "top1", "random_top1", "held-out top-1 accuracy")):
+        ax.plot(layers, [b[key] for b in blocks], "o-", label=quality["method"])
+        ax.plot(layers, [b[floor] for b in blocks], "s--", color="grey", label="random directions")
+        ax.set_xlabel("layer")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return figure_uri(fig)
+
+
+def cosine_plot(matrix: np.ndarray, concepts: list[str], layer: int) -> str:
+    order = leaves_list(linkage(matrix, method="average", metric="euclidean")) if len(concepts) > 2 else np.arange(len(concepts))
+    size = max(5.0, 0.16 * len(concepts) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(matrix[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(order)), [concepts[i] for i in order], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(order)), [concepts[i] for i in order], fontsize=7)
+    ax.set_title(f"cosine between concept directions, layer {layer} (clustered)")
+    fig.colorbar(image, ax=ax, shrink=0.7)
+    return figure_uri(fig)
+
+
+def pca_plot(directions: np.ndarray, concepts: list[str], layer: int) -> str:
+    centred = directions - directions.mean(0)
+    _, singular, vh = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ vh[:2].T
+    explained = singular**2 / (singular**2).sum()
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    ax.scatter(coords[:, 0], coords[:, 1], s=18)
+    for (x, y), name in zip(coords, concepts):
+        ax.annotate(name, (x, y), fontsize=7, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel(f"PC1 ({explained[0]:.0%}; often valence)")
+    ax.set_ylabel(f"PC2 ({explained[1]:.0%}; often arousal)")
+    ax.set_title(f"concept directions at layer {layer}, first two principal components")
+    ax.grid(alpha=0.3)
+    return figure_uri(fig)
+
+
+def heads_plot(per_head: dict, concept: str, n_heads: int) -> str | None:
+    blocks = per_head.get(concept, {})
+    if not blocks:
+        return None
+    layers = sorted(blocks, key=int)
+    grid = np.zeros((len(layers), n_heads))
+    for row, layer in enumerate(layers):
+        for head, _, selectivity in blocks[layer]["top_heads"]:
+            grid[row, head] = selectivity
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * n_heads + 2), 0.45 * len(layers) + 1.5))
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_yticks(range(len(layers)), [f"L{layer}" for layer in layers])
+    ax.set_xticks(range(n_heads), [f"H{h}" for h in range(n_heads)])
+    ax.set_title(f"per-head selectivity for '{concept}' (top heads per layer)")
+    fig.colorbar(image, ax=ax)
+    return figure_uri(fig)
+
+
+def triage_table(quality: dict) -> str:
+    middle = str(quality["middle_layer"])
+    bucket_of = {c: name for name, members in quality["triage"].items() if isinstance(members, list) and name != "redundant" for c in members}
+    rows = []
+    for concept, entry in quality["concepts"].items():
+        block = entry["per_layer"][middle]
+        heldout = quality["heldout"]["layers"][middle]["per_concept"].get(concept, {})
+        nearest = entry["nearest_concepts"][0] if entry["nearest_concepts"] else ["", float("nan")]
+        outliers = "<br>".join(f"{html.escape(o['path'].split('/corpus/')[-1])} ({o['alignment']:.2f})" for o in entry.get("outlier_stories", []))
+        r2 = entry["linear_combination"][middle]["r_squared"]
+        rows.append(
+            f"<tr><td>{html.escape(concept)}</td><td>{bucket_of.get(concept, '')}</td><td>{entry['n_positive_stories']}</td>"
+            f"<td>{_fmt(heldout.get('auroc'))}</td><td>{_fmt(heldout.get('top1'))}</td>"
+            f"<td>{block['first_pc_variance_ratio']:.2f}</td><td>{_fmt(block['best_neuron_cosine'])}</td>"
+            f"<td>{html.escape(nearest[0])} ({nearest[1]:.2f})</td><td>{_fmt(r2)}</td><td class=small>{outliers}</td></tr>"
+        )
+    header = "".join(f"<th>{h}</th>" for h in ("concept", "triage", "stories", "AUROC", "top-1", "first PC", "best neuron cos", "nearest", "ridge R²", "outlier stories"))
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def render_html(quality: dict, directions_by_layer: dict[int, np.ndarray], n_heads: int | None, head_concept: str | None = None) -> str:
+    concepts = list(quality["concepts"])
+    best = quality["heldout"]["best_layer"]
+    best_block = quality["heldout"]["layers"][str(best)]
+    per_head = {c: e["per_head"] for c, e in quality["concepts"].items() if e.get("per_head")}
+    if head_concept is None and per_head:
+        head_concept = max(per_head, key=lambda c: max(b["head_concentration"] for b in per_head[c].values()))
+    heads_uri = heads_plot(per_head, head_concept, n_heads) if head_concept and n_heads else None
+    triage = quality["triage"]
+    counts = ", ".join(f"{name.replace('_', ' ')}: {len(members)}" for name, members in triage.items() if isinstance(members, list))
+    matrix = np.array(quality["cosine_matrices"][str(best)])
+    parts = [
+        f"<section id=summary><h1>amygdala-tl quality report</h1><p>{len(concepts)} concepts, method <b>{html.escape(quality['method'])}</b>, "
+        f"layers {', '.join(map(str, quality['layers']))}. Best layer <b>{best}</b>: held-out AUROC <b>{best_block['mean_auroc']:.3f}</b>, "
+        f"top-1 <b>{best_block['top1']:.3f}</b> (random {best_block['random_auroc']:.2f} / {best_block['random_top1']:.3f}).</p>"
+        f"<p>Triage at layer {triage['layer']}: {counts}.</p></section>",
+        f"<section id=heldout><h2>Held-out evaluation</h2><p>Each story left out in turn; its concept's direction re-derived without it.</p><img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
+        f"<section id=cosines><h2>Concept similarity</h2><img alt='cosine matrix' src='{cosine_plot(matrix, concepts, best)}'></section>",
+        f"<section id=pca><h2>Concept map</h2><img alt='PCA map' src='{pca_plot(directions_by_layer[best], concepts, best)}'></section>",
+        "<section id=heads><h2>Per-head selectivity</h2>"
+        + (f"<img alt='head selectivity' src='{heads_uri}'>" if heads_uri else "<p>No per-head decomposition in this run.</p>") + "</section>",
+        f"<section id=triage><h2>Triage and outliers (layer {quality['middle_layer']})</h2>{triage_table(quality)}</section>",
+    ]
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
+             "th{background:#f3f3f3;position:sticky;top:0}.small{font-size:11px}img{max-width:100%}section{margin-bottom:2.5em}")
+    return f"<!doctype html><html lang=en><head><meta charset=utf-8><title>amygdala-tl quality report</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"

@@ -1,0 +1,45 @@
+"""Write quality.json + report.html, and the printed summary (triage and held-out lines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import atomic
+from ..model import describe_layer
+from .heldout import heldout_line
+from .html import render_html
+from .report import QualityInputs, build_quality
+
+QUALITY_FILE = "quality.json"
+HTML_FILE = "report.html"
+
+
+def write_quality(output_dir: Path, inputs: QualityInputs, n_heads: int | None, head_concept: str | None = None) -> tuple[dict, list[Path]]:
+    quality = build_quality(inputs)
+    directions = {layer: inputs.directions[slot].numpy() for slot, layer in enumerate(inputs.layers)}
+    page = render_html(quality, directions, n_heads, head_concept)
+    paths = [Path(output_dir) / QUALITY_FILE, Path(output_dir) / HTML_FILE]
+    atomic.commit_all([(paths[0], atomic.dumps_json(quality).encode()), (paths[1], page.encode())])
+    return quality, paths
+
+
+def summary_lines(quality: dict, n_layers: int, samples: int = 4) -> list[str]:
+    triage = quality["triage"]
+    lines = [f"triage at {describe_layer(triage['layer'], n_layers)}:"]
+    for name, members in triage.items():
+        if isinstance(members, list) and members:
+            shown = ", ".join(members[:samples]) + (", ..." if len(members) > samples else "")
+            lines.append(f"  {name.replace('_', ' ')}: {len(members)} ({shown})")
+    lines.append("held-out (leave one story out):")
+    for layer in quality["layers"]:
+        lines.append("  " + heldout_line(layer, quality["heldout"]["layers"][str(layer)], lambda l: describe_layer(l, n_layers)))
+    best = quality["heldout"]["recommended_layers"]
+    lines.append(f"recommended layers (best held-out AUROC first): {', '.join(map(str, best))}")
+    return lines
+
+
+def served(vectors: dict[int, torch.Tensor], layers: list[int]) -> torch.Tensor:
+    """The exported fp16 rows as fp32 [n_layers, n_concepts, d]: what every metric is computed on."""
+    return torch.stack([vectors[layer].float() for layer in layers])

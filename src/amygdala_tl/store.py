@@ -1,0 +1,109 @@
+"""On-disk activation store: forward passes are the whole cost on a large model, so keep them.
+
+Layout: <root>/<key>/shard-*.safetensors, where <key> hashes (model identity, pooling, max length).
+Each shard holds one capture batch: a tensor per hook name, [n_texts, ...] fp32, and the texts'
+sha256 in its metadata. One shard per batch means a crash or Ctrl-C loses at most one batch. A
+shard that cannot be read, or a tensor with the wrong dtype, key or shape, is reported and ignored
+(its texts are recomputed), never used. Model weights that reports need without the model (W_out,
+W_O of the target layers) are kept beside the shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as save_safetensors_bytes
+from torch import Tensor
+
+from . import atomic
+from .capture import Activations, assemble, hook_shapes
+from .corpus import text_sha256
+from .errors import UserError
+
+
+class StoreWarning(UserWarning):
+    """A cache entry was unusable and will be recomputed."""
+
+
+def store_key(model_identity: str, pooling: str, max_length: int) -> str:
+    blob = json.dumps({"model": model_identity, "pooling": pooling, "max_length": max_length}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ActivationStore:
+    def __init__(self, root: Path, model_identity: str, pooling: str, max_length: int):
+        self.key = store_key(model_identity, pooling, max_length)
+        self.dir = Path(root) / self.key
+        self.description = {"model_identity": model_identity, "pooling": pooling, "max_length": max_length}
+
+    def shards(self) -> list[Path]:
+        return sorted(self.dir.glob("shard-*.safetensors"))
+
+    def lookup(self, text_hashes: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, Tensor]]:
+        """{hook name: {text hash: pooled vector}} for every stored, valid entry (later shards win)."""
+        wanted = set(text_hashes)
+        found: dict[str, dict[str, Tensor]] = {name: {} for name in shapes}
+        for shard in self.shards():
+            try:
+                with safe_open(str(shard), framework="pt") as handle:
+                    shard_texts = json.loads(handle.metadata()["texts"])
+                    for name in set(handle.keys()) & set(shapes):
+                        tensor = handle.get_tensor(name)
+                        if tensor.dtype != torch.float32 or tuple(tensor.shape) != (len(shard_texts), *shapes[name]):
+                            warnings.warn(f"cache entry {name} in {shard} has {tensor.dtype} {tuple(tensor.shape)}, "
+                                          f"expected float32 {(len(shard_texts), *shapes[name])}: recomputing", StoreWarning, stacklevel=2)
+                            continue
+                        for row, digest in enumerate(shard_texts):
+                            if digest in wanted:
+                                found[name][digest] = tensor[row]
+            except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as error:
+                warnings.warn(f"unreadable cache shard {shard} ({error}): ignored, its texts are recomputed", StoreWarning, stacklevel=2)
+                shard.rename(shard.with_suffix(".corrupt"))
+        return found
+
+    def write_batch(self, text_hashes: Sequence[str], pooled: dict[str, Tensor]) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        description = self.dir / "store.json"
+        if not description.exists():
+            atomic.write_json(description, self.description)
+        path = self.dir / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.safetensors"
+        tensors = {name: value.float().contiguous() for name, value in pooled.items()}
+        atomic.write_bytes(path, save_safetensors_bytes(tensors, metadata={"texts": json.dumps(list(text_hashes))}))
+        return path
+
+    # weights a report needs without the model
+    def weights_path(self, layer: int) -> Path:
+        return self.dir / f"weights-layer{layer}.safetensors"
+
+    def save_weights(self, layer: int, weights: dict[str, Tensor]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(self.weights_path(layer), save_safetensors_bytes({k: v.float().contiguous().cpu() for k, v in weights.items()}))
+
+    def load_weights(self, layer: int) -> dict[str, Tensor]:
+        from safetensors.torch import load_file
+
+        path = self.weights_path(layer)
+        if not path.is_file():
+            raise UserError(f"no stored weights for layer {layer} in {self.dir}: re-run `amygdala-tl extract` with this cache")
+        return load_file(path)
+
+
+def activations_from_store(store: ActivationStore, texts: Sequence[str], layers: list[int], head_layers: Sequence[int],
+                           d_model: int, n_heads: int, d_head: int) -> Activations:
+    """Every text's pooled activations from the store alone (for `report`): no model needed."""
+    shapes = hook_shapes(layers, head_layers, d_model, n_heads, d_head)
+    digests = [text_sha256(text) for text in texts]
+    found = store.lookup(digests, shapes)
+    for name in shapes:
+        absent = sum(digest not in found[name] for digest in digests)
+        if absent:
+            raise UserError(f"activation cache {store.dir} lacks {name} for {absent} texts: re-run `amygdala-tl extract`")
+    return assemble({name: [found[name][digest] for digest in digests] for name in shapes}, layers, head_layers)
