@@ -79,6 +79,8 @@ def extract(
     heads: bool = typer.Option(True, help="Per-head decomposition from attn.hook_z (same forward pass) -> per_head.json."),
     cache_dir: Optional[Path] = typer.Option(None, help="Activation store (default: OUTPUT_DIR/cache). Re-runs reuse it: no forward pass for a text already captured."),
     cache: bool = typer.Option(True, help="Use the activation store (--no-cache: capture everything afresh, store nothing)."),
+    quality_report: bool = typer.Option(False, help="Also write quality.json + report.html (metrics, triage, held-out evaluation)."),
+    export_best_layers: Optional[int] = typer.Option(None, help="With --quality-report: export only the N layers with the best held-out AUROC."),
     pooling: str = typer.Option("last", help="Pool each story at its last real token (what serving reads) or the mean over tokens."),
     batch_size: int = typer.Option(8, help="Texts per forward pass."),
     max_length: int = typer.Option(512, help="Longer stories keep their last max-length tokens (reported)."),
@@ -96,6 +98,7 @@ def extract(
                            paired_dir=paired_dir, layers=layers, method=method, pooling=pooling,
                            batch_size=batch_size, max_length=max_length, min_positives=min_positives,
                            dtype=dtype, device=device, device_map=device_map, heads=heads, cache_dir=cache_dir, use_cache=cache,
+                           quality_report=quality_report, export_best_layers=export_best_layers,
                            subspace_k=subspace_k, subspace_eigen_k=subspace_eigen_k)
     with user_errors(), progress_bar("capturing") as progress:
         result = run_extract(config, log=lambda message: console.print(message, highlight=False),
@@ -127,6 +130,53 @@ def corpus_check(
     console.print(f"{len(stats)} concepts, {sum(s.positives for s in stats.values())} positive stories, {len(problems)} problems")
     if problems:
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    output_dir: Path = typer.Option(Path("out"), "--output-dir", "-o", help="An extract output directory (extract.json, directions.safetensors)."),
+    corpus: Optional[Path] = typer.Option(None, help="The corpus extract used (default: the path recorded in extract.json)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Activation store (default: the one recorded in extract.json)."),
+    concept: Optional[str] = typer.Option(None, help="Concept for the per-head heatmap (default: the most head-concentrated)."),
+) -> None:
+    """Rebuild quality.json and report.html from the activation store, without loading the model."""
+    from .quality.output import summary_lines
+    from .report import read_sidecar, run_report
+
+    with user_errors():
+        quality, paths = run_report(output_dir, corpus, cache_dir, concept)
+        n_layers = read_sidecar(output_dir)["model"]["n_layers"]
+    for line in summary_lines(quality, n_layers):
+        console.print(line, highlight=False)
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def score(
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to score (or --file)."),
+    vectors: Path = typer.Option(Path("out"), help="Directory with readout.safetensors + readout.json."),
+    file: Optional[Path] = typer.Option(None, help="Score each non-empty line of this file."),
+    model: Optional[str] = typer.Option(None, help="Model (default: the one recorded in extract.json next to the vectors, else the bundled one)."),
+    top: int = typer.Option(5, help="Concepts shown per layer."),
+    as_json: bool = typer.Option(False, "--json", help="Print every score as JSON."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda..."),
+) -> None:
+    """Score texts exactly as the serving side does: raw <h, v> at the last position, fp16 vectors."""
+    import json as json_module
+
+    from .scoring import score_texts
+
+    with user_errors():
+        results = score_texts(vectors, texts or [], file, model, device)
+    if as_json:
+        typer.echo(json_module.dumps(results, indent=2))
+        return
+    for result in results:
+        Console().print(f"[bold]{result['text'][:100]}[/]", highlight=False)
+        for layer, scores in result["scores"].items():
+            ranked = sorted(scores.items(), key=lambda item: -item[1])[:top]
+            Console().print(f"  layer {layer}: " + ", ".join(f"{name} {value:+.2f}" for name, value in ranked), highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry

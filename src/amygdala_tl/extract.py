@@ -253,6 +253,7 @@ def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, con
         "pooling": config.pooling,
         "max_length": config.max_length,
         "min_positives": config.min_positives,
+        "heads": config.heads,
         "layers": [{"layer": layer, "relative_depth": round(relative_depth(layer, n_layers), 4)} for layer in layers],
         "head_layers": acts.head_layers,
         "concepts": {c: corpus.n_positives(c) for c in concepts},

@@ -1,0 +1,57 @@
+"""`report`: rebuild quality.json and report.html from an extract's output and its activation store.
+
+No model is loaded: activations, W_out and W_O come from the store; directions from
+directions.safetensors; subspace eigenvalues (which need per-token activations) from subspace.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .corpus import load_corpus
+from .errors import UserError
+from .extract import DIRECTIONS_FILE, SIDECAR_FILE, SUBSPACE_FILE, head_analysis
+from .quality.output import served, write_quality
+from .quality.report import QualityInputs
+from .readout import load_directions
+from .store import ActivationStore, activations_from_store
+
+
+def read_sidecar(output_dir: Path) -> dict:
+    path = Path(output_dir) / SIDECAR_FILE
+    if not path.is_file():
+        raise UserError(f"no {SIDECAR_FILE} in {output_dir}: run `amygdala-tl extract` first")
+    return json.loads(path.read_text())
+
+
+def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path | None = None, head_concept: str | None = None):
+    output_dir = Path(output_dir)
+    sidecar = read_sidecar(output_dir)
+    corpus = load_corpus(Path(corpus_dir or sidecar["corpus"]["root"]))
+    if corpus.fingerprint() != sidecar["corpus"]["sha256"]:
+        raise UserError(f"the corpus at {corpus.root} changed since extract (hash differs): re-run `amygdala-tl extract`")
+    concepts = list(sidecar["concepts"])
+    if head_concept is not None and head_concept not in concepts:
+        raise UserError(f"unknown --concept {head_concept!r}")
+    layers = [entry["layer"] for entry in sidecar["layers"]]
+    head_layers = sidecar.get("head_layers", [])
+    model = sidecar["model"]
+    store = ActivationStore(Path(cache_dir or sidecar["cache"]["dir"]), model["identity"], sidecar["pooling"], sidecar["max_length"])
+    acts = activations_from_store(store, corpus.texts, layers, head_layers, model["d_model"], model["n_heads"], model["d_head"])
+    directions = load_directions(output_dir / DIRECTIONS_FILE)
+    if directions.concepts != concepts or directions.layers != layers:
+        raise UserError(f"{output_dir / DIRECTIONS_FILE} does not match {SIDECAR_FILE}: re-run `amygdala-tl extract`")
+    served_directions = served(directions.vectors, layers)
+    weights = {layer: store.load_weights(layer) for layer in layers}
+    membership = corpus.membership(concepts)
+    per_head = None
+    if sidecar.get("heads"):
+        skipped = [layer for layer in layers if layer not in head_layers]
+        per_head = head_analysis({layer: weights[layer]["W_O"] for layer in head_layers}, acts, membership,
+                                 served_directions, concepts, skipped)
+    subspace_path = output_dir / SUBSPACE_FILE
+    subspace = json.loads(subspace_path.read_text()) if sidecar["method"] == "subspace" and subspace_path.is_file() else None
+    inputs = QualityInputs(concepts, layers, model["n_layers"], corpus.stories, acts.resid, membership, served_directions,
+                           {layer: weights[layer].get("W_out") for layer in layers}, per_head, subspace, sidecar["method"])
+    return write_quality(output_dir, inputs, model["n_heads"], head_concept)

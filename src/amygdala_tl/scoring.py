@@ -1,0 +1,54 @@
+"""`score`: a user's own sentences through exported vectors, exactly as the serving side reads them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+
+from .capture import capture
+from .errors import UserError
+from .extract import SIDECAR_FILE
+from .model import load_model, resolve_model_spec
+from .readout import load_readout, score
+
+
+def read_texts(texts: list[str], file: Path | None) -> list[str]:
+    texts = list(texts)
+    if file is not None:
+        if not Path(file).is_file():
+            raise UserError(f"--file not found: {file}")
+        texts += [line.strip() for line in Path(file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise UserError("nothing to score: pass texts or --file")
+    return texts
+
+
+def recorded_model(vectors_dir: Path) -> str | None:
+    """The model extract.json says the vectors came from (None: the bundled one)."""
+    sidecar = Path(vectors_dir) / SIDECAR_FILE
+    if not sidecar.is_file():
+        return None
+    model = json.loads(sidecar.read_text())["model"]
+    return None if model["label"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and model["source"] == "gguf" else model["location"]
+
+
+def score_texts(vectors_dir: Path, texts: list[str], file: Path | None, model: str | None, device: str | None, loader=load_model) -> list[dict]:
+    texts = read_texts(texts, file)
+    readout = load_readout(vectors_dir)
+    spec = resolve_model_spec(model or recorded_model(vectors_dir))
+    loaded = loader(spec, device=device)
+    if loaded.facts.d_model != readout.hidden_size:
+        raise UserError(f"the vectors in {vectors_dir} have hidden size {readout.hidden_size}, the model {spec.display} has {loaded.facts.d_model}")
+    if max(readout.layers) >= loaded.facts.n_layers:
+        raise UserError(f"the vectors use layer {max(readout.layers)}, the model has {loaded.facts.n_layers} layers")
+    acts = capture(loaded, texts, readout.layers, pooling="last", max_length=10**6)
+    scores = score(readout, {layer: acts.at(layer) for layer in readout.layers})
+    return [
+        {"text": text, "scores": {str(layer): {c: round(float(v), 4) for c, v in zip(readout.concepts, scores[layer][i])} for layer in readout.layers}}
+        for i, text in enumerate(texts)
+    ]
+
+
+

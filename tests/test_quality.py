@@ -1,0 +1,98 @@
+"""Quality metrics and held-out evaluation against hand computations on synthetic activations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from amygdala_tl.quality.heldout import evaluate_scores, heldout_evaluation, labels_of, loo_pooled_scores, loo_refit_scores
+from amygdala_tl.quality.metrics import best_neurons, linear_combination, nearest_concepts, cosine_matrix, variance_ratios
+from amygdala_tl.directions.pooled import normalize, pooled_directions
+
+
+def test_first_pc_ratio_matches_a_hand_computation():
+    # positives spread along x (variance 4) and y (variance 1): first PC carries 4 / 5
+    positives = torch.tensor([[2.0, 1.0, 0.0], [-2.0, -1.0, 0.0], [2.0, -1.0, 0.0], [-2.0, 1.0, 0.0]])
+    ratios = variance_ratios(positives)
+    assert ratios[0] == pytest.approx(0.8) and ratios[1] == pytest.approx(0.2)
+    assert variance_ratios(positives[:1]) == [1.0]
+
+
+def test_ridge_r2_of_an_exact_combination_is_one():
+    torch.manual_seed(0)
+    others = torch.randn(4, 50)
+    target = 0.7 * others[0] - 0.4 * others[2]
+    directions = torch.cat([target[None], others])
+    names = ["target", "a", "b", "c", "d"]
+    result = linear_combination(directions, names, 0)
+    assert result["r_squared"] > 0.999 and result["residual_norm"] < 0.05
+    assert [name for name, _ in result["top_contributors"][:2]] == ["a", "c"]
+    assert result["top_contributors"][0][1] == pytest.approx(0.7, abs=0.01)
+    assert result["top_contributors"][1][1] == pytest.approx(-0.4, abs=0.01)
+    independent = linear_combination(torch.randn(5, 50), names, 0)
+    assert independent["r_squared"] < 0.5
+
+
+def test_best_neuron_finds_a_planted_neuron_with_its_sign():
+    torch.manual_seed(0)
+    w_out = torch.randn(100, 32)
+    direction = normalize(torch.randn(32))
+    w_out[37] = -3.0 * direction + 0.01 * torch.randn(32)
+    result = best_neurons(w_out, direction)
+    assert result["best_neuron_idx"] == 37 and result["best_neuron_cosine"] < -0.99
+    assert result["top5_neurons"][0] == [37, result["best_neuron_cosine"]]
+    assert best_neurons(None, direction)["best_neuron_idx"] is None
+
+
+def test_nearest_concepts_excludes_itself_and_sorts():
+    directions = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+    nearest = nearest_concepts(cosine_matrix(directions), ["a", "b", "c", "d"], 0, k=3)
+    assert [name for name, _ in nearest] == ["b", "c", "d"]
+    assert nearest[0][1] == pytest.approx(0.9 / math.hypot(0.9, 0.1), abs=1e-5)
+
+
+def clusters(n_concepts=4, per_concept=6, n_baselines=5, d=16, spread=0.3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_concepts, d, generator=generator) * 3
+    acts, labels = [], []
+    for c in range(n_concepts):
+        acts.append(centres[c] + spread * torch.randn(per_concept, d, generator=generator))
+        labels += [c] * per_concept
+    acts.append(spread * torch.randn(n_baselines, d, generator=generator))
+    labels += [-1] * n_baselines
+    labels = torch.tensor(labels)
+    return torch.cat(acts), torch.stack([labels == c for c in range(n_concepts)])
+
+
+def test_loo_scores_equal_an_explicit_refit():
+    acts, membership = clusters()
+    fast = loo_pooled_scores(acts, membership)
+    slow = loo_refit_scores(acts, membership, lambda a, m: pooled_directions(a[None], m)[0])
+    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+
+
+def test_heldout_auroc_is_one_on_separable_clusters_and_half_on_shuffled_labels():
+    acts, membership = clusters()
+    report = heldout_evaluation(acts[None], [3], membership, ["a", "b", "c", "d"], n_layers=6)
+    block = report["layers"]["3"]
+    assert block["mean_auroc"] > 0.99 and block["top1"] == 1.0
+    assert 0.3 < block["random_auroc"] < 0.7
+    shuffled_aurocs = []
+    for seed in range(10):
+        permutation = torch.randperm(acts.shape[0], generator=torch.Generator().manual_seed(seed))
+        shuffled = heldout_evaluation(acts[permutation][None], [3], membership, ["a", "b", "c", "d"], n_layers=6)
+        shuffled_aurocs.append(shuffled["layers"]["3"]["mean_auroc"])
+    assert abs(sum(shuffled_aurocs) / len(shuffled_aurocs) - 0.5) < 0.1
+    json.dumps(report, allow_nan=False)  # strict JSON
+
+
+def test_top1_counts_only_the_held_out_concepts_own_rank():
+    scores = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 0.0], [0.0, 0.0]])
+    labels = labels_of(torch.tensor([[True, False, True, False], [False, True, False, False]]))
+    result = evaluate_scores(scores, labels, torch.tensor([True, True]))
+    assert labels.tolist() == [0, 1, 0, -1]
+    assert result["top1"] == 1.0 and result["per_concept_top1"] == {0: 1.0, 1: 1.0}
+    assert result["per_concept_auroc"][1] == 1.0
