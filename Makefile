@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install browser demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+browser:  ## Debian's chromium for the HTML report test (root or sudo-less apt; skipped with a warning otherwise)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "warning: could not install chromium: the HTML render test will be skipped"
+
 demo: install  ## extract on the bundled model and the shipped corpus -> out/
 	$(VENV)/bin/amygdala-tl extract --corpus corpus --output-dir out
 
-test: install  ## unit tests (tiny random models) + integration tests (bundled model)
+test: install browser  ## unit tests (tiny random models) + integration tests (bundled model)
 	$(VENV)/bin/python -m pytest -q tests
 
 test-fast: install

@@ -1,0 +1,87 @@
+"""Quality report on the bundled model: quality.json, `report` reproduces it without the model, the
+HTML page renders in headless Chromium, `score` matches the serving convention."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from amygdala_tl import report as report_module
+from amygdala_tl.extract import ExtractConfig, run_extract
+from amygdala_tl.html_check import SECTIONS
+from amygdala_tl.scoring import score_texts
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-output"
+
+
+@pytest.fixture(scope="module")
+def quality_run(bundled, tmp_path_factory):
+    from .conftest import CORPUS
+
+    root = tmp_path_factory.mktemp("quality")
+    corpus = root / "corpus"
+    for concept in ("calm", "afraid", "grateful", "furious", "bored", "joyful", "cozy", "numb"):
+        shutil.copytree(CORPUS / "stories" / concept, corpus / "stories" / concept)
+    shutil.copytree(CORPUS / "paired" / "the_morning_commute", corpus / "paired" / "the_morning_commute")
+    config = ExtractConfig(output_dir=root / "out", corpus=corpus, layers="8,14,20", quality_report=True,
+                           export_best_layers=2, batch_size=8)
+    return run_extract(config, loader=lambda *a, **k: bundled), root / "out"
+
+
+def test_quality_json_has_every_metric(quality_run):
+    result, out = quality_run
+    quality = json.loads((out / "quality.json").read_text())
+    entry = quality["concepts"]["calm"]
+    assert entry["n_positive_stories"] == 3
+    block = entry["per_layer"]["14"]
+    for key in ("top3_variance_ratios", "first_pc_variance_ratio", "story_projection_mean", "story_projection_std",
+                "story_projection_min", "story_projection_max", "story_alignment_mean", "story_alignment_std",
+                "best_neuron_idx", "best_neuron_cosine", "top5_neurons"):
+        assert key in block
+    assert block["story_projection_min"] <= block["story_projection_mean"] <= block["story_projection_max"]
+    assert len(entry["outlier_stories"]) == 2 and entry["outlier_stories"][0]["path"].endswith(".txt")
+    assert len(entry["nearest_concepts"]) == 5 and set(entry["linear_combination"]) == {"8", "14", "20"}
+    assert set(entry["per_head"]) == {"8", "14", "20"}
+    heldout = quality["heldout"]
+    assert sorted(heldout["recommended_layers"]) == [8, 14, 20]
+    best = heldout["layers"][str(heldout["best_layer"])]
+    assert best["mean_auroc"] > best["random_auroc"] + 0.1  # the vectors work beyond chance on held-out stories
+    assert result.readout.layers == sorted(heldout["recommended_layers"][:2])  # --export-best-layers 2
+
+
+def test_report_reproduces_quality_json_without_the_model(quality_run, monkeypatch):
+    _, out = quality_run
+    original = (out / "quality.json").read_text()
+    monkeypatch.setattr("amygdala_tl.model.load_model", lambda *a, **k: pytest.fail("report must not load the model"))
+    (out / "quality.json").unlink()
+    report_module.run_report(out)
+    assert (out / "quality.json").read_text() == original
+
+
+def test_html_report_renders_in_headless_chromium(quality_run):
+    from amygdala_tl.html_check import check_page
+
+    _, out = quality_run
+    if shutil.which("chromium") is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
+        pytest.skip("chromium not installed (make test installs it)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors, found = check_page(out / "report.html", ARTIFACTS / "report.png")
+    assert errors == []
+    assert found == list(SECTIONS)
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_score_matches_the_exported_vectors(quality_run, bundled):
+    result, out = quality_run
+    results = score_texts(out, ["I could not stop shaking while I waited for the phone to ring."], None, None, None,
+                          loader=lambda *a, **k: bundled)
+    scores = results[0]["scores"]
+    assert set(scores) == {str(layer) for layer in result.readout.layers}
+    assert set(scores[str(result.readout.layers[0])]) == set(result.readout.concepts)
