@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .concepts import CONCEPTS
-from .errors import UserError
+from .errors import UserError  # noqa: F401 - raised by commands
 
 app = typer.Typer(
     help="Concept readout vectors for a language model's residual stream, through TransformerLens.\n\n"
@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 corpus_app = typer.Typer(help="Inspect and lint a story corpus.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
+heads_app = typer.Typer(help="Head-level circuit probing: detectors, ablations, concept circuits.", no_args_is_help=True)
+app.add_typer(heads_app, name="heads")
 
 console = Console(stderr=True)
 DEFAULT_CORPUS = Path("corpus")
@@ -177,6 +179,126 @@ def score(
         for layer, scores in result["scores"].items():
             ranked = sorted(scores.items(), key=lambda item: -item[1])[:top]
             Console().print(f"  layer {layer}: " + ", ".join(f"{name} {value:+.2f}" for name, value in ranked), highlight=False)
+
+
+def load_for_heads(model: Optional[str], device: Optional[str]):
+    from .model import load_model, resolve_model_spec
+
+    spec = resolve_model_spec(model)
+    console.print(f"loading {spec.display}", highlight=False)
+    return load_model(spec, device=device)
+
+
+@heads_app.command("detect")
+def heads_detect(
+    detectors: str = typer.Option("previous_token,induction,duplicate_token,positional,delimiter,successor,s_inhibition",
+                                  help="Comma-separated detectors. Flag thresholds: previous_token 0.4, induction 0.3, duplicate_token 0.3, "
+                                       "positional 0.5 (peak-offset mass), delimiter 3.0 (mass / delimiter share), successor 0.2, s_inhibition 0.3."),
+    model: Optional[str] = typer.Option(None, help="Model (default: the bundled SmolLM2-135M)."),
+    corpus: Path = typer.Option(DEFAULT_CORPUS, help="Natural text for previous-token, positional, delimiter: the corpus stories."),
+    text_file: Optional[Path] = typer.Option(None, help="Natural text instead of the corpus: one text per non-empty line."),
+    length: int = typer.Option(64, help="Tokens per natural-text sequence."),
+    output_dir: Path = typer.Option(Path("out/heads"), "--output-dir", "-o"),
+    device: Optional[str] = typer.Option(None),
+) -> None:
+    """Score every head with each detector: heads.json, heads_<detector>.png, heads.html."""
+    from .circuits.detectors import run_detectors
+    from .circuits.render import write_detector_outputs
+    from .corpus import load_corpus
+
+    names = [name.strip() for name in detectors.split(",") if name.strip()]
+    with user_errors():
+        if text_file is not None:
+            if not text_file.is_file():
+                raise UserError(f"--text-file not found: {text_file}")
+            texts = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            texts = load_corpus(corpus).texts
+        from .circuits.detectors import DETECTORS
+
+        if unknown := [name for name in names if name not in DETECTORS]:
+            raise UserError(f"unknown detector {unknown[0]!r}: choose from {', '.join(DETECTORS)}")
+        loaded = load_for_heads(model, device)
+        results = run_detectors(loaded, names, texts, length)
+        paths = write_detector_outputs(results, output_dir)
+    for name, result in results.items():
+        top = ", ".join(f"{head} {score:.2f}" for head, score in result.top(3))
+        console.print(f"{name:16s} flagged {len(result.flagged):3d}  top: {top}", highlight=False)
+    console.print(f"wrote {output_dir / 'heads.json'}, {output_dir / 'heads.html'} and {len(paths) - 2} heatmaps", highlight=False)
+
+
+@heads_app.command("ablate")
+def heads_ablate(
+    heads: str = typer.Option(..., help="Heads to ablate together, e.g. L3H5,L4H1. Repeat conditions with ';': 'L3H5;L3H5,L4H1'."),
+    prompt: list[str] = typer.Option(..., help="Prompt(s) whose next-token prediction is examined (repeatable)."),
+    mode: str = typer.Option("zero", help="zero or mean (hook_z), or value (zero the value vectors at --position)."),
+    position: Optional[int] = typer.Option(None, help="Ablate at this position only (negative: from the end). Default: all positions."),
+    top_k: int = typer.Option(5, help="Logit increases/decreases shown."),
+    model: Optional[str] = typer.Option(None),
+    output_dir: Path = typer.Option(Path("out/heads"), "--output-dir", "-o"),
+    device: Optional[str] = typer.Option(None),
+) -> None:
+    """Ablate heads for one next-token prediction; ablations.json and ablations.html."""
+    from . import atomic
+    from .circuits.ablation import Condition, run_ablations
+    from .circuits.detectors import parse_head
+    from .circuits.render import ablation_html
+
+    with user_errors():
+        conditions = [Condition(tuple(parse_head(h) for h in group.split(",") if h.strip()), mode, position)
+                      for group in heads.split(";") if group.strip()]
+        loaded = load_for_heads(model, device)
+        results = run_ablations(loaded, prompt, conditions, top_k)
+        atomic.commit_all([(output_dir / "ablations.json", atomic.dumps_json(results).encode()),
+                           (output_dir / "ablations.html", ablation_html(results).encode())])
+    for result in results:
+        console.print(f"{result['condition']}: top-1 changed on {result['top1_changed_fraction']:.0%} of prompts", highlight=False)
+        for row in result["prompts"]:
+            console.print(f"  {row['prompt'][:60]!r}: {row['clean_top1']!r} -> {row['ablated_top1']!r}, "
+                          f"top-1 logit {row['clean_top1_logit_change']:+.2f}, KL {row['kl_clean_ablated']:.4f}", highlight=False)
+    console.print(f"wrote {output_dir / 'ablations.json'} and {output_dir / 'ablations.html'}", highlight=False)
+
+
+@heads_app.command("concept")
+def heads_concept(
+    concept: str = typer.Option(..., help="Concept whose readout is probed."),
+    layer: int = typer.Option(..., help="Readout layer (must be exported in --vectors)."),
+    vectors: Path = typer.Option(Path("out"), help="Directory with readout.safetensors + readout.json."),
+    corpus: Path = typer.Option(DEFAULT_CORPUS, help="Corpus the positives and negatives come from."),
+    negatives: int = typer.Option(16, help="Negative stories sampled."),
+    from_layer: int = typer.Option(0, help="Ablate heads in layers from_layer..layer (fewer layers: faster)."),
+    model: Optional[str] = typer.Option(None, help="Default: the model recorded next to the vectors."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Default: VECTORS/heads."),
+    device: Optional[str] = typer.Option(None),
+) -> None:
+    """Rank heads by the causal effect of mean-ablating them on a concept's readout, beside diff-of-means."""
+    from . import atomic
+    from .circuits.concept import concept_circuit
+    from .corpus import load_corpus
+    from .readout import load_readout
+    from .scoring import recorded_model
+
+    with user_errors():
+        readout = load_readout(vectors)
+        if concept not in readout.concepts:
+            raise UserError(f"concept {concept!r} is not in {vectors}/readout.json")
+        if layer not in readout.layers:
+            raise UserError(f"layer {layer} is not exported in {vectors} (layers: {', '.join(map(str, readout.layers))})")
+        if not 0 <= from_layer <= layer:
+            raise UserError(f"--from-layer must be between 0 and {layer}")
+        loaded_corpus = load_corpus(corpus)
+        loaded_corpus.require(concept)
+        loaded = load_for_heads(model or recorded_model(vectors), device)
+        vector = readout.vectors[layer][readout.concepts.index(concept)].float()
+        report = concept_circuit(loaded, loaded_corpus, concept, layer, vector, negatives, range(from_layer, layer + 1))
+        target = (output_dir or Path(vectors) / "heads") / f"concept_{concept}_L{layer}.json"
+        atomic.write_json(target, report)
+    console.print(f"{concept} at layer {layer}: score gap positives - negatives {report['clean_score_gap']:.2f}; "
+                  f"top-5 heads carry {report['top5_share_of_positive_effect']:.0%} of the positive ablation effect", highlight=False)
+    console.print("  by ablation:       " + ", ".join(f"{h} {v:+.2f}" for h, v in report["ablation_ranking"][:8]), highlight=False)
+    if "diff_of_means_at_layer" in report:
+        console.print(f"  diff-of-means @L{layer}: " + ", ".join(f"L{layer}H{h} sel {sel:.2f}" for h, _, sel in report["diff_of_means_at_layer"]["top_heads"][:8]), highlight=False)
+    console.print(f"wrote {target}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,0 +1,1 @@
+"""Head-level circuit probing: detectors over attention patterns, ablations, concept circuits."""

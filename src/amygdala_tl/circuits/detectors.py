@@ -1,0 +1,265 @@
+"""Head detectors: one score per [layer, head] from `blocks.<l>.attn.hook_pattern`.
+
+Each detector states its data and its flag threshold (DETECTORS below, also in `heads detect --help`).
+Scores average over the positions where the behaviour is defined (see patterns.score_detection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from einops import einsum
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..model import LoadedModel
+from .patterns import attention_patterns, duplicate_token_detection, induction_detection, previous_token_detection, score_detection
+
+
+@dataclass
+class DetectorResult:
+    name: str
+    scores: Float[Tensor, "n_layers n_heads"]
+    threshold: float
+    data: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> list[str]:
+        order = torch.argsort(self.scores.flatten(), descending=True)
+        n_heads = self.scores.shape[1]
+        return [head_name(int(i) // n_heads, int(i) % n_heads) for i in order if self.scores.flatten()[i] > self.threshold]
+
+    def top(self, k: int = 5) -> list[list]:
+        order = torch.argsort(self.scores.flatten(), descending=True)[:k]
+        n_heads = self.scores.shape[1]
+        return [[head_name(int(i) // n_heads, int(i) % n_heads), float(self.scores.flatten()[i])] for i in order]
+
+    def to_dict(self) -> dict:
+        return {"threshold": self.threshold, "data": self.data, "flagged": self.flagged, "top": self.top(),
+                "scores": [[round(float(v), 5) for v in row] for row in self.scores], **self.extra}
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def parse_head(name: str) -> tuple[int, int]:
+    from ..errors import UserError
+
+    text = name.strip().upper()
+    try:
+        layer, head = text[1:].split("H")
+        if not text.startswith("L"):
+            raise ValueError
+        return int(layer), int(head)
+    except ValueError:
+        raise UserError(f"head {name!r} is not written like L3H5") from None
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+def bos_id(tokenizer) -> int:
+    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def encode(tokenizer, text: str, max_tokens: int) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 1]
+    return [bos_id(tokenizer)] + ids
+
+
+def natural_batch(tokenizer, texts: Sequence[str], length: int) -> Int[Tensor, "batch pos"]:
+    """[BOS] + the first `length - 1` tokens of each text long enough (equal lengths: no padding)."""
+    rows = [ids for ids in (encode(tokenizer, text, length) for text in texts) if len(ids) == length]
+    if not rows:
+        from ..errors import UserError
+
+        raise UserError(f"no text has {length} tokens for the natural-text detectors: give longer texts or a smaller --length")
+    return torch.tensor(rows)
+
+
+def random_tokens(tokenizer, batch: int, length: int, seed: int = 0) -> Int[Tensor, "batch pos"]:
+    """[BOS] + uniform random ordinary tokens (ids above the first 100, where special tokens live)."""
+    generator = torch.Generator().manual_seed(seed)
+    body = torch.randint(min(100, len(tokenizer) // 2), len(tokenizer), (batch, length - 1), generator=generator)
+    return torch.cat([torch.full((batch, 1), bos_id(tokenizer)), body], dim=1)
+
+
+def repeated_random_tokens(tokenizer, batch: int, half: int, seed: int = 0) -> Int[Tensor, "batch pos"]:
+    """[BOS] x x with x random of length `half`: the induction data."""
+    x = random_tokens(tokenizer, batch, half + 1, seed)[:, 1:]
+    return torch.cat([torch.full((batch, 1), bos_id(tokenizer)), x, x], dim=1)
+
+
+# ---- pattern detectors -------------------------------------------------------------------------
+
+def previous_token(model: LoadedModel, natural: Int[Tensor, "batch pos"]) -> DetectorResult:
+    """Attention from q to q-1 on natural text, with a random-token control: a head scoring high on
+    both is positional; high on text only, content-driven."""
+    text_scores = score_detection(attention_patterns(model, natural), previous_token_detection(natural))
+    control = random_tokens(model.tokenizer, natural.shape[0], natural.shape[1], seed=1)
+    control_scores = score_detection(attention_patterns(model, control), previous_token_detection(control))
+    return DetectorResult("previous_token", text_scores, 0.4, f"{natural.shape[0]} natural texts x {natural.shape[1]} tokens; control: random tokens",
+                          {"random_token_control": [[round(float(v), 5) for v in row] for row in control_scores]})
+
+
+def induction(model: LoadedModel, batch: int = 8, half: int = 40, seed: int = 0) -> DetectorResult:
+    tokens = repeated_random_tokens(model.tokenizer, batch, half, seed)
+    scores = score_detection(attention_patterns(model, tokens), induction_detection(tokens))
+    return DetectorResult("induction", scores, 0.3, f"{batch} sequences [BOS] x x, x = {half} random tokens; random-pattern level ~{1 / half:.3f}")
+
+
+def duplicate_token(model: LoadedModel, batch: int = 8, half: int = 40, seed: int = 0) -> DetectorResult:
+    tokens = repeated_random_tokens(model.tokenizer, batch, half, seed)
+    scores = score_detection(attention_patterns(model, tokens), duplicate_token_detection(tokens))
+    return DetectorResult("duplicate_token", scores, 0.3, f"{batch} sequences [BOS] x x, x = {half} random tokens")
+
+
+def positional(model: LoadedModel, natural: Int[Tensor, "batch pos"], max_offset: int = 8) -> DetectorResult:
+    """Attention vs offset q - k per head; the score is the mass at the peak offset (BOS mass apart)."""
+    patterns = attention_patterns(model, natural).double()  # [L, B, H, Q, K]
+    profile = torch.stack([torch.diagonal(patterns, offset=-offset, dim1=-2, dim2=-1)[..., max(0, 1 - offset):].mean((1, -1))
+                           for offset in range(max_offset + 1)], dim=-1)  # [L, H, offsets]; queries q >= 1
+    bos_mass = patterns[..., 1:, 0].mean((1, -1))
+    peak_mass, peak_offset = profile.max(-1)
+    return DetectorResult("positional", peak_mass.float(), 0.5, f"{natural.shape[0]} natural texts; offsets 0..{max_offset}, queries after BOS",
+                          {"peak_offset": peak_offset.tolist(), "bos_mass": [[round(float(v), 5) for v in row] for row in bos_mass],
+                           "profile": [[[round(float(v), 4) for v in head] for head in layer] for layer in profile]})
+
+
+DELIMITERS = {".", ",", ";", ":", "!", "?", "(", ")", "-", "—", '"', "'"}
+
+
+def delimiter(model: LoadedModel, natural: Int[Tensor, "batch pos"]) -> DetectorResult:
+    """Attention mass on delimiter keys divided by their share of the keys a query can see (BOS excluded)."""
+    is_delim = torch.tensor([[model.tokenizer.decode([t]).strip() in DELIMITERS or "\n" in model.tokenizer.decode([t])
+                              for t in row] for row in natural.tolist()], dtype=torch.float64)
+    is_delim[:, 0] = 0
+    patterns = attention_patterns(model, natural).double()
+    causal = torch.tril(torch.ones(natural.shape[1], natural.shape[1], dtype=torch.float64))
+    causal[:, 0] = 0
+    visible = causal.sum(-1).clamp_min(1)  # keys a query sees, BOS excluded
+    share = (causal * is_delim[:, None, :]).sum(-1) / visible  # [B, Q]
+    mass = einsum(patterns, is_delim, "l b h q k, b k -> l b h q")
+    valid = share > 0
+    ratio = torch.where(valid[None, :, None], mass / share.clamp_min(1e-12)[None, :, None], torch.zeros_like(mass))
+    scores = ratio.sum((1, 3)) / valid.sum().clamp_min(1)
+    return DetectorResult("delimiter", scores.float(), 3.0, f"{natural.shape[0]} natural texts; delimiters {''.join(sorted(DELIMITERS))} and newlines")
+
+
+ORDINAL_RUNS = [
+    "1, 2, 3, 4, 5, 6, 7, 8, 9", "A, B, C, D, E, F, G, H, I",
+    "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday",
+    "January, February, March, April, May, June, July, August, September",
+    "one, two, three, four, five, six, seven, eight, nine", "first, second, third, fourth, fifth, sixth, seventh",
+]
+RANDOM_WORDS = "apple, river, stone, window, pencil, garden, rocket, basket, ladder, candle, mirror, blanket, button".split(", ")
+
+
+def item_positions(tokenizer, items: list[str]) -> tuple[list[int], list[int]]:
+    """Tokens of '[BOS] item, item, ...' and the position of each item's first token."""
+    ids, starts = [bos_id(tokenizer)], []
+    for index, item in enumerate(items):
+        piece = item if index == 0 else ", " + item
+        piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+        prefix = tokenizer(", ", add_special_tokens=False)["input_ids"] if index else []
+        starts.append(len(ids) + (len(prefix) if piece_ids[: len(prefix)] == prefix else 1))
+        ids += piece_ids
+    return ids, starts
+
+
+def _predecessor_attention(model: LoadedModel, runs: list[list[str]]) -> Float[Tensor, "n_layers n_heads"]:
+    total = None
+    for items in runs:
+        ids, starts = item_positions(model.tokenizer, items)
+        patterns = attention_patterns(model, torch.tensor([ids]))[:, 0]  # [L, H, Q, K]
+        values = torch.stack([patterns[:, :, starts[i], starts[i - 1]] for i in range(1, len(starts))]).mean(0)
+        total = values if total is None else total + values
+    return total / len(runs)
+
+
+def successor(model: LoadedModel, seed: int = 0) -> DetectorResult:
+    """Attention from an ordinal item to its predecessor, minus the same on random-word runs."""
+    ordinal = [run.split(", ") for run in ORDINAL_RUNS]
+    generator = torch.Generator().manual_seed(seed)
+    controls = [[RANDOM_WORDS[int(i)] for i in torch.randperm(len(RANDOM_WORDS), generator=generator)[: len(run)]] for run in ordinal]
+    scores = _predecessor_attention(model, ordinal) - _predecessor_attention(model, controls)
+    return DetectorResult("successor", scores, 0.2, f"{len(ordinal)} ordinal runs (digits, letters, weekdays, months, number words, ordinals) minus random-word runs")
+
+
+NAMES = ["John", "Mary", "Tom", "Anna", "James", "Sarah", "David", "Emma", "Paul", "Lucy", "Mark", "Kate"]
+IOI_TEMPLATE = "When {a} and {b} went to the store, {b} gave a drink to"
+
+
+def single_token_names(tokenizer) -> list[str]:
+    return [name for name in NAMES if len(tokenizer(" " + name, add_special_tokens=False)["input_ids"]) == 1]
+
+
+def ov_copy_scores(model: LoadedModel, names: list[str]) -> Float[Tensor, "n_layers n_heads"]:
+    """Does a head's OV circuit copy a name it attends to? For name embeddings e_i (unit-normed, norms
+    otherwise ignored): M = E W_V W_O W_U[:, names]; score = mean_i (M_ii - mean_{j!=i} M_ij) / std(M).
+    Positive: copies the name (name mover); negative: suppresses it (negative/copy-suppression head)."""
+    bridge = model.bridge
+    ids = [model.tokenizer(" " + name, add_special_tokens=False)["input_ids"][0] for name in names]
+    embeddings = bridge.W_E[ids].detach().float()
+    embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
+    unembed = bridge.W_U[:, ids].detach().float()
+    n_heads, n_kv = model.facts.n_heads, model.facts.n_kv_heads or model.facts.n_heads
+    scores = torch.zeros(model.facts.n_layers, n_heads)
+    off_diagonal = ~torch.eye(len(ids), dtype=torch.bool)
+    for layer in range(model.facts.n_layers):
+        attn = bridge.blocks[layer].attn
+        w_v, w_o = attn.W_V.detach().float(), attn.W_O.detach().float()
+        for head in range(n_heads):
+            kv = head // (n_heads // n_kv) if w_v.shape[0] == n_kv else head
+            logits = embeddings @ w_v[kv] @ w_o[head] @ unembed
+            diagonal = logits.diagonal()
+            others = logits[off_diagonal].reshape(len(ids), len(ids) - 1).mean(-1)
+            scores[layer, head] = ((diagonal - others).mean() / logits.std().clamp_min(1e-12)).item()
+    return scores
+
+
+def s_inhibition(model: LoadedModel) -> DetectorResult:
+    """Attention from the final position to the repeated subject S2 on IOI prompts, with OV copy scores.
+
+    What it captures: heads that attend END -> S2. In the IOI circuit (Wang et al. 2022) that is the
+    S-inhibition heads' signature, but negative name movers / copy-suppression heads can also attend
+    S2 from END; their OV copy score is strongly negative, while S-inhibition heads' OV does not copy
+    names (score near 0). Without path patching this is a candidate list, not a causal label.
+    """
+    names = single_token_names(model.tokenizer)
+    pairs = [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
+    total = None
+    for a, b in pairs:
+        ids = [bos_id(model.tokenizer)] + model.tokenizer(IOI_TEMPLATE.format(a=a, b=b), add_special_tokens=False)["input_ids"]
+        name_id = model.tokenizer(" " + b, add_special_tokens=False)["input_ids"][0]
+        s2 = [i for i, t in enumerate(ids) if t == name_id][1]
+        patterns = attention_patterns(model, torch.tensor([ids]))[:, 0]
+        value = patterns[:, :, -1, s2]
+        total = value if total is None else total + value
+    scores = total / len(pairs)
+    copy = ov_copy_scores(model, names)
+    return DetectorResult("s_inhibition", scores, 0.3, f"{len(pairs)} IOI prompts '{IOI_TEMPLATE}' with single-token names",
+                          {"ov_copy_score": [[round(float(v), 4) for v in row] for row in copy]})
+
+
+DETECTORS: dict[str, Callable] = {
+    "previous_token": previous_token, "induction": induction, "duplicate_token": duplicate_token,
+    "positional": positional, "delimiter": delimiter, "successor": successor, "s_inhibition": s_inhibition,
+}
+NEEDS_NATURAL_TEXT = {"previous_token", "positional", "delimiter"}
+
+
+def run_detectors(model: LoadedModel, names: Sequence[str], texts: Sequence[str], length: int = 64) -> dict[str, DetectorResult]:
+    from ..errors import UserError
+
+    unknown = [name for name in names if name not in DETECTORS]
+    if unknown:
+        raise UserError(f"unknown detector {unknown[0]!r}: choose from {', '.join(DETECTORS)}")
+    natural = natural_batch(model.tokenizer, texts, length) if set(names) & NEEDS_NATURAL_TEXT else None
+    return {name: DETECTORS[name](model, natural) if name in NEEDS_NATURAL_TEXT else DETECTORS[name](model) for name in names}
