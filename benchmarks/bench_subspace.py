@@ -77,12 +77,15 @@ def main() -> None:
     naive_s = naive_measured * args.concepts / subset
 
     cosines = (fast.directions[:subset] * naive_dirs).sum(-1)
-    eig_error = ((fast.eigvals[:subset] - naive_vals[:, : fast.eigvals.shape[1]]).abs().max() / naive_vals[:, 0].abs().max()).item()
+    exact = args.eigen_k + 1  # the library converges these tightly; the rest of the top 20 loosely
+    error = (fast.eigvals[:subset] - naive_vals[:, : fast.eigvals.shape[1]]).abs() / naive_vals[:, :1].abs()
+    top_error, tail_error = error[:, :exact].max().item(), error[:, exact:].max().item()
     print(f"library:  {fast_s:8.1f} s for all {args.concepts} concepts (min relative eigengap {fast.eigengap.min():.4f})")
     extrapolated = "" if subset == args.concepts else f", extrapolated from {subset} concepts ({naive_measured:.1f} s)"
     print(f"naive:    {naive_s:8.1f} s for all {args.concepts} concepts{extrapolated}")
     print(f"speedup:  {naive_s / fast_s:8.1f}x")
-    print(f"min cosine (library vs naive, {subset} concepts): {cosines.min():.6f}; max eigenvalue error {eig_error:.2e} (relative)")
+    print(f"min cosine (library vs naive, {subset} concepts): {cosines.min():.6f}")
+    print(f"eigenvalue error relative to lambda_1: top {exact} {top_error:.1e}; reported tail ({exact + 1}-20) {tail_error:.1e}")
 
 
 if __name__ == "__main__":

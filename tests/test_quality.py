@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from amygdala_tl.quality.heldout import evaluate_scores, heldout_evaluation, labels_of, loo_pooled_scores, loo_refit_scores
+from amygdala_tl.quality.heldout import evaluate_scores, fold_refit_scores, grouped_folds, heldout_evaluation, labels_of, loo_pooled_scores
 from amygdala_tl.quality.metrics import best_neurons, linear_combination, nearest_concepts, cosine_matrix, variance_ratios
 from amygdala_tl.directions.pooled import normalize, pooled_directions
 
@@ -70,8 +70,20 @@ def clusters(n_concepts=4, per_concept=6, n_baselines=5, d=16, spread=0.3, seed=
 def test_loo_scores_equal_an_explicit_refit():
     acts, membership = clusters()
     fast = loo_pooled_scores(acts, membership)
-    slow = loo_refit_scores(acts, membership, lambda a, m: pooled_directions(a[None], m)[0])
-    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+    for t in range(acts.shape[0]):
+        keep = torch.arange(acts.shape[0]) != t
+        refit = pooled_directions(acts[keep][None], membership[:, keep])[0]
+        torch.testing.assert_close(fast[t], refit @ acts[t], atol=1e-4, rtol=1e-4)
+
+
+def test_grouped_folds_hold_each_text_out_once_and_one_positive_per_concept():
+    acts, membership = clusters(per_concept=3)
+    folds = grouped_folds(membership)
+    assert sorted(t for fold in folds for t in fold) == list(range(acts.shape[0]))
+    for fold in folds:
+        assert (membership[:, fold].sum(-1) <= 1).all()
+    scores = fold_refit_scores(0, acts, membership, lambda slot, a, m, kept: pooled_directions(a[None], m)[0])
+    assert (scores.argmax(1)[membership.any(0)] == labels_of(membership)[membership.any(0)]).all()
 
 
 def test_heldout_auroc_is_one_on_separable_clusters_and_half_on_shuffled_labels():

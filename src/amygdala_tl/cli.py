@@ -75,7 +75,8 @@ def extract(
     paired_dir: Optional[Path] = typer.Option(None, help="Paired scenarios directory (instead of --corpus)."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated block indices, negatives from the end. Default: 40/50/60/70/80% depth."),
     output_dir: Path = typer.Option(Path("out"), "--output-dir", "-o", help="Where readout.safetensors, readout.json and extract.json go."),
-    method: str = typer.Option("pooled", help="Direction method: pooled (diff-of-means) or subspace (per-story common subspace)."),
+    method: str = typer.Option("pooled", help="pooled (diff-of-means), subspace (per-story common subspace), or the aggregators mean, pca, logistic, logistic_l1."),
+    l1_c: float = typer.Option(0.05, help="logistic_l1: inverse L1 strength C (smaller = sparser)."),
     subspace_k: Optional[int] = typer.Option(None, help="Subspace: singular vectors kept per story (default: full rank)."),
     subspace_eigen_k: int = typer.Option(5, help="Subspace: top eigenvectors of M_pos - M_base combined."),
     heads: bool = typer.Option(True, help="Per-head decomposition from attn.hook_z (same forward pass) -> per_head.json."),
@@ -101,7 +102,7 @@ def extract(
                            batch_size=batch_size, max_length=max_length, min_positives=min_positives,
                            dtype=dtype, device=device, device_map=device_map, heads=heads, cache_dir=cache_dir, use_cache=cache,
                            quality_report=quality_report, export_best_layers=export_best_layers,
-                           subspace_k=subspace_k, subspace_eigen_k=subspace_eigen_k)
+                           subspace_k=subspace_k, subspace_eigen_k=subspace_eigen_k, l1_c=l1_c)
     with user_errors(), progress_bar("capturing") as progress:
         result = run_extract(config, log=lambda message: console.print(message, highlight=False),
                              on_progress=progress_callback(progress))
@@ -181,7 +182,111 @@ def score(
             Console().print(f"  layer {layer}: " + ", ".join(f"{name} {value:+.2f}" for name, value in ranked), highlight=False)
 
 
-def load_for_heads(model: Optional[str], device: Optional[str]):
+@app.command("compare-methods")
+def compare_methods_command(
+    methods: str = typer.Option("pooled,mean,pca,logistic,logistic_l1,subspace", help="Comma-separated methods to compare."),
+    corpus: Path = typer.Option(DEFAULT_CORPUS),
+    model: Optional[str] = typer.Option(None),
+    layers: Optional[str] = typer.Option(None),
+    output_dir: Path = typer.Option(Path("out"), "--output-dir", "-o", help="compare.json goes here; the activation store is reused from OUTPUT_DIR/cache."),
+    batch_size: int = typer.Option(8),
+    max_length: int = typer.Option(512),
+    min_positives: int = typer.Option(2),
+    l1_c: float = typer.Option(0.05),
+    device: Optional[str] = typer.Option(None),
+) -> None:
+    """One capture, every method, one table: held-out AUROC and top-1 at each method's best layer, and time."""
+    from .compare import COMPARE_FILE, compare_methods
+    from .extract import ExtractConfig
+
+    config = ExtractConfig(output_dir=output_dir, model=model, corpus=corpus, layers=layers, batch_size=batch_size,
+                           max_length=max_length, min_positives=min_positives, l1_c=l1_c, device=device)
+    with user_errors(), progress_bar("capturing") as progress:
+        rows = compare_methods(config, [m.strip() for m in methods.split(",") if m.strip()],
+                               log=lambda message: console.print(message, highlight=False), on_progress=progress_callback(progress))
+    table = Table(title="held-out evaluation by method (best layer)")
+    for column in ("method", "best layer", "AUROC", "top-1", "random AUROC / top-1", "fit s", "held-out s", "protocol"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["method"], str(row["best_layer"]), f"{row['auroc']:.3f}", f"{row['top1']:.3f}",
+                      f"{row['random_auroc']:.2f} / {row['random_top1']:.3f}", f"{row['fit_s']:.2f}", f"{row['heldout_s']:.1f}", row["protocol"])
+    Console().print(table)
+    console.print(f"wrote {output_dir / COMPARE_FILE}", highlight=False)
+
+
+@app.command()
+def steer(
+    prompt: str = typer.Argument(..., help="Prompt to continue."),
+    vectors: Path = typer.Option(Path("out"), help="Directory with readout.safetensors + readout.json."),
+    concept: str = typer.Option(..., help="Concept to steer toward (negative --alpha: away)."),
+    layer: int = typer.Option(..., help="Block whose output (hook_resid_post) gets the vector; must be exported."),
+    alpha: float = typer.Option(4.0, help="Strength in units of the layer's mean residual norm on the prompt (BOS excluded): adds alpha * mean_norm * v at every position."),
+    max_new_tokens: int = typer.Option(40),
+    temperature: float = typer.Option(0.0, help="0: greedy; > 0: sampling with --seed."),
+    seed: int = typer.Option(0),
+    measure: bool = typer.Option(False, "--measure", help="Instead of generating: steer toward each concept on the corpus baselines and print the readout shift at later exported layers."),
+    corpus: Path = typer.Option(DEFAULT_CORPUS, help="For --measure: the neutral texts are this corpus's baselines."),
+    model: Optional[str] = typer.Option(None, help="Default: the model recorded next to the vectors."),
+    device: Optional[str] = typer.Option(None),
+) -> None:
+    """Generate with alpha * v added to the residual stream, unsteered and steered side by side."""
+    from .corpus import load_corpus
+    from .readout import load_readout
+    from .scoring import recorded_model
+    from .steer import measure as measure_shift
+    from .steer import steer as run_steer
+
+    with user_errors():
+        readout = load_readout(vectors)
+        baselines = [s.text for s in load_corpus(corpus).stories if s.is_baseline] if measure else []
+        if measure and not baselines:
+            raise UserError(f"--measure needs neutral baseline texts: {corpus} has no paired/<scenario>/baseline.txt")
+        loaded = load_for_command(model or recorded_model(vectors), device)
+        if measure:
+            concepts = readout.concepts if concept == "all" else [concept]
+            result = measure_shift(loaded, readout, baselines, concepts, layer, alpha)
+        else:
+            result = run_steer(loaded, readout, concept, layer, alpha, prompt, max_new_tokens, temperature, seed)
+    if measure:
+        console.print(f"readout shift at layers {result['read_at']} when steering at layer {layer} (alpha {alpha}), {result['n_texts']} baseline texts:", highlight=False)
+        for name, row in result["concepts"].items():
+            console.print(f"  {name:16s} own {row['own_shift']:+8.2f}   others {row['others_mean_shift']:+8.2f}   own rank {row['rank_of_own']}", highlight=False)
+        return
+    table = Table(title=f"{concept} at layer {layer}, alpha {alpha} (added norm {result['added_norm']:.1f})")
+    table.add_column("unsteered")
+    table.add_column("steered")
+    table.add_row(prompt + result["unsteered"], prompt + result["steered"])
+    Console().print(table)
+
+
+@app.command()
+def export(
+    vectors: Path = typer.Option(Path("out"), help="Directory with readout.safetensors + readout.json."),
+    format: str = typer.Option("gguf-control", help="gguf-control: a llama.cpp/repeng control vector (direction.<layer+1>)."),
+    concept: str = typer.Option(..., help="Concept to export."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated exported layers (default: all)."),
+    scale: float = typer.Option(1.0, help="Multiplies the unit vectors (llama.cpp's --control-vector-scaled multiplies further)."),
+    model_hint: Optional[str] = typer.Option(None, help="controlvector.model_hint (default: model_type from extract.json, else 'llama')."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Default: VECTORS/<concept>.gguf"),
+) -> None:
+    """Export one concept in another serving format."""
+    import json as json_module
+
+    from .export_gguf import write_control_vector
+    from .readout import load_readout
+
+    with user_errors():
+        if format != "gguf-control":
+            raise UserError(f"unknown --format {format!r}: choose gguf-control")
+        readout = load_readout(vectors)
+        chosen = [int(part) for part in layers.split(",")] if layers else None
+        sidecar = Path(vectors) / "extract.json"
+        hint = model_hint or (json_module.loads(sidecar.read_text())["model"].get("model_type") if sidecar.is_file() else None) or "llama"
+        path = write_control_vector(readout, concept, output or Path(vectors) / f"{concept}.gguf", hint, chosen, scale)
+    console.print(f"wrote {path} (model hint {hint!r}; direction.<i> = HF block i-1's output)", highlight=False)
+
+
+def load_for_command(model: Optional[str], device: Optional[str]):
     from .model import load_model, resolve_model_spec
 
     spec = resolve_model_spec(model)
@@ -218,7 +323,7 @@ def heads_detect(
 
         if unknown := [name for name in names if name not in DETECTORS]:
             raise UserError(f"unknown detector {unknown[0]!r}: choose from {', '.join(DETECTORS)}")
-        loaded = load_for_heads(model, device)
+        loaded = load_for_command(model, device)
         results = run_detectors(loaded, names, texts, length)
         paths = write_detector_outputs(results, output_dir)
     for name, result in results.items():
@@ -247,7 +352,7 @@ def heads_ablate(
     with user_errors():
         conditions = [Condition(tuple(parse_head(h) for h in group.split(",") if h.strip()), mode, position)
                       for group in heads.split(";") if group.strip()]
-        loaded = load_for_heads(model, device)
+        loaded = load_for_command(model, device)
         results = run_ablations(loaded, prompt, conditions, top_k)
         atomic.commit_all([(output_dir / "ablations.json", atomic.dumps_json(results).encode()),
                            (output_dir / "ablations.html", ablation_html(results).encode())])
@@ -288,7 +393,7 @@ def heads_concept(
             raise UserError(f"--from-layer must be between 0 and {layer}")
         loaded_corpus = load_corpus(corpus)
         loaded_corpus.require(concept)
-        loaded = load_for_heads(model or recorded_model(vectors), device)
+        loaded = load_for_command(model or recorded_model(vectors), device)
         vector = readout.vectors[layer][readout.concepts.index(concept)].float()
         report = concept_circuit(loaded, loaded_corpus, concept, layer, vector, negatives, range(from_layer, layer + 1))
         target = (output_dir or Path(vectors) / "heads") / f"concept_{concept}_L{layer}.json"

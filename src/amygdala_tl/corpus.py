@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from .concepts import SAFE_NAME
@@ -72,6 +72,11 @@ class Corpus:
     def membership(self, concepts: list[str]) -> Bool[Tensor, "n_concepts n_texts"]:
         """Row c marks concept c's positives; its negatives are the complement."""
         return torch.stack([self.positive_mask(c) for c in concepts]) if concepts else torch.zeros(0, len(self.stories), dtype=torch.bool)
+
+    def baseline_partner(self) -> Int[Tensor, " n_texts"]:
+        """Index of each paired framing's scenario baseline, -1 for every other text."""
+        baselines = {s.scenario: i for i, s in enumerate(self.stories) if s.is_baseline}
+        return torch.tensor([baselines.get(s.scenario, -1) if s.scenario and not s.is_baseline else -1 for s in self.stories])
 
     def require(self, concept: str) -> None:
         if concept not in self.concepts:

@@ -6,7 +6,6 @@ so tests can prove it.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +17,10 @@ import torch
 from . import __version__, atomic, hooks
 from .capture import POOLINGS, Activations, ProgressCallback, capture
 from .corpus import Corpus, load_corpus, select_concepts
+from .directions.aggregators import DEFAULT_L1_C
 from .directions.heads import direct_contribution, head_report, head_stats
-from .directions.pooled import diff_of_means, pooled_directions
-from .directions.subspace import SubspaceCollector, subspace_directions
+from .directions.methods import METHODS, MethodContext, heldout_fit, learn
+from .directions.subspace import SubspaceCollector
 from .errors import UserError
 from .model import LoadedModel, describe_layer, load_model, parse_dtype, parse_layers, relative_depth, resolve_model_spec
 from .quality.output import summary_lines, served, write_quality
@@ -28,7 +28,6 @@ from .quality.report import QualityInputs
 from .readout import Readout, build_readout, save_directions, write_readout
 from .store import ActivationStore
 
-METHODS = ("pooled", "subspace")
 SIDECAR_FILE = "extract.json"
 PER_HEAD_FILE = "per_head.json"
 SUBSPACE_FILE = "subspace.json"
@@ -56,6 +55,7 @@ class ExtractConfig:
     use_cache: bool = True
     subspace_k: int | None = None
     subspace_eigen_k: int = 5
+    l1_c: float = DEFAULT_L1_C
     quality_report: bool = False
     export_best_layers: int | None = None
 
@@ -84,6 +84,8 @@ def check_options(config: ExtractConfig) -> None:
                         ("--subspace-k", config.subspace_k or 1), ("--export-best-layers", config.export_best_layers or 1)):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
+    if config.l1_c <= 0:
+        raise UserError(f"--l1-c must be positive, got {config.l1_c}")
     if config.export_best_layers and not config.quality_report:
         raise UserError("--export-best-layers needs --quality-report (the held-out evaluation ranks the layers)")
     if config.layers:
@@ -100,19 +102,8 @@ def run_extract(
 ) -> ExtractResult:
     """Run the whole extraction; `loader` defaults to model.load_model (tests inject a cached model)."""
     started = time.perf_counter()
-    check_options(config)
-    dtype = parse_dtype(config.dtype)
-    corpus = load_corpus(config.corpus, config.stories_dir, config.paired_dir)
-    concepts = select_concepts(corpus, config.min_positives)
-    spec = resolve_model_spec(config.model)
-    log(f"corpus: {len(corpus.stories)} texts, {len(concepts)} concepts with >= {config.min_positives} positives")
-
-    log(f"loading {spec.display} ({config.dtype})")
-    model = (loader or load_model)(spec, dtype=dtype, device=config.device, device_map=config.device_map)
+    corpus, concepts, model, layers = prepare(config, log, loader)
     n_layers = model.facts.n_layers
-    layers = parse_layers(config.layers, n_layers)
-    log(f"model: {n_layers} layers, d_model {model.facts.d_model}, {model.facts.n_heads} heads; "
-        f"target {', '.join(describe_layer(layer, n_layers) for layer in layers)}")
     loaded = time.perf_counter()
 
     head_layers = [layer for layer in layers if hooks.attn_z(layer) in model.bridge.hook_dict] if config.heads else []
@@ -130,10 +121,10 @@ def run_extract(
     captured = time.perf_counter()
 
     membership = corpus.membership(concepts)
-    directions = pooled_directions(acts.resid, membership)
-    subspace = None
-    if collector is not None:
-        directions, subspace = learn_subspace(acts, collector, membership, concepts, config.subspace_eigen_k)
+    context = MethodContext(config.method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c)
+    directions, subspace = learn(context, acts, membership)
+    if subspace is not None:
+        subspace = {"eigen_k": subspace["eigen_k"], "concepts": dict(zip(concepts, subspace.pop("by_concept_index")))}
     all_layers = build_readout(concepts, layers, directions)
     served_directions = served(all_layers.vectors, layers)
     per_head = head_analysis(model, acts, membership, served_directions, concepts, skipped_head_layers) if config.heads else None
@@ -148,7 +139,8 @@ def run_extract(
     quality, export_layers = None, layers
     if config.quality_report:
         inputs = QualityInputs(concepts, layers, n_layers, corpus.stories, acts.resid, membership, served_directions,
-                               {layer: block_w_out(model, layer) for layer in layers}, per_head, subspace, config.method)
+                               {layer: block_w_out(model, layer) for layer in layers}, per_head, subspace, config.method,
+                               heldout_fit(context, layers))
         quality, quality_files = write_quality(output_dir, inputs, model.facts.n_heads)
         files += quality_files
         for line in summary_lines(quality, n_layers):
@@ -168,6 +160,22 @@ def run_extract(
     atomic.write_json(output_dir / SIDECAR_FILE, sidecar)
     files.append(output_dir / SIDECAR_FILE)
     return ExtractResult(readout, acts, corpus, concepts, sidecar, per_head, subspace, quality, files)
+
+
+def prepare(config: ExtractConfig, log: Callable[[str], None], loader: Callable[..., LoadedModel] | None):
+    """Validate options and corpus (before the model), load the model, resolve the layers."""
+    check_options(config)
+    dtype = parse_dtype(config.dtype)
+    corpus = load_corpus(config.corpus, config.stories_dir, config.paired_dir)
+    concepts = select_concepts(corpus, config.min_positives)
+    spec = resolve_model_spec(config.model)
+    log(f"corpus: {len(corpus.stories)} texts, {len(concepts)} concepts with >= {config.min_positives} positives")
+    log(f"loading {spec.display} ({config.dtype})")
+    model = (loader or load_model)(spec, dtype=dtype, device=config.device, device_map=config.device_map)
+    layers = parse_layers(config.layers, model.facts.n_layers)
+    log(f"model: {model.facts.n_layers} layers, d_model {model.facts.d_model}, {model.facts.n_heads} heads; "
+        f"target {', '.join(describe_layer(layer, model.facts.n_layers) for layer in layers)}")
+    return corpus, concepts, model, layers
 
 
 def open_store(config: ExtractConfig, model_identity: str) -> ActivationStore | None:
@@ -199,18 +207,6 @@ def save_report_weights(store: ActivationStore, model: LoadedModel, layers: list
         store.save_weights(layer, weights)
 
 
-def learn_subspace(acts: Activations, collector: SubspaceCollector, membership, concepts: list[str], eigen_k: int):
-    """Subspace directions per layer, sign-aligned with the pooled diff-of-means; eigenvalues for the report."""
-    directions, report = [], {concept: {} for concept in concepts}
-    for slot, layer in enumerate(acts.layers):
-        result = subspace_directions(collector.bases[layer], membership, diff_of_means(acts.resid[slot], membership), eigen_k)
-        directions.append(result.directions)
-        for c, concept in enumerate(concepts):
-            report[concept][str(layer)] = {"eigvals": [round(float(v), 6) for v in result.eigvals[c]],
-                                           "eigengap": finite_or_none(result.eigengap[c])}
-    return torch.stack(directions), {"eigen_k": eigen_k, "concepts": report}
-
-
 def head_analysis(model_or_weights, acts: Activations, membership, directions, concepts: list[str], skipped: list[int]) -> dict:
     """Top heads, concentration and direct contribution per concept and head layer.
 
@@ -231,12 +227,6 @@ def head_analysis(model_or_weights, acts: Activations, membership, directions, c
     return report
 
 
-def finite_or_none(value) -> float | None:
-    """Strict JSON: an undefined metric is null, never NaN."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, concepts: list[str],
                   layers: list[int], acts: Activations, timings: dict[str, float]) -> dict:
     """Provenance: enough to know exactly what produced a readout, to reproduce it, and for `report`."""
@@ -246,10 +236,11 @@ def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, con
         "version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"source": model.spec.kind, "location": model.spec.location, "label": model.spec.label,
-                  "identity": model.identity, "dtype": config.dtype, **model.facts.to_dict()},
+                  "identity": model.identity, "dtype": config.dtype, "model_type": model_type(model), **model.facts.to_dict()},
         "hook": hooks.RESID_POST,
         "method": config.method,
         **({"subspace_k": config.subspace_k, "subspace_eigen_k": config.subspace_eigen_k} if config.method == "subspace" else {}),
+        **({"l1_c": config.l1_c} if config.method == "logistic_l1" else {}),
         "pooling": config.pooling,
         "max_length": config.max_length,
         "min_positives": config.min_positives,
@@ -265,6 +256,12 @@ def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, con
         "n_forward_passes": acts.n_forward_passes,
         "timings": {key: round(value, 3) for key, value in timings.items()},
     }
+
+
+def model_type(model: LoadedModel) -> str:
+    """HF config.model_type ('llama', 'gemma2', ...): llama.cpp's control-vector model hint."""
+    config = getattr(getattr(model.bridge, "original_model", None), "config", None)
+    return str(getattr(config, "model_type", "unknown"))
 
 
 def flat_provenance(sidecar: dict) -> dict[str, str]:

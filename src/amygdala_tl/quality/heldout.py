@@ -18,7 +18,8 @@ from torch import Tensor
 
 from ..directions.pooled import normalize
 
-Fit = Callable[[Tensor, Tensor], Tensor]  # (acts [n, d], membership [C, n]) -> directions [C, d]
+# (layer slot, acts [n, d], membership [C, n], kept text indices [n]) -> directions [C, d]
+Fit = Callable[[int, Tensor, Tensor, Tensor], Tensor]
 N_RANDOM_SEEDS = 5
 
 
@@ -54,14 +55,27 @@ def loo_pooled_scores(
     return scores.float()
 
 
-def loo_refit_scores(acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], fit: Fit) -> Float[Tensor, "n_texts n_concepts"]:
-    """The general (slow) path: refit every direction without each text in turn."""
-    n_texts = acts.shape[0]
-    scores = torch.empty(n_texts, membership.shape[0])
-    for t in range(n_texts):
-        keep = torch.arange(n_texts) != t
-        directions = fit(acts[keep], membership[:, keep])
-        scores[t] = directions.float() @ acts[t].float()
+def grouped_folds(membership: Bool[Tensor, "n_concepts n_texts"]) -> list[list[int]]:
+    """Fold f = the f-th positive of each concept + every n_folds-th unlabelled text; each text once."""
+    n_folds = int(membership.sum(-1).max())
+    folds: list[list[int]] = [[] for _ in range(n_folds)]
+    for c in range(membership.shape[0]):
+        for f, t in enumerate(membership[c].nonzero().flatten().tolist()):
+            folds[f].append(t)
+    for i, t in enumerate((~membership.any(0)).nonzero().flatten().tolist()):
+        folds[i % n_folds].append(t)
+    return [sorted(fold) for fold in folds if fold]
+
+
+def fold_refit_scores(slot: int, acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], fit: Fit) -> Float[Tensor, "n_texts n_concepts"]:
+    """Scores of every text from directions refit without its fold."""
+    scores = torch.empty(acts.shape[0], membership.shape[0])
+    for fold in grouped_folds(membership):
+        held = torch.zeros(acts.shape[0], dtype=torch.bool)
+        held[fold] = True
+        kept = (~held).nonzero().flatten()
+        directions = fit(slot, acts[kept], membership[:, kept], kept)
+        scores[held] = acts[held].float() @ directions.float().T
     return scores
 
 
@@ -107,9 +121,9 @@ def heldout_evaluation(
     """Per layer: held-out AUROC/top-1 (overall and per concept) beside the random floor; best layers first."""
     labels = labels_of(membership)
     evaluable = membership.sum(-1) >= 2  # a concept needs a positive left after leaving one out
-    report: dict = {"n_random_seeds": N_RANDOM_SEEDS, "layers": {}}
+    report: dict = {"n_random_seeds": N_RANDOM_SEEDS, "protocol": "leave-one-out" if fit is None else "grouped leave-one-out", "layers": {}}
     for slot, layer in enumerate(layers):
-        scores = loo_pooled_scores(acts[slot], membership) if fit is None else loo_refit_scores(acts[slot], membership, fit)
+        scores = loo_pooled_scores(acts[slot], membership) if fit is None else fold_refit_scores(slot, acts[slot], membership, fit)
         result = evaluate_scores(scores, labels, evaluable)
         random_auroc, random_top1 = random_floor(acts[slot], labels, evaluable, len(concepts))
         report["layers"][str(layer)] = {

@@ -1,0 +1,56 @@
+"""Aggregators (mean, pca, logistic, logistic_l1): unit norm, sign, what each one finds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from amygdala_tl.directions.aggregators import AGGREGATORS, aggregate
+from amygdala_tl.directions.pooled import diff_of_means
+
+
+def data(seed=0, d=40, n_pos=12, n_neg=60):
+    generator = torch.Generator().manual_seed(seed)
+    signal = torch.zeros(d)
+    signal[3] = 1.0
+    pos = torch.randn(n_pos, d, generator=generator) + 2.5 * signal
+    neg = torch.randn(n_neg, d, generator=generator)
+    acts = torch.cat([pos, neg])
+    membership = torch.zeros(1, n_pos + n_neg, dtype=torch.bool)
+    membership[0, :n_pos] = True
+    return acts, membership, signal
+
+
+@pytest.mark.parametrize("method", AGGREGATORS)
+def test_unit_norm_sign_aligned_and_finds_the_planted_dimension(method):
+    acts, membership, signal = data()
+    direction = aggregate(method, acts, membership)[0]
+    assert direction.norm() == pytest.approx(1.0, abs=1e-5)
+    assert float(direction @ diff_of_means(acts, membership)[0].float()) > 0
+    assert int(direction.abs().argmax()) == 3 and float(direction @ signal) > 0.5
+
+
+def test_mean_is_the_pooled_direction():
+    acts, membership, _ = data()
+    reference = diff_of_means(acts, membership)[0].float()
+    torch.testing.assert_close(aggregate("mean", acts, membership)[0], reference / reference.norm())
+
+
+def test_logistic_l1_is_sparse_and_l2_is_not():
+    acts, membership, _ = data()
+    l1 = aggregate("logistic_l1", acts, membership, l1_c=0.05)[0]
+    l2 = aggregate("logistic", acts, membership)[0]
+    assert (l1.abs() < 1e-9).sum() > 30 and (l2.abs() < 1e-9).sum() == 0
+
+
+def test_pca_uses_the_paired_baseline_when_there_is_one():
+    d = 6
+    baseline = torch.tensor([5.0, 5.0, 0, 0, 0, 0])
+    framings = baseline + torch.tensor([[0, 0, 1.0, 0, 0, 0], [0, 0, 2.0, 0, 0, 0]])  # pure shift along dim 2
+    others = torch.randn(5, d, generator=torch.Generator().manual_seed(1))
+    acts = torch.cat([framings, baseline[None], others])
+    membership = torch.zeros(1, 8, dtype=torch.bool)
+    membership[0, :2] = True
+    partner = torch.tensor([2, 2, -1, -1, -1, -1, -1, -1])
+    direction = aggregate("pca", acts, membership, partner)[0]
+    assert abs(float(direction[2])) == pytest.approx(1.0, abs=1e-6)
