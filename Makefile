@@ -21,7 +21,7 @@ browser:  ## Debian's chromium for the HTML report test (root or sudo-less apt; 
 	  || echo "warning: could not install chromium: the HTML render test will be skipped"
 
 demo: install  ## extract on the bundled model and the shipped corpus -> out/
-	$(VENV)/bin/amygdala-tl extract --corpus corpus --output-dir out
+	$(VENV)/bin/amygdala-tl extract --corpus corpus --output-dir out --quality-report
 
 test: install browser  ## unit tests (tiny random models) + integration tests (bundled model)
 	$(VENV)/bin/python -m pytest -q tests

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from amygdala_tl.cli import app
 from amygdala_tl.concepts import CONCEPTS
 
-from .conftest import CORPUS, write
+from .conftest import CORPUS
 
 
 def output_lines(result):

@@ -12,7 +12,7 @@ import pytest
 
 from amygdala_tl import report as report_module
 from amygdala_tl.extract import ExtractConfig, run_extract
-from amygdala_tl.html_check import SECTIONS
+from amygdala_tl.quality.html import SECTIONS
 from amygdala_tl.scoring import score_texts
 
 pytestmark = pytest.mark.integration

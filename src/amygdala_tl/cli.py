@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .concepts import CONCEPTS
-from .errors import UserError  # noqa: F401 - raised by commands
+from .errors import UserError
 
 app = typer.Typer(
     help="Concept readout vectors for a language model's residual stream, through TransformerLens.\n\n"
@@ -104,7 +104,7 @@ def extract(
                            quality_report=quality_report, export_best_layers=export_best_layers,
                            subspace_k=subspace_k, subspace_eigen_k=subspace_eigen_k, l1_c=l1_c)
     with user_errors(), progress_bar("capturing") as progress:
-        result = run_extract(config, log=lambda message: console.print(message, highlight=False),
+        result = run_extract(config, log=lambda message: console.print(message, highlight=False, soft_wrap=True),
                              on_progress=progress_callback(progress))
     for path in result.files:
         console.print(f"wrote {path}", highlight=False)
@@ -203,7 +203,7 @@ def compare_methods_command(
                            max_length=max_length, min_positives=min_positives, l1_c=l1_c, device=device)
     with user_errors(), progress_bar("capturing") as progress:
         rows = compare_methods(config, [m.strip() for m in methods.split(",") if m.strip()],
-                               log=lambda message: console.print(message, highlight=False), on_progress=progress_callback(progress))
+                               log=lambda message: console.print(message, highlight=False, soft_wrap=True), on_progress=progress_callback(progress))
     table = Table(title="held-out evaluation by method (best layer)")
     for column in ("method", "best layer", "AUROC", "top-1", "random AUROC / top-1", "fit s", "held-out s", "protocol"):
         table.add_column(column)

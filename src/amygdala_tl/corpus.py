@@ -116,9 +116,9 @@ def load_corpus(
 
     entries: list[tuple[Path, str, str | None]] = []
     if stories_dir is not None and Path(stories_dir).is_dir():
-        entries += _story_files(Path(stories_dir))
+        entries += story_files(Path(stories_dir))
     if paired_dir is not None and Path(paired_dir).is_dir():
-        entries += _paired_files(Path(paired_dir))
+        entries += paired_files(Path(paired_dir))
 
     stories, skipped = [], []
     for path, label, scenario in entries:
@@ -148,7 +148,7 @@ def _check_name(name: str, path: Path) -> str:
     return name
 
 
-def _story_files(stories_dir: Path) -> list[tuple[Path, str, None]]:
+def story_files(stories_dir: Path) -> list[tuple[Path, str, None]]:
     entries = []
     for child in sorted(stories_dir.iterdir()):
         if child.is_file() and child.suffix == ".txt":
@@ -159,7 +159,7 @@ def _story_files(stories_dir: Path) -> list[tuple[Path, str, None]]:
     return entries
 
 
-def _paired_files(paired_dir: Path) -> list[tuple[Path, str, str]]:
+def paired_files(paired_dir: Path) -> list[tuple[Path, str, str]]:
     entries = []
     for scenario in sorted(p for p in paired_dir.iterdir() if p.is_dir()):
         for file in sorted(scenario.glob("*.txt")):

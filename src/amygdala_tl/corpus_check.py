@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .concepts import names_own_concept
-from .corpus import BASELINE, _paired_files, _story_files, read_story, text_sha256
+from .corpus import BASELINE, paired_files, story_files, read_story, text_sha256
 from .errors import UserError
 
 MIN_WORDS, MAX_WORDS = 80, 220
@@ -44,7 +44,7 @@ def check_corpus(corpus_dir: Path, expect: list[str] | None = None, min_positive
         raise UserError(f"corpus directory not found: {corpus_dir}")
     entries = []
     problems: list[Problem] = []
-    for sub, lister in (("stories", _story_files), ("paired", _paired_files)):
+    for sub, lister in (("stories", story_files), ("paired", paired_files)):
         if (corpus_dir / sub).is_dir():
             try:
                 entries += lister(corpus_dir / sub)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from sklearn.exceptions import ConvergenceWarning
