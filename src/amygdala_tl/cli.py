@@ -303,6 +303,7 @@ def heads_detect(
     corpus: Path = typer.Option(DEFAULT_CORPUS, help="Natural text for previous-token, positional, delimiter: the corpus stories."),
     text_file: Optional[Path] = typer.Option(None, help="Natural text instead of the corpus: one text per non-empty line."),
     length: int = typer.Option(64, help="Tokens per natural-text sequence."),
+    n_texts: int = typer.Option(32, help="Natural-text sequences used."),
     output_dir: Path = typer.Option(Path("out/heads"), "--output-dir", "-o"),
     device: Optional[str] = typer.Option(None),
 ) -> None:
@@ -324,7 +325,7 @@ def heads_detect(
         if unknown := [name for name in names if name not in DETECTORS]:
             raise UserError(f"unknown detector {unknown[0]!r}: choose from {', '.join(DETECTORS)}")
         loaded = load_for_command(model, device)
-        results = run_detectors(loaded, names, texts, length)
+        results = run_detectors(loaded, names, texts, length, n_texts)
         paths = write_detector_outputs(results, output_dir)
     for name, result in results.items():
         top = ", ".join(f"{head} {score:.2f}" for head, score in result.top(3))

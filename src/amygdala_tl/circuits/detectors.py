@@ -73,9 +73,9 @@ def encode(tokenizer, text: str, max_tokens: int) -> list[int]:
     return [bos_id(tokenizer)] + ids
 
 
-def natural_batch(tokenizer, texts: Sequence[str], length: int) -> Int[Tensor, "batch pos"]:
-    """[BOS] + the first `length - 1` tokens of each text long enough (equal lengths: no padding)."""
-    rows = [ids for ids in (encode(tokenizer, text, length) for text in texts) if len(ids) == length]
+def natural_batch(tokenizer, texts: Sequence[str], length: int, n_texts: int = 32) -> Int[Tensor, "batch pos"]:
+    """[BOS] + the first `length - 1` tokens of the first `n_texts` texts long enough (equal lengths: no padding)."""
+    rows = [ids for ids in (encode(tokenizer, text, length) for text in texts) if len(ids) == length][:n_texts]
     if not rows:
         from ..errors import UserError
 
@@ -98,10 +98,11 @@ def repeated_random_tokens(tokenizer, batch: int, half: int, seed: int = 0) -> I
 
 # ---- pattern detectors -------------------------------------------------------------------------
 
-def previous_token(model: LoadedModel, natural: Int[Tensor, "batch pos"]) -> DetectorResult:
+def previous_token(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: Tensor | None = None) -> DetectorResult:
     """Attention from q to q-1 on natural text, with a random-token control: a head scoring high on
     both is positional; high on text only, content-driven."""
-    text_scores = score_detection(attention_patterns(model, natural), previous_token_detection(natural))
+    patterns = attention_patterns(model, natural) if patterns is None else patterns
+    text_scores = score_detection(patterns, previous_token_detection(natural))
     control = random_tokens(model.tokenizer, natural.shape[0], natural.shape[1], seed=1)
     control_scores = score_detection(attention_patterns(model, control), previous_token_detection(control))
     return DetectorResult("previous_token", text_scores, 0.4, f"{natural.shape[0]} natural texts x {natural.shape[1]} tokens; control: random tokens",
@@ -120,9 +121,9 @@ def duplicate_token(model: LoadedModel, batch: int = 8, half: int = 40, seed: in
     return DetectorResult("duplicate_token", scores, 0.3, f"{batch} sequences [BOS] x x, x = {half} random tokens")
 
 
-def positional(model: LoadedModel, natural: Int[Tensor, "batch pos"], max_offset: int = 8) -> DetectorResult:
+def positional(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: Tensor | None = None, max_offset: int = 8) -> DetectorResult:
     """Attention vs offset q - k per head; the score is the mass at the peak offset (BOS mass apart)."""
-    patterns = attention_patterns(model, natural).double()  # [L, B, H, Q, K]
+    patterns = (attention_patterns(model, natural) if patterns is None else patterns).double()  # [L, B, H, Q, K]
     profile = torch.stack([torch.diagonal(patterns, offset=-offset, dim1=-2, dim2=-1)[..., max(0, 1 - offset):].mean((1, -1))
                            for offset in range(max_offset + 1)], dim=-1)  # [L, H, offsets]; queries q >= 1
     bos_mass = patterns[..., 1:, 0].mean((1, -1))
@@ -135,12 +136,13 @@ def positional(model: LoadedModel, natural: Int[Tensor, "batch pos"], max_offset
 DELIMITERS = {".", ",", ";", ":", "!", "?", "(", ")", "-", "—", '"', "'"}
 
 
-def delimiter(model: LoadedModel, natural: Int[Tensor, "batch pos"]) -> DetectorResult:
+def delimiter(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: Tensor | None = None) -> DetectorResult:
     """Attention mass on delimiter keys divided by their share of the keys a query can see (BOS excluded)."""
-    is_delim = torch.tensor([[model.tokenizer.decode([t]).strip() in DELIMITERS or "\n" in model.tokenizer.decode([t])
-                              for t in row] for row in natural.tolist()], dtype=torch.float64)
+    pieces = {t: model.tokenizer.decode([t]) for t in set(natural.flatten().tolist())}
+    is_delim = torch.tensor([[pieces[t].strip() in DELIMITERS or "\n" in pieces[t] for t in row] for row in natural.tolist()],
+                            dtype=torch.float64)
     is_delim[:, 0] = 0
-    patterns = attention_patterns(model, natural).double()
+    patterns = (attention_patterns(model, natural) if patterns is None else patterns).double()
     causal = torch.tril(torch.ones(natural.shape[1], natural.shape[1], dtype=torch.float64))
     causal[:, 0] = 0
     visible = causal.sum(-1).clamp_min(1)  # keys a query sees, BOS excluded
@@ -255,11 +257,17 @@ DETECTORS: dict[str, Callable] = {
 NEEDS_NATURAL_TEXT = {"previous_token", "positional", "delimiter"}
 
 
-def run_detectors(model: LoadedModel, names: Sequence[str], texts: Sequence[str], length: int = 64) -> dict[str, DetectorResult]:
+def run_detectors(model: LoadedModel, names: Sequence[str], texts: Sequence[str], length: int = 64, n_texts: int = 32) -> dict[str, DetectorResult]:
+    """Run the named detectors; the natural-text ones share one forward pass over the texts."""
     from ..errors import UserError
 
     unknown = [name for name in names if name not in DETECTORS]
     if unknown:
         raise UserError(f"unknown detector {unknown[0]!r}: choose from {', '.join(DETECTORS)}")
-    natural = natural_batch(model.tokenizer, texts, length) if set(names) & NEEDS_NATURAL_TEXT else None
-    return {name: DETECTORS[name](model, natural) if name in NEEDS_NATURAL_TEXT else DETECTORS[name](model) for name in names}
+    results = {}
+    if set(names) & NEEDS_NATURAL_TEXT:
+        natural = natural_batch(model.tokenizer, texts, length, n_texts)
+        patterns = attention_patterns(model, natural)
+    for name in names:
+        results[name] = DETECTORS[name](model, natural, patterns) if name in NEEDS_NATURAL_TEXT else DETECTORS[name](model)
+    return results
