@@ -109,8 +109,10 @@ def make_batches(token_ids: list[list[int]], batch_size: int, pad_id: int) -> li
     return batches
 
 
-def run_batch(model: LoadedModel, batch: Batch, hook_names: list[str]) -> dict[str, Tensor]:
-    """One forward pass with a storing hook on every requested name; stops after the last needed block."""
+def run_batch(model: LoadedModel, batch: Batch, hook_names: list[str], extra_hooks: Sequence = ()) -> dict[str, Tensor]:
+    """One forward pass with a storing hook on every requested name; stops after the last needed block.
+
+    `extra_hooks` (e.g. an ablation or a steering vector) run before the storing hooks."""
     store: dict[str, Tensor] = {}
 
     def keep(name: str):
@@ -125,12 +127,23 @@ def run_batch(model: LoadedModel, batch: Batch, hook_names: list[str]) -> dict[s
     with torch.inference_mode():
         model.bridge.run_with_hooks(
             batch.input_ids.to(device),
-            fwd_hooks=[(name, keep(name)) for name in hook_names],
+            fwd_hooks=list(extra_hooks) + [(name, keep(name)) for name in hook_names],
             attention_mask=batch.attention_mask.to(device),
             return_type=None,
             stop_at_layer=stop,
         )
     return store
+
+
+def last_token_resid(model: LoadedModel, batches: Sequence[Batch], layers: Sequence[int], extra_hooks: Sequence = ()) -> dict[int, Float[Tensor, "n_texts d_model"]]:
+    """Residual at each text's last real token for `layers` (fp32 CPU), optionally under extra hooks."""
+    n_texts = sum(len(batch.indices) for batch in batches)
+    out = {layer: torch.zeros(n_texts, model.facts.d_model) for layer in layers}
+    for batch in batches:
+        store = run_batch(model, batch, [hooks.resid_post(layer) for layer in layers], extra_hooks)
+        for layer in layers:
+            out[layer][batch.indices] = pool(store[hooks.resid_post(layer)], batch.attention_mask, "last").cpu()
+    return out
 
 
 def iter_pooled_batches(

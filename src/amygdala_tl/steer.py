@@ -14,7 +14,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import hooks
-from .capture import make_batches, tokenize
+from .capture import last_token_resid, make_batches, tokenize
 from .errors import UserError
 from .model import LoadedModel
 from .readout import Readout
@@ -79,18 +79,8 @@ def steer(model: LoadedModel, readout: Readout, concept: str, layer: int, alpha:
 def readout_at_layers(model: LoadedModel, texts: Sequence[str], readout: Readout, layers: list[int], fwd_hooks: list, batch_size: int = 8) -> dict[int, Tensor]:
     """Serving-convention scores [n_texts, n_concepts] at `layers`, with optional steering hooks."""
     token_ids, _ = tokenize(model.tokenizer, texts, 512)
-    out = {layer: torch.zeros(len(texts), len(readout.concepts)) for layer in layers}
-    for batch in make_batches(token_ids, batch_size, model.tokenizer.pad_token_id):
-        store = {}
-        grab = [(hooks.resid_post(l), lambda act, hook, l=l: store.__setitem__(l, act.detach())) for l in layers]
-        with torch.inference_mode():
-            model.bridge.run_with_hooks(batch.input_ids.to(model.bridge.cfg.device), attention_mask=batch.attention_mask.to(model.bridge.cfg.device),
-                                        fwd_hooks=fwd_hooks + grab, return_type=None)
-        last = batch.attention_mask.sum(-1) - 1
-        for l in layers:
-            pooled = store[l][torch.arange(len(batch.indices)), last.to(store[l].device)].float().cpu()
-            out[l][batch.indices] = pooled @ readout.vectors[l].float().T
-    return out
+    resid = last_token_resid(model, make_batches(token_ids, batch_size, model.tokenizer.pad_token_id), layers, fwd_hooks)
+    return {layer: resid[layer] @ readout.vectors[layer].float().T for layer in layers}
 
 
 def measure(model: LoadedModel, readout: Readout, texts: Sequence[str], concepts: Sequence[str], layer: int, alpha: float) -> dict:

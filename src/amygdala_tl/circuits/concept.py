@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import hooks
-from ..capture import make_batches, tokenize
+from ..capture import last_token_resid, make_batches, tokenize
 from ..corpus import Corpus
 from ..directions.heads import direct_contribution, head_report, head_stats
 from ..model import LoadedModel
@@ -24,20 +24,8 @@ from .detectors import head_name
 
 def readout_scores(model: LoadedModel, batches, layer: int, vector: Tensor, z_hook=None) -> Tensor:
     """<resid_post[layer] at the last real token, v> per text, optionally with a hook_z replacement."""
-    scores = {}
-    for batch in batches:
-        store = {}
-        fwd = [(hooks.resid_post(layer), lambda act, hook: store.__setitem__("resid", act.detach()))]
-        if z_hook is not None:
-            fwd.insert(0, z_hook)
-        stop = layer + 1 if layer + 1 < model.facts.n_layers else None
-        with torch.inference_mode():
-            model.bridge.run_with_hooks(batch.input_ids.to(model.bridge.cfg.device), attention_mask=batch.attention_mask.to(model.bridge.cfg.device),
-                                        fwd_hooks=fwd, return_type=None, stop_at_layer=stop)
-        last = batch.attention_mask.sum(-1) - 1
-        values = store["resid"][torch.arange(len(batch.indices)), last.to(store["resid"].device)].float().cpu() @ vector.float()
-        scores.update(zip(batch.indices, values.tolist()))
-    return torch.tensor([scores[i] for i in range(len(scores))])
+    resid = last_token_resid(model, batches, [layer], [z_hook] if z_hook is not None else [])[layer]
+    return resid @ vector.float()
 
 
 def concept_circuit(
