@@ -85,3 +85,9 @@ def test_score_matches_the_exported_vectors(quality_run, bundled):
     scores = results[0]["scores"]
     assert set(scores) == {str(layer) for layer in result.readout.layers}
     assert set(scores[str(result.readout.layers[0])]) == set(result.readout.concepts)
+    centred = score_texts(out, ["I could not stop shaking while I waited for the phone to ring."], None, None, None,
+                          loader=lambda *a, **k: bundled, centered=True)[0]["scores"]
+    offsets = json.loads((out / "extract.json").read_text())["score_offsets"]
+    layer = str(result.readout.layers[0])
+    for concept, raw in scores[layer].items():
+        assert centred[layer][concept] == pytest.approx(raw - offsets[layer][concept], abs=2e-4)

@@ -108,3 +108,18 @@ def test_top1_counts_only_the_held_out_concepts_own_rank():
     assert labels.tolist() == [0, 1, 0, -1]
     assert result["top1"] == 1.0 and result["per_concept_top1"] == {0: 1.0, 1: 1.0}
     assert result["per_concept_auroc"][1] == 1.0
+
+
+def test_centred_scores_remove_a_shared_offset():
+    acts, membership = clusters(spread=0.3)
+    offset = torch.zeros(acts.shape[1])
+    offset[0] = 200.0  # every text shares a large component: raw scores carry mu . v_c per concept
+    shifted = acts + offset
+    centred = loo_pooled_scores(shifted, membership, centered=True)
+    t = 4
+    keep = torch.arange(acts.shape[0]) != t
+    directions = pooled_directions(shifted[keep][None], membership[:, keep])[0]
+    expected = (shifted[t] - shifted[keep].mean(0)) @ directions.T
+    torch.testing.assert_close(centred[t], expected, atol=1e-3, rtol=1e-4)
+    report = heldout_evaluation(shifted[None], [0], membership, ["a", "b", "c", "d"], n_layers=2)["layers"]["0"]
+    assert report["top1_centered"] == 1.0 and report["mean_auroc_centered"] > 0.99

@@ -29,6 +29,7 @@ heads_app = typer.Typer(help="Head-level circuit probing: detectors, ablations, 
 app.add_typer(heads_app, name="heads")
 
 console = Console(stderr=True)
+STDOUT = Console(soft_wrap=True)
 DEFAULT_CORPUS = Path("corpus")
 
 
@@ -127,7 +128,7 @@ def corpus_check(
         table.add_column(column, justify="left" if column == "concept" else "right")
     for name, concept in stats.items():
         table.add_row(name, str(concept.positives), str(concept.unpaired), str(concept.paired), f"{concept.mean_words:.0f}")
-    Console().print(table)
+    STDOUT.print(table)
     for problem in problems:
         console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     console.print(f"{len(stats)} concepts, {sum(s.positives for s in stats.values())} positive stories, {len(problems)} problems")
@@ -163,6 +164,7 @@ def score(
     model: Optional[str] = typer.Option(None, help="Model (default: the one recorded in extract.json next to the vectors, else the bundled one)."),
     top: int = typer.Option(5, help="Concepts shown per layer."),
     as_json: bool = typer.Option(False, "--json", help="Print every score as JSON."),
+    centered: bool = typer.Option(False, "--centered", help="Subtract each concept's corpus offset mu . v_c (from extract.json): comparable across concepts. Serving reports raw scores."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda..."),
 ) -> None:
     """Score texts exactly as the serving side does: raw <h, v> at the last position, fp16 vectors."""
@@ -171,15 +173,15 @@ def score(
     from .scoring import score_texts
 
     with user_errors():
-        results = score_texts(vectors, texts or [], file, model, device)
+        results = score_texts(vectors, texts or [], file, model, device, centered=centered)
     if as_json:
         typer.echo(json_module.dumps(results, indent=2))
         return
     for result in results:
-        Console().print(f"[bold]{result['text'][:100]}[/]", highlight=False)
+        STDOUT.print(f"[bold]{result['text'][:100]}[/]", highlight=False)
         for layer, scores in result["scores"].items():
             ranked = sorted(scores.items(), key=lambda item: -item[1])[:top]
-            Console().print(f"  layer {layer}: " + ", ".join(f"{name} {value:+.2f}" for name, value in ranked), highlight=False)
+            STDOUT.print(f"  layer {layer}: " + ", ".join(f"{name} {value:+.2f}" for name, value in ranked), highlight=False)
 
 
 @app.command("compare-methods")
@@ -205,12 +207,13 @@ def compare_methods_command(
         rows = compare_methods(config, [m.strip() for m in methods.split(",") if m.strip()],
                                log=lambda message: console.print(message, highlight=False, soft_wrap=True), on_progress=progress_callback(progress))
     table = Table(title="held-out evaluation by method (best layer)")
-    for column in ("method", "best layer", "AUROC", "top-1", "random AUROC / top-1", "fit s", "held-out s", "protocol"):
+    for column in ("method", "best layer", "AUROC", "top-1", "centred AUROC / top-1", "random AUROC / top-1", "fit s", "held-out s", "protocol"):
         table.add_column(column)
     for row in rows:
         table.add_row(row["method"], str(row["best_layer"]), f"{row['auroc']:.3f}", f"{row['top1']:.3f}",
+                      f"{row['auroc_centered']:.3f} / {row['top1_centered']:.3f}",
                       f"{row['random_auroc']:.2f} / {row['random_top1']:.3f}", f"{row['fit_s']:.2f}", f"{row['heldout_s']:.1f}", row["protocol"])
-    Console().print(table)
+    STDOUT.print(table)
     console.print(f"wrote {output_dir / COMPARE_FILE}", highlight=False)
 
 
@@ -256,7 +259,7 @@ def steer(
     table.add_column("unsteered")
     table.add_column("steered")
     table.add_row(prompt + result["unsteered"], prompt + result["steered"])
-    Console().print(table)
+    STDOUT.print(table)
 
 
 @app.command()

@@ -37,8 +37,11 @@ def compare_methods(config: ExtractConfig, methods: list[str], log: Callable[[st
         best = heldout["layers"][str(heldout["best_layer"])]
         rows.append({"method": method, "best_layer": heldout["best_layer"], "auroc": best["mean_auroc"], "top1": best["top1"],
                      "random_auroc": best["random_auroc"], "random_top1": best["random_top1"], "protocol": heldout["protocol"],
+                     "auroc_centered": best["mean_auroc_centered"], "top1_centered": best["top1_centered"],
                      "fit_s": round(learned - started, 3), "heldout_s": round(time.perf_counter() - learned, 3),
-                     "per_layer": {layer: {"auroc": block["mean_auroc"], "top1": block["top1"]} for layer, block in heldout["layers"].items()}})
-        log(f"{method}: best layer {heldout['best_layer']}, AUROC {best['mean_auroc']:.3f}, top-1 {best['top1']:.3f}")
+                     "per_layer": {layer: {key: block[key] for key in ("mean_auroc", "top1", "mean_auroc_centered", "top1_centered")}
+                                   for layer, block in heldout["layers"].items()}})
+        log(f"{method}: best layer {heldout['best_layer']}, AUROC {best['mean_auroc']:.3f}, top-1 {best['top1']:.3f} "
+            f"(centred {best['mean_auroc_centered']:.3f} / {best['top1_centered']:.3f})")
     atomic.write_json(Path(config.output_dir) / COMPARE_FILE, {"layers": layers, "n_concepts": len(concepts), "methods": rows})
     return rows

@@ -152,6 +152,7 @@ def run_extract(
     sidecar = build_sidecar(config, model, corpus, concepts, layers, acts,
                             timings={"load_s": loaded - started, "capture_s": captured - loaded, "directions_s": learned - captured})
     sidecar["exported_layers"] = export_layers
+    sidecar["score_offsets"] = score_offsets(acts, served_directions, concepts)
     slots = [layers.index(layer) for layer in export_layers]
     readout = build_readout(concepts, export_layers, directions[slots], metadata=flat_provenance(sidecar))
     save_directions(output_dir / DIRECTIONS_FILE, all_layers)
@@ -256,6 +257,15 @@ def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, con
         "n_forward_passes": acts.n_forward_passes,
         "timings": {key: round(value, 3) for key, value in timings.items()},
     }
+
+
+def score_offsets(acts: Activations, directions: torch.Tensor, concepts: list[str]) -> dict:
+    """mu . v_c per layer and concept, mu = the corpus texts' mean pooled activation.
+
+    Raw served scores carry this per-concept offset; subtracting it (`score --centered`) makes
+    concepts comparable with each other (held-out top-1 rises several-fold on the bundled model)."""
+    return {str(layer): {c: round(float(value), 4) for c, value in zip(concepts, directions[slot] @ acts.resid[slot].mean(0))}
+            for slot, layer in enumerate(acts.layers)}
 
 
 def model_type(model: LoadedModel) -> str:

@@ -34,9 +34,21 @@ def recorded_model(vectors_dir: Path) -> str | None:
     return None if model["label"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and model["source"] == "gguf" else model["location"]
 
 
-def score_texts(vectors_dir: Path, texts: list[str], file: Path | None, model: str | None, device: str | None, loader=load_model) -> list[dict]:
+def read_offsets(vectors_dir: Path, readout) -> dict[int, dict[str, float]]:
+    """Per-layer, per-concept offsets mu . v_c recorded by extract (for --centered)."""
+    sidecar = Path(vectors_dir) / SIDECAR_FILE
+    offsets = json.loads(sidecar.read_text()).get("score_offsets") if sidecar.is_file() else None
+    if not offsets or any(str(layer) not in offsets for layer in readout.layers):
+        raise UserError(f"--centered needs the score offsets that `amygdala-tl extract` writes to {sidecar}")
+    return {layer: offsets[str(layer)] for layer in readout.layers}
+
+
+def score_texts(vectors_dir: Path, texts: list[str], file: Path | None, model: str | None, device: str | None,
+                loader=load_model, centered: bool = False) -> list[dict]:
+    """Serving-convention scores of each text; `centered` subtracts each concept's corpus offset."""
     texts = read_texts(texts, file)
     readout = load_readout(vectors_dir)
+    offsets = read_offsets(vectors_dir, readout) if centered else None
     spec = resolve_model_spec(model or recorded_model(vectors_dir))
     loaded = loader(spec, device=device)
     if loaded.facts.d_model != readout.hidden_size:
@@ -45,8 +57,11 @@ def score_texts(vectors_dir: Path, texts: list[str], file: Path | None, model: s
         raise UserError(f"the vectors use layer {max(readout.layers)}, the model has {loaded.facts.n_layers} layers")
     acts = capture(loaded, texts, readout.layers, pooling="last", max_length=10**6)
     scores = score(readout, {layer: acts.at(layer) for layer in readout.layers})
+    shift = (lambda layer, concept: offsets[layer][concept]) if offsets else (lambda layer, concept: 0.0)
     return [
-        {"text": text, "scores": {str(layer): {c: round(float(v), 4) for c, v in zip(readout.concepts, scores[layer][i])} for layer in readout.layers}}
+        {"text": text, "centered": centered,
+         "scores": {str(layer): {c: round(float(v) - shift(layer, c), 4) for c, v in zip(readout.concepts, scores[layer][i])}
+                    for layer in readout.layers}}
         for i, text in enumerate(texts)
     ]
 

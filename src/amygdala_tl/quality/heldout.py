@@ -30,9 +30,13 @@ def labels_of(membership: Bool[Tensor, "n_concepts n_texts"]) -> Int[Tensor, " n
 
 
 def loo_pooled_scores(
-    acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], chunk_bytes: int = 1 << 28
+    acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], chunk_bytes: int = 1 << 28,
+    centered: bool = False,
 ) -> Float[Tensor, "n_texts n_concepts"]:
-    """score[t, c] = x_t . normalize(mean(P_c \\ t) - mean(N_c \\ t)), for every text t, in fp64."""
+    """score[t, c] = x_t . normalize(mean(P_c \\ t) - mean(N_c \\ t)), for every text t, in fp64.
+
+    centered: score (x_t - mean of the other texts) instead of x_t, i.e. subtract each concept's
+    offset mu . v_c, which raw scores carry and which differs between concepts."""
     x = acts.double()
     member = membership.double()
     n_texts, d = x.shape
@@ -51,7 +55,8 @@ def loo_pooled_scores(
         neg_sum_t = (total - xt)[:, None, :] - pos_sum_t
         n_neg_t = (n_texts - 1 - n_pos[None] + own).clamp_min(1)
         diff = pos_sum_t / n_pos_t[..., None] - neg_sum_t / n_neg_t[..., None]
-        scores[rows] = torch.einsum("bcd,bd->bc", normalize(diff), xt)
+        probe = xt - (total - xt) / (n_texts - 1) if centered else xt
+        scores[rows] = torch.einsum("bcd,bd->bc", normalize(diff), probe)
     return scores.float()
 
 
@@ -67,15 +72,17 @@ def grouped_folds(membership: Bool[Tensor, "n_concepts n_texts"]) -> list[list[i
     return [sorted(fold) for fold in folds if fold]
 
 
-def fold_refit_scores(slot: int, acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], fit: Fit) -> Float[Tensor, "n_texts n_concepts"]:
-    """Scores of every text from directions refit without its fold."""
+def fold_refit_scores(slot: int, acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], fit: Fit,
+                      centered: bool = False) -> Float[Tensor, "n_texts n_concepts"]:
+    """Scores of every text from directions refit without its fold (centred: minus the kept texts' mean)."""
     scores = torch.empty(acts.shape[0], membership.shape[0])
     for fold in grouped_folds(membership):
         held = torch.zeros(acts.shape[0], dtype=torch.bool)
         held[fold] = True
         kept = (~held).nonzero().flatten()
         directions = fit(slot, acts[kept], membership[:, kept], kept)
-        scores[held] = acts[held].float() @ directions.float().T
+        probe = acts[held].float() - (acts[kept].float().mean(0) if centered else 0)
+        scores[held] = probe @ directions.float().T
     return scores
 
 
@@ -123,8 +130,13 @@ def heldout_evaluation(
     evaluable = membership.sum(-1) >= 2  # a concept needs a positive left after leaving one out
     report: dict = {"n_random_seeds": N_RANDOM_SEEDS, "protocol": "leave-one-out" if fit is None else "grouped leave-one-out", "layers": {}}
     for slot, layer in enumerate(layers):
-        scores = loo_pooled_scores(acts[slot], membership) if fit is None else fold_refit_scores(slot, acts[slot], membership, fit)
+        if fit is None:
+            scores, centered = loo_pooled_scores(acts[slot], membership), loo_pooled_scores(acts[slot], membership, centered=True)
+        else:
+            scores = fold_refit_scores(slot, acts[slot], membership, fit)
+            centered = fold_refit_scores(slot, acts[slot], membership, fit, centered=True)
         result = evaluate_scores(scores, labels, evaluable)
+        centered_result = evaluate_scores(centered, labels, evaluable)
         random_auroc, random_top1 = random_floor(acts[slot], labels, evaluable, len(concepts))
         report["layers"][str(layer)] = {
             "relative_depth": round(layer / max(n_layers - 1, 1), 4),
@@ -132,6 +144,8 @@ def heldout_evaluation(
             "top1": result["top1"],
             "random_auroc": random_auroc,
             "random_top1": random_top1,
+            "mean_auroc_centered": centered_result["mean_auroc"],
+            "top1_centered": centered_result["top1"],
             "per_concept": {concepts[c]: {"auroc": result["per_concept_auroc"][c], "top1": result["per_concept_top1"][c]}
                             for c in result["per_concept_auroc"]},
         }
@@ -144,4 +158,5 @@ def heldout_evaluation(
 def heldout_line(layer: int, block: dict, describe: Callable[[int], str]) -> str:
     """`layer 15 (52%): AUROC 0.91, top-1 0.48 (random 0.50 / 0.02)`."""
     return (f"{describe(layer)}: AUROC {block['mean_auroc']:.2f}, top-1 {block['top1']:.2f} "
-            f"(random {block['random_auroc']:.2f} / {block['random_top1']:.2f})")
+            f"(random {block['random_auroc']:.2f} / {block['random_top1']:.2f}); "
+            f"centred: AUROC {block['mean_auroc_centered']:.2f}, top-1 {block['top1_centered']:.2f}")
