@@ -28,7 +28,7 @@ app.add_typer(corpus_app, name="corpus")
 heads_app = typer.Typer(help="Head-level circuit probing: detectors, ablations, concept circuits.", no_args_is_help=True)
 app.add_typer(heads_app, name="heads")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one message, one line: greppable, never wrapped
 STDOUT = Console(soft_wrap=True)
 DEFAULT_CORPUS = Path("corpus")
 
@@ -37,14 +37,14 @@ DEFAULT_CORPUS = Path("corpus")
 def user_errors():
     """UserError -> one line on stderr, exit code 2; warnings -> one line each."""
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
-        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
     previous = warnings.showwarning
     warnings.showwarning = show
     try:
         yield
     except UserError as error:
-        console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
     finally:
         warnings.showwarning = previous
@@ -105,7 +105,7 @@ def extract(
                            quality_report=quality_report, export_best_layers=export_best_layers,
                            subspace_k=subspace_k, subspace_eigen_k=subspace_eigen_k, l1_c=l1_c)
     with user_errors(), progress_bar("capturing") as progress:
-        result = run_extract(config, log=lambda message: console.print(message, highlight=False, soft_wrap=True),
+        result = run_extract(config, log=lambda message: console.print(message, highlight=False),
                              on_progress=progress_callback(progress))
     for path in result.files:
         console.print(f"wrote {path}", highlight=False)
@@ -130,7 +130,7 @@ def corpus_check(
         table.add_row(name, str(concept.positives), str(concept.unpaired), str(concept.paired), f"{concept.mean_words:.0f}")
     STDOUT.print(table)
     for problem in problems:
-        console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print(f"[red]problem:[/] {problem}", highlight=False)
     console.print(f"{len(stats)} concepts, {sum(s.positives for s in stats.values())} positive stories, {len(problems)} problems")
     if problems:
         raise typer.Exit(1)
@@ -205,7 +205,7 @@ def compare_methods_command(
                            max_length=max_length, min_positives=min_positives, l1_c=l1_c, device=device)
     with user_errors(), progress_bar("capturing") as progress:
         rows = compare_methods(config, [m.strip() for m in methods.split(",") if m.strip()],
-                               log=lambda message: console.print(message, highlight=False, soft_wrap=True), on_progress=progress_callback(progress))
+                               log=lambda message: console.print(message, highlight=False), on_progress=progress_callback(progress))
     table = Table(title="held-out evaluation by method (best layer)")
     for column in ("method", "best layer", "AUROC", "top-1", "centred AUROC / top-1", "random AUROC / top-1", "fit s", "held-out s", "protocol"):
         table.add_column(column)

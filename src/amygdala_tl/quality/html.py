@@ -29,7 +29,8 @@ def heldout_plot(quality: dict) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, key, floor, title in ((axes[0], "mean_auroc", "random_auroc", "held-out AUROC (one-vs-rest)"),
                                   (axes[1], "top1", "random_top1", "held-out top-1 accuracy")):
-        ax.plot(layers, [b[key] for b in blocks], "o-", label=quality["method"])
+        ax.plot(layers, [b[key] for b in blocks], "o-", label=f"{quality['method']} (raw, as served)")
+        ax.plot(layers, [b[key + "_centered"] for b in blocks], "^-", label="centred (offset mu.v removed)")
         ax.plot(layers, [b[floor] for b in blocks], "s--", color="grey", label="random directions")
         ax.set_xlabel("layer")
         ax.set_title(title)
