@@ -1,0 +1,43 @@
+"""`corpus check` finds every problem, each named by file."""
+
+from __future__ import annotations
+
+from amygdala_tl.concepts import names_own_concept
+from amygdala_tl.corpus_check import check_corpus
+
+from .conftest import write
+
+GOOD = "She walked along the quiet road as the light changed over the fields and the hills. " * 6  # 96 words
+
+
+def test_every_problem_is_reported_with_its_file(tmp_path):
+    ok = write(tmp_path / "stories" / "calm" / "ok.txt", GOOD)
+    named = write(tmp_path / "stories" / "anxious" / "named.txt", GOOD + "Her anxiety rose.")
+    short = write(tmp_path / "stories" / "calm" / "short.txt", "Too short to count.")
+    empty = write(tmp_path / "stories" / "calm" / "empty.txt", "")
+    copy = write(tmp_path / "stories" / "afraid" / "copy.txt", GOOD)
+    orphan = write(tmp_path / "paired" / "no_baseline" / "calm.txt", GOOD.replace("quiet", "still"))
+    bad = tmp_path / "stories" / "calm" / "latin1.txt"
+    bad.write_bytes(("caf\xe9 " * 90).encode("latin-1"))
+    stats, problems = check_corpus(tmp_path, expect=["calm", "joyful"], min_positives=2)
+    by_path = {}
+    for problem in problems:
+        by_path.setdefault(problem.path, []).append(problem.message)
+    assert any("anxiety" in m for m in by_path[str(named)])
+    assert any("4 words" in m for m in by_path[str(short)])
+    assert by_path[str(empty)] == ["empty file"]
+    duplicate = by_path.get(str(ok), []) + by_path.get(str(copy), [])  # reported on the later file, naming the earlier
+    assert any("same text as" in m and (str(copy) in m or str(ok) in m) for m in duplicate)
+    assert any("no baseline" in m for m in by_path[str(orphan)])
+    assert any("UTF-8" in m for m in by_path[str(bad)])
+    assert any("'joyful' has 0" in m for m in by_path[str(tmp_path)])
+    assert stats["calm"].unpaired == 2 and stats["calm"].paired == 1  # ok.txt, short.txt; the orphan framing
+
+
+def test_forbidden_forms_are_whole_words():
+    assert names_own_concept("numb", "a number of stones") is None
+    assert names_own_concept("numb", "the numbness spread") == "numbness"
+    assert names_own_concept("in_flow", "she was in flow") == "in flow"
+    assert names_own_concept("proud", "his pride showed") == "pride"
+    assert names_own_concept("calm", "Calmly, he waited") == "Calmly"
+    assert names_own_concept("staying_with", "staying-with the pain") is not None
