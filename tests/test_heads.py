@@ -20,7 +20,7 @@ def test_planted_head_ranks_first_and_concentration_is_high():
     z, membership = synthetic_z([7])
     stats = head_stats(z, membership)
     report = head_report(stats, None, 0, top_k=3)
-    assert report["top_heads"][0][0] == 7
+    assert report["top_heads"][0][0] == 7 and report["concentration_k"] == 3
     assert report["head_concentration"] > 0.5  # sparse circuit: one head carries it
     # selectivity and raw norm against a hand computation for the planted head
     pos, neg = z[:100, 7], z[100:, 7]
@@ -43,3 +43,10 @@ def test_direct_contribution_is_the_projection_of_what_the_head_writes():
     contribution = direct_contribution(diff, w_o, directions)
     expected = torch.tensor([[float((diff[c, h] @ w_o[h]) @ directions[c]) for h in range(4)] for c in range(2)])
     torch.testing.assert_close(contribution, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_concentration_stays_informative_with_fewer_heads_than_top_k():
+    z, membership = synthetic_z(range(9), n_heads=9, shift=1.5)
+    report = head_report(head_stats(z, membership), None, 0)  # top_k 10 > 9 heads
+    assert len(report["top_heads"]) == 9 and report["concentration_k"] == 2
+    assert abs(report["head_concentration"] - 2 / 9) < 0.08

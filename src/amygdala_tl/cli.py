@@ -145,7 +145,8 @@ def report(
 ) -> None:
     """Rebuild quality.json and report.html from the activation store, without loading the model."""
     from .quality.output import summary_lines
-    from .report import read_sidecar, run_report
+    from .extract import read_sidecar
+    from .report import run_report
 
     with user_errors():
         quality, paths = run_report(output_dir, corpus, cache_dir, concept)
@@ -273,18 +274,18 @@ def export(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Default: VECTORS/<concept>.gguf"),
 ) -> None:
     """Export one concept in another serving format."""
-    import json as json_module
-
     from .export_gguf import write_control_vector
+    from .extract import read_sidecar
     from .readout import load_readout
 
     with user_errors():
         if format != "gguf-control":
             raise UserError(f"unknown --format {format!r}: choose gguf-control")
         readout = load_readout(vectors)
-        chosen = [int(part) for part in layers.split(",")] if layers else None
-        sidecar = Path(vectors) / "extract.json"
-        hint = model_hint or (json_module.loads(sidecar.read_text())["model"].get("model_type") if sidecar.is_file() else None) or "llama"
+        from .model import parse_layers
+
+        chosen = parse_layers(layers, max(readout.layers) + 1) if layers else None
+        hint = model_hint or (read_sidecar(vectors)["model"].get("model_type") if (Path(vectors) / "extract.json").is_file() else None) or "llama"
         path = write_control_vector(readout, concept, output or Path(vectors) / f"{concept}.gguf", hint, chosen, scale)
     console.print(f"wrote {path} (model hint {hint!r}; direction.<i> = HF block i-1's output)", highlight=False)
 
@@ -395,6 +396,8 @@ def heads_concept(
             raise UserError(f"layer {layer} is not exported in {vectors} (layers: {', '.join(map(str, readout.layers))})")
         if not 0 <= from_layer <= layer:
             raise UserError(f"--from-layer must be between 0 and {layer}")
+        if negatives < 1:
+            raise UserError(f"--negatives must be at least 1, got {negatives}")
         loaded_corpus = load_corpus(corpus)
         loaded_corpus.require(concept)
         loaded = load_for_command(model or recorded_model(vectors), device)

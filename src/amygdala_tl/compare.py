@@ -31,7 +31,7 @@ def compare_methods(config: ExtractConfig, methods: list[str], log: Callable[[st
     for method in methods:
         started = time.perf_counter()
         context = MethodContext(method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c)
-        learn(context, acts, membership)
+        learn(context, acts, membership)  # timed: the cost of fitting every layer once
         learned = time.perf_counter()
         heldout = heldout_evaluation(acts.resid, layers, membership, concepts, model.facts.n_layers, heldout_fit(context, layers))
         best = heldout["layers"][str(heldout["best_layer"])]

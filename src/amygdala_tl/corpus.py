@@ -199,6 +199,8 @@ def select_concepts(corpus: Corpus, min_positives: int, only: list[str] | None =
     candidates = only or corpus.concepts
     counts = Counter(s.label for s in corpus.stories)
     selected = [c for c in candidates if counts[c] >= min_positives]
+    if any(counts[c] == len(corpus.stories) for c in selected):
+        raise UserError(f"{corpus.root}: every text belongs to one concept, so it has no negatives; add other concepts or baselines")
     if not selected:
         raise UserError(
             f"no concept has at least {min_positives} positive stories in {corpus.root} "

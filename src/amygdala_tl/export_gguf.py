@@ -8,11 +8,11 @@ Vectors are unit-norm fp32 times `scale` (llama.cpp's --control-vector-scaled mu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic
 from .errors import UserError
 from .readout import Readout
 
@@ -35,18 +35,20 @@ def write_control_vector(readout: Readout, concept: str, path: Path, model_hint:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = GGUFWriter(str(tmp), ARCH)
-    writer.add_string(f"{ARCH}.model_hint", model_hint)
-    writer.add_uint32(f"{ARCH}.layer_count", len(layers))
-    for layer in layers:
-        vector = readout.vectors[layer][row].float().numpy().astype(np.float32)
-        writer.add_tensor(f"direction.{gguf_layer_index(layer)}", vector / np.linalg.norm(vector) * scale)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    atomic.write_bytes(path, tmp.read_bytes())
-    tmp.unlink()
+    try:  # GGUFWriter writes to a path of its own; the rename makes the result atomic
+        writer = GGUFWriter(str(tmp), ARCH)
+        writer.add_string(f"{ARCH}.model_hint", model_hint)
+        writer.add_uint32(f"{ARCH}.layer_count", len(layers))
+        for layer in layers:
+            vector = readout.vectors[layer][row].float().numpy().astype(np.float32)
+            writer.add_tensor(f"direction.{gguf_layer_index(layer)}", vector / np.linalg.norm(vector) * scale)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

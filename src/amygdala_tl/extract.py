@@ -6,6 +6,7 @@ so tests can prove it.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,9 +82,11 @@ def check_options(config: ExtractConfig) -> None:
         raise UserError(f"unknown --pooling {config.pooling!r}: choose one of {', '.join(POOLINGS)}")
     for name, value in (("--batch-size", config.batch_size), ("--max-length", config.max_length),
                         ("--min-positives", config.min_positives), ("--subspace-eigen-k", config.subspace_eigen_k),
-                        ("--subspace-k", config.subspace_k or 1), ("--export-best-layers", config.export_best_layers or 1)):
-        if value < 1:
+                        ("--subspace-k", config.subspace_k), ("--export-best-layers", config.export_best_layers)):
+        if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
+    if config.quality_report and config.min_positives < 2:
+        raise UserError("--quality-report needs --min-positives 2 or more: held-out evaluation leaves one story out")
     if config.l1_c <= 0:
         raise UserError(f"--l1-c must be positive, got {config.l1_c}")
     if config.export_best_layers and not config.quality_report:
@@ -241,7 +244,7 @@ def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, con
         "hook": hooks.RESID_POST,
         "method": config.method,
         **({"subspace_k": config.subspace_k, "subspace_eigen_k": config.subspace_eigen_k} if config.method == "subspace" else {}),
-        **({"l1_c": config.l1_c} if config.method == "logistic_l1" else {}),
+        "l1_c": config.l1_c,
         "pooling": config.pooling,
         "max_length": config.max_length,
         "min_positives": config.min_positives,
@@ -250,6 +253,7 @@ def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, con
         "head_layers": acts.head_layers,
         "concepts": {c: corpus.n_positives(c) for c in concepts},
         "corpus": {"root": corpus.root, "sha256": corpus.fingerprint(), "n_texts": len(corpus.stories),
+                   **{key: str(getattr(config, key)) if getattr(config, key) else None for key in ("corpus", "stories_dir", "paired_dir")},
                    "n_baselines": sum(s.is_baseline for s in corpus.stories),
                    "skipped_empty": [str(p) for p in corpus.skipped]},
         "truncated": [str(corpus.stories[i].path) for i in acts.truncated],
@@ -266,6 +270,19 @@ def score_offsets(acts: Activations, directions: torch.Tensor, concepts: list[st
     concepts comparable with each other (held-out top-1 rises several-fold on the bundled model)."""
     return {str(layer): {c: round(float(value), 4) for c, value in zip(concepts, directions[slot] @ acts.resid[slot].mean(0))}
             for slot, layer in enumerate(acts.layers)}
+
+
+def read_sidecar(output_dir: Path) -> dict:
+    """extract.json of an output directory, or a one-line UserError."""
+    path = Path(output_dir) / SIDECAR_FILE
+    if not path.is_file():
+        raise UserError(f"no {SIDECAR_FILE} in {output_dir}: run `amygdala-tl extract` first")
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+        sidecar["model"], sidecar["corpus"]  # noqa: B018 - the keys every reader needs
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise UserError(f"unreadable {path} ({error}): re-run `amygdala-tl extract`") from None
+    return sidecar
 
 
 def model_type(model: LoadedModel) -> str:

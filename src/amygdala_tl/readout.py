@@ -151,9 +151,12 @@ def load_directions(path: Path) -> Readout:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"directions file not found: {path} (written by `amygdala-tl extract`)")
-    raw = path.read_bytes()
-    metadata = _safetensors_metadata(raw)
-    tensors = load_safetensors_bytes(raw)
-    layers = json.loads(metadata["layers"])
-    vectors = {layer: tensors[tensor_key(layer)] for layer in layers}
-    return Readout(json.loads(metadata["concepts"]), layers, vectors, next(iter(vectors.values())).shape[-1])
+    try:
+        raw = path.read_bytes()
+        metadata = _safetensors_metadata(raw)
+        tensors = load_safetensors_bytes(raw)
+        layers = json.loads(metadata["layers"])
+        vectors = {layer: tensors[tensor_key(layer)] for layer in layers}
+        return Readout(json.loads(metadata["concepts"]), layers, vectors, next(iter(vectors.values())).shape[-1])
+    except (SafetensorError, ValueError, KeyError, StopIteration) as error:
+        raise UserError(f"unreadable directions file {path} ({error!r}): re-run `amygdala-tl extract`") from None

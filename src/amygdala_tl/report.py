@@ -1,7 +1,8 @@
 """`report`: rebuild quality.json and report.html from an extract's output and its activation store.
 
 No model is loaded: activations, W_out and W_O come from the store; directions from
-directions.safetensors; subspace eigenvalues (which need per-token activations) from subspace.json.
+directions.safetensors. The held-out evaluation uses the method's own protocol; the subspace
+method's needs per-token activations, so its held-out block is kept from the existing quality.json.
 """
 
 from __future__ import annotations
@@ -10,25 +11,35 @@ import json
 from pathlib import Path
 
 from .corpus import load_corpus
+from .directions.methods import MethodContext, heldout_fit
 from .errors import UserError
-from .extract import DIRECTIONS_FILE, SIDECAR_FILE, SUBSPACE_FILE, head_analysis
-from .quality.output import served, write_quality
+from .extract import DIRECTIONS_FILE, SIDECAR_FILE, SUBSPACE_FILE, head_analysis, read_sidecar
+from .quality.output import QUALITY_FILE, served, write_quality
 from .quality.report import QualityInputs
 from .readout import load_directions
 from .store import ActivationStore, activations_from_store
 
 
-def read_sidecar(output_dir: Path) -> dict:
-    path = Path(output_dir) / SIDECAR_FILE
+def corpus_of(sidecar: dict, corpus_dir: Path | None):
+    """The corpus extract used: --corpus if given, else the directories extract.json records."""
+    if corpus_dir is not None:
+        return load_corpus(Path(corpus_dir))
+    recorded = sidecar["corpus"]
+    paths = [Path(recorded[key]) if recorded.get(key) else None for key in ("corpus", "stories_dir", "paired_dir")]
+    return load_corpus(*paths) if any(paths) else load_corpus(Path(recorded["root"]))
+
+
+def previous_heldout(output_dir: Path) -> dict:
+    path = output_dir / QUALITY_FILE
     if not path.is_file():
-        raise UserError(f"no {SIDECAR_FILE} in {output_dir}: run `amygdala-tl extract` first")
-    return json.loads(path.read_text())
+        raise UserError(f"the subspace method's held-out evaluation needs the model; run `extract --quality-report` ({path} is missing)")
+    return json.loads(path.read_text())["heldout"]
 
 
 def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path | None = None, head_concept: str | None = None):
     output_dir = Path(output_dir)
     sidecar = read_sidecar(output_dir)
-    corpus = load_corpus(Path(corpus_dir or sidecar["corpus"]["root"]))
+    corpus = corpus_of(sidecar, corpus_dir)
     if corpus.fingerprint() != sidecar["corpus"]["sha256"]:
         raise UserError(f"the corpus at {corpus.root} changed since extract (hash differs): re-run `amygdala-tl extract`")
     concepts = list(sidecar["concepts"])
@@ -50,8 +61,12 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
         skipped = [layer for layer in layers if layer not in head_layers]
         per_head = head_analysis({layer: weights[layer]["W_O"] for layer in head_layers}, acts, membership,
                                  served_directions, concepts, skipped)
+    method = sidecar["method"]
     subspace_path = output_dir / SUBSPACE_FILE
-    subspace = json.loads(subspace_path.read_text()) if sidecar["method"] == "subspace" and subspace_path.is_file() else None
+    subspace = json.loads(subspace_path.read_text()) if method == "subspace" and subspace_path.is_file() else None
+    context = MethodContext(method, corpus.baseline_partner(), l1_c=sidecar.get("l1_c", 0.05))
     inputs = QualityInputs(concepts, layers, model["n_layers"], corpus.stories, acts.resid, membership, served_directions,
-                           {layer: weights[layer].get("W_out") for layer in layers}, per_head, subspace, sidecar["method"])
+                           {layer: weights[layer].get("W_out") for layer in layers}, per_head, subspace, method,
+                           fit=None if method == "subspace" else heldout_fit(context, layers),
+                           heldout=previous_heldout(output_dir) if method == "subspace" else None)
     return write_quality(output_dir, inputs, model["n_heads"], head_concept)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
 
 
 from .capture import capture
 from .errors import UserError
-from .extract import SIDECAR_FILE
-from .model import load_model, resolve_model_spec
+from .extract import SIDECAR_FILE, read_sidecar
+from .model import BUNDLED_HUB_ID, load_model, resolve_model_spec
 from .readout import load_readout, score
 
 
@@ -27,17 +25,16 @@ def read_texts(texts: list[str], file: Path | None) -> list[str]:
 
 def recorded_model(vectors_dir: Path) -> str | None:
     """The model extract.json says the vectors came from (None: the bundled one)."""
-    sidecar = Path(vectors_dir) / SIDECAR_FILE
-    if not sidecar.is_file():
+    if not (Path(vectors_dir) / SIDECAR_FILE).is_file():
         return None
-    model = json.loads(sidecar.read_text())["model"]
-    return None if model["label"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and model["source"] == "gguf" else model["location"]
+    model = read_sidecar(vectors_dir)["model"]
+    return None if model["label"] == BUNDLED_HUB_ID and model["source"] == "gguf" else model["location"]
 
 
 def read_offsets(vectors_dir: Path, readout) -> dict[int, dict[str, float]]:
     """Per-layer, per-concept offsets mu . v_c recorded by extract (for --centered)."""
     sidecar = Path(vectors_dir) / SIDECAR_FILE
-    offsets = json.loads(sidecar.read_text()).get("score_offsets") if sidecar.is_file() else None
+    offsets = read_sidecar(vectors_dir).get("score_offsets") if sidecar.is_file() else None
     if not offsets or any(str(layer) not in offsets for layer in readout.layers):
         raise UserError(f"--centered needs the score offsets that `amygdala-tl extract` writes to {sidecar}")
     return {layer: offsets[str(layer)] for layer in readout.layers}
@@ -64,6 +61,3 @@ def score_texts(vectors_dir: Path, texts: list[str], file: Path | None, model: s
                     for layer in readout.layers}}
         for i, text in enumerate(texts)
     ]
-
-
-

@@ -101,6 +101,6 @@ def measure(model: LoadedModel, readout: Readout, texts: Sequence[str], concepts
         shift = torch.stack([(steered[l] - clean[l]).mean(0) for l in later]).mean(0)
         own = readout.concepts.index(concept)
         others = torch.cat([shift[:own], shift[own + 1 :]])
-        rows[concept] = {"own_shift": float(shift[own]), "others_mean_shift": float(others.mean()),
+        rows[concept] = {"own_shift": float(shift[own]), "others_mean_shift": float(others.mean()) if len(others) else None,
                          "rank_of_own": int((shift > shift[own]).sum()) + 1}
     return {"layer": layer, "alpha": alpha, "read_at": later, "n_texts": len(texts), "concepts": rows}

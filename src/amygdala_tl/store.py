@@ -52,6 +52,7 @@ class ActivationStore:
         wanted = set(text_hashes)
         found: dict[str, dict[str, Tensor]] = {name: {} for name in shapes}
         for shard in self.shards():
+            rows: dict[str, dict[str, Tensor]] = {name: {} for name in shapes}
             try:
                 with safe_open(str(shard), framework="pt") as handle:
                     shard_texts = json.loads(handle.metadata()["texts"])
@@ -61,12 +62,13 @@ class ActivationStore:
                             warnings.warn(f"cache entry {name} in {shard} has {tensor.dtype} {tuple(tensor.shape)}, "
                                           f"expected float32 {(len(shard_texts), *shapes[name])}: recomputing", StoreWarning, stacklevel=2)
                             continue
-                        for row, digest in enumerate(shard_texts):
-                            if digest in wanted:
-                                found[name][digest] = tensor[row]
+                        rows[name] = {digest: tensor[row] for row, digest in enumerate(shard_texts) if digest in wanted}
             except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as error:
                 warnings.warn(f"unreadable cache shard {shard} ({error}): ignored, its texts are recomputed", StoreWarning, stacklevel=2)
-                shard.rename(shard.with_suffix(".corrupt"))
+                shard.replace(shard.with_suffix(".corrupt"))
+                continue
+            for name, entries in rows.items():  # only a shard read whole contributes
+                found[name].update(entries)
         return found
 
     def write_batch(self, text_hashes: Sequence[str], pooled: dict[str, Tensor]) -> Path:
@@ -93,7 +95,10 @@ class ActivationStore:
         path = self.weights_path(layer)
         if not path.is_file():
             raise UserError(f"no stored weights for layer {layer} in {self.dir}: re-run `amygdala-tl extract` with this cache")
-        return load_file(path)
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as error:
+            raise UserError(f"unreadable {path} ({error}): delete it and re-run `amygdala-tl extract`") from None
 
 
 def activations_from_store(store: ActivationStore, texts: Sequence[str], layers: list[int], head_layers: Sequence[int],

@@ -131,6 +131,10 @@ def run_ablations(model: LoadedModel, prompts: Sequence[str], conditions: Sequen
         raise UserError("no prompt to ablate: pass --prompt")
     for condition in conditions:
         check_condition(condition, model)
+    shortest = min(tokens_of(model, prompt).shape[1] for prompt in prompts)
+    for condition in conditions:
+        if condition.position is not None and not -shortest <= condition.position < shortest:
+            raise UserError(f"--position {condition.position} is outside the shortest prompt ({shortest} tokens with BOS)")
     needs_mean = {layer for c in conditions if c.mode == "mean" for layer, _ in c.heads}
     means = mean_z(model, prompts, needs_mean) if needs_mean else None
     clean = {prompt: final_logits(model, tokens_of(model, prompt), []) for prompt in prompts}

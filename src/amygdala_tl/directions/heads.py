@@ -57,13 +57,22 @@ def direct_contribution(
     return einsum(written, directions.double(), "c h d, c d -> c h").float()
 
 
+def concentration_k(n_heads: int, top_k: int = TOP_HEADS) -> int:
+    """Heads counted by head_concentration: top_k, but at most a quarter of the heads, so the number
+    stays informative on models with few heads (with 9 heads, "top 10" would always give 1.0)."""
+    return max(1, min(top_k, n_heads // 4))
+
+
 def head_report(stats: HeadStats, contribution: Float[Tensor, "n_concepts n_heads"] | None, concept: int, top_k: int = TOP_HEADS) -> dict:
-    """The JSON block for one concept at one layer."""
+    """The JSON block for one concept at one layer: the top_k heads by selectivity, and the share of
+    raw_norm held by the top concentration_k of them (spread evenly: concentration_k / n_heads)."""
     raw, sel = stats.raw_norm[concept], stats.selectivity[concept]
-    top = torch.argsort(sel, descending=True)[:top_k]
+    order = torch.argsort(sel, descending=True)
+    k = concentration_k(len(sel), top_k)
     report = {
-        "top_heads": [[int(h), float(raw[h]), float(sel[h])] for h in top],
-        "head_concentration": float(raw[top].sum() / raw.sum().clamp_min(1e-12)),
+        "top_heads": [[int(h), float(raw[h]), float(sel[h])] for h in order[:top_k]],
+        "head_concentration": float(raw[order[:k]].sum() / raw.sum().clamp_min(1e-12)),
+        "concentration_k": k,
     }
     if contribution is not None:
         order = torch.argsort(contribution[concept], descending=True)

@@ -54,8 +54,10 @@ def cosine_plot(matrix: np.ndarray, concepts: list[str], layer: int) -> str:
 def pca_plot(directions: np.ndarray, concepts: list[str], layer: int) -> str:
     centred = directions - directions.mean(0)
     _, singular, vh = np.linalg.svd(centred, full_matrices=False)
-    coords = centred @ vh[:2].T
-    explained = singular**2 / (singular**2).sum()
+    coords = np.zeros((len(concepts), 2))
+    coords[:, : min(2, len(vh))] = centred @ vh[:2].T
+    explained = np.zeros(2)
+    explained[: min(2, len(singular))] = (singular**2 / max((singular**2).sum(), 1e-300))[:2]
     fig, ax = plt.subplots(figsize=(8, 6.5))
     ax.scatter(coords[:, 0], coords[:, 1], s=18)
     for (x, y), name in zip(coords, concepts):
@@ -125,7 +127,7 @@ def render_html(quality: dict, directions_by_layer: dict[int, np.ndarray], n_hea
         f"layers {', '.join(map(str, quality['layers']))}. Best layer <b>{best}</b>: held-out AUROC <b>{best_block['mean_auroc']:.3f}</b>, "
         f"top-1 <b>{best_block['top1']:.3f}</b> (random {best_block['random_auroc']:.2f} / {best_block['random_top1']:.3f}).</p>"
         f"<p>Triage at layer {triage['layer']}: {counts}.</p></section>",
-        f"<section id=heldout><h2>Held-out evaluation</h2><p>Each story left out in turn; its concept's direction re-derived without it.</p><img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
+        f"<section id=heldout><h2>Held-out evaluation</h2><p>Protocol: {html.escape(quality['heldout'].get('protocol', 'leave-one-out'))}: each story is held out (alone, or with one story of every other concept), every direction is re-derived without it, and it is scored against every concept.</p><img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
         f"<section id=cosines><h2>Concept similarity</h2><img alt='cosine matrix' src='{cosine_plot(matrix, concepts, best)}'></section>",
         f"<section id=pca><h2>Concept map</h2><img alt='PCA map' src='{pca_plot(directions_by_layer[best], concepts, best)}'></section>",
         "<section id=heads><h2>Per-head selectivity</h2>"

@@ -79,7 +79,7 @@ def cosine_matrix(directions: Float[Tensor, "n_concepts d_model"]) -> Float[Tens
 def nearest_concepts(cosines: Float[Tensor, "n_concepts n_concepts"], concepts: list[str], index: int, k: int = 5) -> list[list]:
     row = cosines[index].clone()
     row[index] = -float("inf")
-    order = torch.argsort(row, descending=True)[:k]
+    order = torch.argsort(row, descending=True)[: min(k, len(concepts) - 1)]
     return [[concepts[i], float(row[i])] for i in order]
 
 

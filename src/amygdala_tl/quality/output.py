@@ -32,7 +32,7 @@ def summary_lines(quality: dict, n_layers: int, samples: int = 4) -> list[str]:
         if isinstance(members, list) and members:
             shown = ", ".join(members[:samples]) + (", ..." if len(members) > samples else "")
             lines.append(f"  {name.replace('_', ' ')}: {len(members)} ({shown})")
-    lines.append("held-out (leave one story out):")
+    lines.append(f"held-out ({quality['heldout'].get('protocol', 'leave-one-out')}):")
     for layer in quality["layers"]:
         lines.append("  " + heldout_line(layer, quality["heldout"]["layers"][str(layer)], lambda l: describe_layer(l, n_layers)))
     best = quality["heldout"]["recommended_layers"]

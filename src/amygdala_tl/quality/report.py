@@ -38,6 +38,7 @@ class QualityInputs:
     subspace: dict | None = None
     method: str = "pooled"
     fit: Fit | None = None  # None: held-out via the exact leave-one-out diff-of-means
+    heldout: dict | None = None  # a held-out block computed earlier (report on a subspace run)
 
 
 def middle_layer(layers: list[int]) -> int:
@@ -67,7 +68,7 @@ def build_quality(inputs: QualityInputs) -> dict:
             entry["subspace_eigvals"] = {layer: block["eigvals"] for layer, block in inputs.subspace["concepts"].get(concept, {}).items()}
         report["concepts"][concept] = entry
     report["triage"] = triage(report, middle)
-    report["heldout"] = heldout_evaluation(inputs.acts, layers, inputs.membership, concepts, inputs.n_layers, inputs.fit)
+    report["heldout"] = inputs.heldout or heldout_evaluation(inputs.acts, layers, inputs.membership, concepts, inputs.n_layers, inputs.fit)
     if inputs.per_head is not None:
         report["per_head_skipped_layers"] = inputs.per_head.get("skipped_layers", [])
     report["cosine_matrices"] = {str(layer): [[round(float(v), 4) for v in row] for row in matrix] for layer, matrix in cosines.items()}
