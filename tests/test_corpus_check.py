@@ -41,3 +41,11 @@ def test_forbidden_forms_are_whole_words():
     assert names_own_concept("proud", "his pride showed") == "pride"
     assert names_own_concept("calm", "Calmly, he waited") == "Calmly"
     assert names_own_concept("staying_with", "staying-with the pain") is not None
+
+
+def test_a_bad_concept_name_does_not_hide_the_other_stories(tmp_path):
+    write(tmp_path / "stories" / "Bad-Name" / "a.txt", GOOD)
+    write(tmp_path / "stories" / "calm" / "a.txt", GOOD.replace("quiet", "still"))
+    stats, problems = check_corpus(tmp_path)
+    assert stats["calm"].unpaired == 1
+    assert [p.path for p in problems] == [str(tmp_path / "stories" / "Bad-Name")]

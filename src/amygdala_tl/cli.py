@@ -312,7 +312,7 @@ def heads_detect(
     device: Optional[str] = typer.Option(None),
 ) -> None:
     """Score every head with each detector: heads.json, heads_<detector>.png, heads.html."""
-    from .circuits.detectors import run_detectors
+    from .circuits.detectors import check_detectors, run_detectors
     from .circuits.render import write_detector_outputs
     from .corpus import load_corpus
 
@@ -324,10 +324,7 @@ def heads_detect(
             texts = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         else:
             texts = load_corpus(corpus).texts
-        from .circuits.detectors import DETECTORS
-
-        if unknown := [name for name in names if name not in DETECTORS]:
-            raise UserError(f"unknown detector {unknown[0]!r}: choose from {', '.join(DETECTORS)}")
+        check_detectors(names)
         loaded = load_for_command(model, device)
         results = run_detectors(loaded, names, texts, length, n_texts)
         paths = write_detector_outputs(results, output_dir)

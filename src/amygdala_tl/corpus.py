@@ -148,22 +148,38 @@ def _check_name(name: str, path: Path) -> str:
     return name
 
 
-def story_files(stories_dir: Path) -> list[tuple[Path, str, None]]:
+def story_files(stories_dir: Path, on_error=None) -> list[tuple[Path, str, None]]:
+    """(file, concept, None) for stories/<concept>.txt and stories/<concept>/*.txt.
+
+    A bad concept name raises, or with `on_error` is passed to it and that entry skipped (the lint
+    reports every problem instead of stopping at the first)."""
     entries = []
     for child in sorted(stories_dir.iterdir()):
-        if child.is_file() and child.suffix == ".txt":
-            entries.append((child, _check_name(child.stem, child), None))
-        elif child.is_dir():
-            concept = _check_name(child.name, child)
-            entries += [(f, concept, None) for f in sorted(child.glob("*.txt"))]
+        try:
+            if child.is_file() and child.suffix == ".txt":
+                entries.append((child, _check_name(child.stem, child), None))
+            elif child.is_dir():
+                concept = _check_name(child.name, child)
+                entries += [(f, concept, None) for f in sorted(child.glob("*.txt"))]
+        except UserError as error:
+            if on_error is None:
+                raise
+            on_error(child, error)
     return entries
 
 
-def paired_files(paired_dir: Path) -> list[tuple[Path, str, str]]:
+def paired_files(paired_dir: Path, on_error=None) -> list[tuple[Path, str, str]]:
+    """(file, concept or BASELINE, scenario) for paired/<scenario>/*.txt; `on_error` as in story_files."""
     entries = []
     for scenario in sorted(p for p in paired_dir.iterdir() if p.is_dir()):
         for file in sorted(scenario.glob("*.txt")):
-            label = BASELINE if file.stem == BASELINE else _check_name(file.stem, file)
+            try:
+                label = BASELINE if file.stem == BASELINE else _check_name(file.stem, file)
+            except UserError as error:
+                if on_error is None:
+                    raise
+                on_error(file, error)
+                continue
             entries.append((file, label, scenario.name))
     return entries
 

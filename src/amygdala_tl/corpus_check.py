@@ -46,10 +46,7 @@ def check_corpus(corpus_dir: Path, expect: list[str] | None = None, min_positive
     problems: list[Problem] = []
     for sub, lister in (("stories", story_files), ("paired", paired_files)):
         if (corpus_dir / sub).is_dir():
-            try:
-                entries += lister(corpus_dir / sub)
-            except UserError as error:
-                problems.append(Problem(str(corpus_dir / sub), str(error)))
+            entries += lister(corpus_dir / sub, on_error=lambda path, error: problems.append(Problem(str(path), str(error).split(":")[0])))
     stats: dict[str, ConceptStats] = defaultdict(ConceptStats)
     seen: dict[str, Path] = {}
     scenarios_with_baseline = {scenario for _, label, scenario in entries if label == BASELINE}

@@ -14,18 +14,16 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import hooks
-from .capture import last_token_resid, make_batches, tokenize
+from .capture import Batch, last_token_resid, make_batches, run_batch, tokenize
 from .errors import UserError
 from .model import LoadedModel
 from .readout import Readout
 
 
 def mean_resid_norm(model: LoadedModel, tokens: Tensor, layer: int) -> float:
-    store = {}
-    with torch.inference_mode():
-        model.bridge.run_with_hooks(tokens.to(model.bridge.cfg.device), return_type=None,
-                                    stop_at_layer=layer + 1 if layer + 1 < model.facts.n_layers else None, fwd_hooks=[(hooks.resid_post(layer), lambda act, hook: store.__setitem__("r", act.detach()))])
-    norms = store["r"][0].float().norm(dim=-1)
+    """Mean residual norm over the prompt's tokens after the first (often a BOS with an outlier norm)."""
+    batch = Batch([0], tokens, torch.ones_like(tokens))
+    norms = run_batch(model, batch, [hooks.resid_post(layer)])[hooks.resid_post(layer)][0].float().norm(dim=-1)
     return float(norms[1:].mean() if len(norms) > 1 else norms.mean())
 
 

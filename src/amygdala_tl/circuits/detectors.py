@@ -122,7 +122,8 @@ def duplicate_token(model: LoadedModel, batch: int = 8, half: int = 40, seed: in
 
 
 def positional(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: Tensor | None = None, max_offset: int = 8) -> DetectorResult:
-    """Attention vs offset q - k per head; the score is the mass at the peak offset (BOS mass apart)."""
+    """Attention vs offset q - k per head (queries after BOS); the score is the mass at the peak
+    offset. Position 0 (BOS) also counts at offset q for query q; `bos_mass` reports it separately."""
     patterns = (attention_patterns(model, natural) if patterns is None else patterns).double()  # [L, B, H, Q, K]
     profile = torch.stack([torch.diagonal(patterns, offset=-offset, dim1=-2, dim2=-1)[..., max(0, 1 - offset):].mean((1, -1))
                            for offset in range(max_offset + 1)], dim=-1)  # [L, H, offsets]; queries q >= 1
@@ -257,13 +258,16 @@ DETECTORS: dict[str, Callable] = {
 NEEDS_NATURAL_TEXT = {"previous_token", "positional", "delimiter"}
 
 
-def run_detectors(model: LoadedModel, names: Sequence[str], texts: Sequence[str], length: int = 64, n_texts: int = 32) -> dict[str, DetectorResult]:
-    """Run the named detectors; the natural-text ones share one forward pass over the texts."""
+def check_detectors(names: Sequence[str]) -> None:
     from ..errors import UserError
 
-    unknown = [name for name in names if name not in DETECTORS]
-    if unknown:
+    if unknown := [name for name in names if name not in DETECTORS]:
         raise UserError(f"unknown detector {unknown[0]!r}: choose from {', '.join(DETECTORS)}")
+
+
+def run_detectors(model: LoadedModel, names: Sequence[str], texts: Sequence[str], length: int = 64, n_texts: int = 32) -> dict[str, DetectorResult]:
+    """Run the named detectors; the natural-text ones share one forward pass over the texts."""
+    check_detectors(names)
     results = {}
     if set(names) & NEEDS_NATURAL_TEXT:
         natural = natural_batch(model.tokenizer, texts, length, n_texts)

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from ..directions.pooled import normalize
+from ..model import relative_depth
 
 # (layer slot, acts [n, d], membership [C, n], kept text indices [n]) -> directions [C, d]
 Fit = Callable[[int, Tensor, Tensor, Tensor], Tensor]
@@ -139,7 +140,7 @@ def heldout_evaluation(
         centered_result = evaluate_scores(centered, labels, evaluable)
         random_auroc, random_top1 = random_floor(acts[slot], labels, evaluable, len(concepts))
         report["layers"][str(layer)] = {
-            "relative_depth": round(layer / max(n_layers - 1, 1), 4),
+            "relative_depth": round(relative_depth(layer, n_layers), 4),
             "mean_auroc": result["mean_auroc"],
             "top1": result["top1"],
             "random_auroc": random_auroc,
