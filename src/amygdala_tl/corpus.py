@@ -207,19 +207,15 @@ def _drop_same_label_duplicates(stories: list[Story]) -> list[Story]:
     return kept
 
 
-def select_concepts(corpus: Corpus, min_positives: int, only: list[str] | None = None) -> list[str]:
+def select_concepts(corpus: Corpus, min_positives: int) -> list[str]:
     """Concepts with enough positives to learn from (the export's rows); errors if none qualify."""
-    if only:
-        for name in only:
-            corpus.require(name)
-    candidates = only or corpus.concepts
     counts = Counter(s.label for s in corpus.stories)
-    selected = [c for c in candidates if counts[c] >= min_positives]
+    selected = [c for c in corpus.concepts if counts[c] >= min_positives]
     if any(counts[c] == len(corpus.stories) for c in selected):
         raise UserError(f"{corpus.root}: every text belongs to one concept, so it has no negatives; add other concepts or baselines")
     if not selected:
         raise UserError(
             f"no concept has at least {min_positives} positive stories in {corpus.root} "
-            f"(most has {max((counts[c] for c in candidates), default=0)}); add stories or lower --min-positives"
+            f"(most has {max((counts[c] for c in corpus.concepts), default=0)}); add stories or lower --min-positives"
         )
-    return sorted(selected)
+    return selected
