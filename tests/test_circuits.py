@@ -162,3 +162,21 @@ def test_concept_circuit_effect_matches_a_manual_ablation(tiny_model, starter_co
     drop = clean - ablated
     expected = drop[: len(pos)].mean() - drop[len(pos):].mean()
     assert report["ablation_effects"][0][2] == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_detector_and_ablation_outputs_are_written(planted, tmp_path):
+    import json
+
+    from amygdala_tl.circuits.render import ablation_html, write_detector_outputs
+
+    results = {"induction": induction(planted, batch=2, half=8), "previous_token": previous_token(planted, natural(planted))}
+    paths = write_detector_outputs(results, tmp_path)
+    assert sorted(p.name for p in paths) == ["heads.html", "heads.json", "heads_induction.png", "heads_previous_token.png"]
+    saved = json.loads((tmp_path / "heads.json").read_text())
+    assert saved["induction"]["flagged"] == ["L2H3"] and len(saved["induction"]["scores"]) == 3
+    assert (tmp_path / "heads_induction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "heads.html").read_text()
+    assert page.count("<section") == 2 and "data:image/png;base64," in page
+    ablations = run_ablations(planted, ["the cat sat on the"], [Condition(((0, 1),), "zero", 2)])
+    html_page = ablation_html(ablations)
+    assert html_page.count("class=ablated") == 1 and "KL(clean||ablated)" in html_page
