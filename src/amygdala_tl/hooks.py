@@ -9,6 +9,11 @@ def resid_post(layer: int) -> str:
     return RESID_POST.format(layer=layer)
 
 
+def resid_pre(layer: int) -> str:
+    """Residual stream entering block `layer` (= resid_post of block layer - 1, or the embeddings)."""
+    return f"blocks.{layer}.hook_resid_pre"
+
+
 def attn_z(layer: int) -> str:
     """Per-head attention output before W_O: [batch, pos, n_heads, d_head]."""
     return f"blocks.{layer}.attn.hook_z"

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import hooks
-from ..capture import last_token_resid, make_batches, tokenize
+from ..capture import last_token_resid, make_batches, pool, run_batch, tokenize
 from ..corpus import Corpus
 from ..directions.heads import direct_contribution, head_report, head_stats
 from ..model import LoadedModel
@@ -26,6 +26,20 @@ def readout_scores(model: LoadedModel, batches, layer: int, vector: Tensor, z_ho
     """<resid_post[layer] at the last real token, v> per text, optionally with a hook_z replacement."""
     resid = last_token_resid(model, batches, [layer], [z_hook] if z_hook is not None else [])[layer]
     return resid @ vector.float()
+
+
+def readout_scores_from(model: LoadedModel, batches, starts: list[Tensor], start_layer: int, layer: int, vector: Tensor, z_hook) -> Tensor:
+    """Like readout_scores, but each batch resumes from its cached residual entering `start_layer`:
+    an ablation at layer l need not recompute the blocks below l (start_at_layer is exact)."""
+    scores = torch.zeros(sum(len(b.indices) for b in batches))
+    for batch, start in zip(batches, starts):
+        store = {}
+        fwd = [z_hook, (hooks.resid_post(layer), lambda act, hook: store.__setitem__("resid", act.detach()))]
+        with torch.inference_mode():
+            model.bridge.run_with_hooks(start, start_at_layer=start_layer, attention_mask=batch.attention_mask.to(start.device),
+                                        fwd_hooks=fwd, return_type=None, stop_at_layer=layer + 1 if layer + 1 < model.facts.n_layers else None)
+        scores[batch.indices] = pool(store["resid"], batch.attention_mask, "last").cpu() @ vector.float()
+    return scores
 
 
 def concept_circuit(
@@ -72,13 +86,14 @@ def concept_circuit(
 
     effects = torch.zeros(len(z_layers), model.facts.n_heads)
     for row, l in enumerate(z_layers):
+        starts = [run_batch(model, batch, [hooks.resid_pre(l)])[hooks.resid_pre(l)] for batch in batches]
         for head in range(model.facts.n_heads):
             def ablate(z, hook, l=l, head=head):
                 z = z.clone()
                 z[:, :, head] = means[l][head].to(z.dtype)
                 return z
 
-            ablated = readout_scores(model, batches, layer, vector, (hooks.attn_z(l), ablate))
+            ablated = readout_scores_from(model, batches, starts, l, layer, vector, (hooks.attn_z(l), ablate))
             drop = clean - ablated
             effects[row, head] = drop[is_pos].mean() - drop[~is_pos].mean()
 
