@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -408,7 +407,3 @@ def heads_concept(
     if "diff_of_means_at_layer" in report:
         console.print(f"  diff-of-means @L{layer}: " + ", ".join(f"L{layer}H{h} sel {sel:.2f}" for h, _, sel in report["diff_of_means_at_layer"]["top_heads"][:8]), highlight=False)
     console.print(f"wrote {target}", highlight=False)
-
-
-def main() -> None:  # pragma: no cover - console entry
-    app(sys.argv[1:])

@@ -127,7 +127,7 @@ def run_extract(
     context = MethodContext(config.method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c)
     directions, subspace = learn(context, acts, membership)
     if subspace is not None:
-        subspace = {"eigen_k": subspace["eigen_k"], "concepts": dict(zip(concepts, subspace.pop("by_concept_index")))}
+        subspace = {"eigen_k": subspace["eigen_k"], "concepts": dict(zip(concepts, subspace["by_concept_index"]))}
     all_layers = build_readout(concepts, layers, directions)
     served_directions = served(all_layers.vectors, layers)
     per_head = head_analysis(model, acts, membership, served_directions, concepts, skipped_head_layers) if config.heads else None
