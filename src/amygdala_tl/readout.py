@@ -57,10 +57,14 @@ def build_readout(
     return Readout(list(concepts), list(layers), vectors, directions.shape[-1], dict(metadata or {}))
 
 
+def _tensors(readout: Readout) -> dict[str, Tensor]:
+    return {tensor_key(layer): readout.vectors[layer] for layer in readout.layers}
+
+
 def write_readout(readout: Readout, output_dir: Path) -> tuple[Path, Path]:
     """Write both files atomically (a failure leaves any previous export intact)."""
     output_dir = Path(output_dir)
-    tensors = {tensor_key(layer): readout.vectors[layer] for layer in readout.layers}
+    tensors = _tensors(readout)
     metadata = {key: str(value) for key, value in readout.metadata.items()}
     payload = save_safetensors_bytes(tensors, metadata=metadata)
     vectors_path, manifest_path = output_dir / VECTORS_FILE, output_dir / MANIFEST_FILE
@@ -142,7 +146,7 @@ def score(
 
 def save_directions(path: Path, readout: Readout) -> None:
     """Every target layer's fp16 directions (the readout may export fewer), for `report`."""
-    tensors = {tensor_key(layer): readout.vectors[layer] for layer in readout.layers}
+    tensors = _tensors(readout)
     metadata = {"concepts": json.dumps(readout.concepts), "layers": json.dumps(readout.layers)}
     atomic.write_bytes(Path(path), save_safetensors_bytes(tensors, metadata=metadata))
 

@@ -63,26 +63,23 @@ def concept_circuit(
     batches = make_batches(token_ids, batch_size, model.tokenizer.pad_token_id)
     is_pos = torch.tensor([True] * len(pos_idx) + [False] * len(neg_idx))
 
-    # clean run, also collecting each layer's mean z (the mean-ablation value) and pooled z at `layer`
+    # one clean pass: each ablated layer's mean z (the mean-ablation value), the clean readout, and
+    # the pooled z at `layer` for the diff-of-means comparison
     z_layers = list(range(layer + 1)) if layers is None else sorted(set(layers))
     z_sum = {l: 0 for l in z_layers}
     n_tokens = 0
-    pooled_z = []
+    clean = torch.zeros(len(texts))
+    pooled_z = torch.zeros(len(texts), model.facts.n_heads, model.facts.d_head)
     for batch in batches:
+        store = run_batch(model, batch, [hooks.attn_z(l) for l in z_layers] + [hooks.resid_post(layer)])
         mask = batch.attention_mask.float()
-        grabbed = {}
-        fwd = [(hooks.attn_z(l), lambda z, hook, l=l: grabbed.__setitem__(l, z.detach().float().cpu())) for l in z_layers]
-        with torch.inference_mode():
-            model.bridge.run_with_hooks(batch.input_ids.to(model.bridge.cfg.device), attention_mask=batch.attention_mask.to(model.bridge.cfg.device),
-                                        fwd_hooks=fwd, return_type=None, stop_at_layer=layer + 1 if layer + 1 < model.facts.n_layers else None)
         for l in z_layers:
-            z_sum[l] = z_sum[l] + (grabbed[l] * mask[:, :, None, None]).sum((0, 1))
+            z_sum[l] = z_sum[l] + (store[hooks.attn_z(l)].float().cpu() * mask[:, :, None, None]).sum((0, 1))
         n_tokens += mask.sum()
-        if layer in grabbed:
-            last = batch.attention_mask.sum(-1) - 1
-            pooled_z += list(zip(batch.indices, grabbed[layer][torch.arange(len(batch.indices)), last]))
+        clean[batch.indices] = pool(store[hooks.resid_post(layer)], batch.attention_mask, "last").cpu() @ vector.float()
+        if layer in z_layers:
+            pooled_z[batch.indices] = pool(store[hooks.attn_z(layer)], batch.attention_mask, "last").cpu()
     means = {l: z_sum[l] / n_tokens for l in z_layers}
-    clean = readout_scores(model, batches, layer, vector)
 
     effects = torch.zeros(len(z_layers), model.facts.n_heads)
     for row, l in enumerate(z_layers):
@@ -109,10 +106,8 @@ def concept_circuit(
         "ablated_layers": z_layers,
         "top5_share_of_positive_effect": float(effects.flatten()[order[:5]].clamp_min(0).sum() / total.clamp_min(1e-12)),
     }
-    if pooled_z:
-        z = torch.stack([value for _, value in sorted(pooled_z, key=lambda item: item[0])])
-        membership = is_pos[None]
-        stats = head_stats(z, membership)
+    if layer in z_layers:
+        stats = head_stats(pooled_z, is_pos[None])
         w_o = model.bridge.blocks[layer].attn.W_O.detach().float().cpu()
         report["diff_of_means_at_layer"] = head_report(stats, direct_contribution(stats.diff, w_o, vector[None].float()), 0)
         layer_row = z_layers.index(layer)
