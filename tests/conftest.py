@@ -28,17 +28,23 @@ def make_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")  # no BOS: TL would reload it by name
 
 
-def make_tiny_model(n_layers: int = 3, seed: int = 0) -> LoadedModel:
-    """A random 3-layer Llama with grouped-query attention (4 query heads over 2 KV heads)."""
-    from transformer_lens.model_bridge import TransformerBridge
+def make_tiny_hf(n_layers: int = 3, seed: int = 0):
+    """A random Llama with grouped-query attention (4 query heads over 2 KV heads), plain HF."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    tokenizer = make_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
+    config = LlamaConfig(vocab_size=len(WORDS) + 2, hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                          pad_token_id=0, bos_token_id=None, eos_token_id=None)
-    hf_model = LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(config).eval()
+
+
+def make_tiny_model(n_layers: int = 3, seed: int = 0) -> LoadedModel:
+    """make_tiny_hf's model through the bridge (the same seed gives the same weights)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    tokenizer = make_tokenizer()
+    hf_model = make_tiny_hf(n_layers, seed)
     bridge = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf_model, tokenizer=tokenizer, device="cpu")
     spec = ModelSpec("hub", "tiny-llama", "tiny-llama")
     return LoadedModel(bridge, tokenizer, facts_of(bridge), spec, f"tiny-llama-seed{seed}", torch.float32)

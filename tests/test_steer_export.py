@@ -16,22 +16,58 @@ from amygdala_tl.readout import build_readout
 from amygdala_tl.steer import generate, steering_hook
 
 
-def test_gguf_control_vector_round_trip(tmp_path):
-    directions = torch.randn(3, 2, 16, generator=torch.Generator().manual_seed(0))
-    readout = build_readout(["calm", "afraid"], [4, 9, 12], directions)
-    path = write_control_vector(readout, "afraid", tmp_path / "afraid.gguf", "llama", [4, 12], scale=2.0)
+def llama_cpp_slots(path, n_layer: int) -> dict[int, np.ndarray]:
+    """The vectors llama.cpp adds after each block, read as llama.cpp reads a control-vector GGUF.
+
+    common/common.cpp `common_control_vector_load_one`: tensor `direction.<il>` goes to slot il and
+    il = 0 is rejected ("invalid layer"); src/llama-adapter.cpp `llama_adapter_cvec::apply` copies
+    slots 1..n_layer-1 and `apply_to(ctx, cur, il)` adds slot il to block il's output."""
     from gguf import GGUFReader
 
-    reader = GGUFReader(str(path))
-    assert sorted(t.name for t in reader.tensors) == ["direction.13", "direction.5"]  # HF block + 1
-    assert int(reader.get_field("controlvector.layer_count").parts[-1][0]) == 2
+    slots = {}
+    for tensor in GGUFReader(str(path)).tensors:
+        il = int(tensor.name.removeprefix("direction."))
+        assert il > 0, "llama.cpp rejects direction.0"
+        if il < n_layer:  # a higher slot is silently ignored by llama.cpp
+            slots[il] = np.array(tensor.data, dtype=np.float32).reshape(-1)
+    return slots
+
+
+def test_gguf_control_vector_steers_the_block_it_was_learned_at(tiny_model, tmp_path):
+    """llama.cpp's semantics on a plain HF copy == our steering at hook_resid_post(b), last block included."""
+    from .conftest import make_tiny_hf
+
+    n_layers, d_model = tiny_model.facts.n_layers, tiny_model.facts.d_model
+    directions = torch.randn(2, 2, d_model, generator=torch.Generator().manual_seed(0))
+    readout = build_readout(["calm", "afraid"], [1, n_layers - 1], directions)
+    path = write_control_vector(readout, "afraid", tmp_path / "afraid.gguf", "llama", scale=3.0, n_layers=n_layers)
+    slots = llama_cpp_slots(path, n_layers)
+    assert sorted(slots) == [1, n_layers - 1], "every exported layer must be steerable by llama.cpp"
+
+    hf = make_tiny_hf()
+    handles = [hf.model.layers[il].register_forward_hook(
+        lambda module, args, output, v=torch.from_numpy(vec): (output[0] + v, *output[1:]) if isinstance(output, tuple) else output + v)
+        for il, vec in slots.items()]
+    tokens = torch.tensor([tiny_model.tokenizer("the cat sat on the mat and the dog")["input_ids"]])
+    with torch.inference_mode():
+        llama_cpp_logits = hf(tokens).logits
+    for handle in handles:
+        handle.remove()
+    ours = [steering_hook(layer, readout.vectors[layer][1].float(), 3.0) for layer in readout.layers]
+    with torch.inference_mode():
+        our_logits = tiny_model.bridge.run_with_hooks(tokens, fwd_hooks=ours)
+        clean = tiny_model.bridge(tokens)
+    assert (our_logits - clean).abs().max() > 1e-2  # the vector does something
+    torch.testing.assert_close(our_logits, llama_cpp_logits, atol=1e-4, rtol=1e-4)
+
     hint, vectors = read_control_vector(path)
-    assert hint == "llama" and sorted(vectors) == [4, 12]
-    for layer in (4, 12):
-        expected = readout.vectors[layer][1].float().numpy()
-        np.testing.assert_allclose(vectors[layer], 2.0 * expected / np.linalg.norm(expected), rtol=1e-5, atol=1e-6)
+    assert hint == "llama" and sorted(vectors) == readout.layers
     with pytest.raises(UserError, match="layer 7"):
         write_control_vector(readout, "afraid", tmp_path / "x.gguf", "llama", [7])
+    with pytest.raises(UserError, match="block 0"):
+        write_control_vector(build_readout(["calm"], [0], directions[:1, :1]), "calm", tmp_path / "x.gguf", "llama")
+    with pytest.raises(UserError, match="scale"):
+        write_control_vector(readout, "afraid", tmp_path / "x.gguf", "llama", scale=float("nan"))
     assert not (tmp_path / "x.gguf").exists()
 
 

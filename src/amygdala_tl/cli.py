@@ -30,6 +30,7 @@ app.add_typer(heads_app, name="heads")
 console = Console(stderr=True, soft_wrap=True)  # one message, one line: greppable, never wrapped
 STDOUT = Console(soft_wrap=True)
 DEFAULT_CORPUS = Path("corpus")
+TRUST_HELP = "Run Python code shipped with the model (auto_map). Off by default: such a model is refused, never prompted for."
 
 
 @contextmanager
@@ -45,6 +46,10 @@ def user_errors():
     except UserError as error:
         console.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[red]interrupted:[/] finished forward passes are kept in the cache; run the same command again to resume",
+                      highlight=False)
+        raise typer.Exit(130) from None
     finally:
         warnings.showwarning = previous
 
@@ -91,6 +96,7 @@ def extract(
     dtype: str = typer.Option("fp32", help="Model dtype: fp32, bf16 or fp16 (statistics are always fp32/fp64)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1... Default: cuda if available."),
     device_map: Optional[str] = typer.Option(None, help="accelerate dispatch across GPUs, e.g. 'auto' (instead of --device)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ) -> None:
     """Learn one direction per concept and layer from the corpus and export it for serving."""
     from .extract import ExtractConfig, run_extract
@@ -102,7 +108,8 @@ def extract(
                            batch_size=batch_size, max_length=max_length, min_positives=min_positives,
                            dtype=dtype, device=device, device_map=device_map, heads=heads, cache_dir=cache_dir, use_cache=cache,
                            quality_report=quality_report, export_best_layers=export_best_layers,
-                           subspace_k=subspace_k, subspace_eigen_k=subspace_eigen_k, l1_c=l1_c)
+                           subspace_k=subspace_k, subspace_eigen_k=subspace_eigen_k, l1_c=l1_c,
+                           trust_remote_code=trust_remote_code)
     with user_errors(), progress_bar("capturing") as progress:
         result = run_extract(config, log=lambda message: console.print(message, highlight=False),
                              on_progress=progress_callback(progress))
@@ -166,6 +173,7 @@ def score(
     as_json: bool = typer.Option(False, "--json", help="Print every score as JSON."),
     centered: bool = typer.Option(False, "--centered", help="Subtract each concept's corpus offset mu . v_c (from extract.json): comparable across concepts. Serving reports raw scores."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda..."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ) -> None:
     """Score texts exactly as the serving side does: raw <h, v> at the last position, fp16 vectors."""
     import json as json_module
@@ -173,7 +181,8 @@ def score(
     from .scoring import score_texts
 
     with user_errors():
-        results = score_texts(vectors, texts or [], file, model, device, centered=centered)
+        results = score_texts(vectors, texts or [], file, model, device, centered=centered, trust_remote_code=trust_remote_code,
+                              warn=lambda message: console.print(f"[yellow]warning:[/] {message}", highlight=False))
     if as_json:
         typer.echo(json_module.dumps(results, indent=2))
         return
@@ -196,13 +205,15 @@ def compare_methods_command(
     min_positives: int = typer.Option(2),
     l1_c: float = typer.Option(0.05),
     device: Optional[str] = typer.Option(None),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ) -> None:
     """One capture, every method, one table: held-out AUROC and top-1 at each method's best layer, and time."""
     from .compare import COMPARE_FILE, compare_methods
     from .extract import ExtractConfig
 
     config = ExtractConfig(output_dir=output_dir, model=model, corpus=corpus, layers=layers, batch_size=batch_size,
-                           max_length=max_length, min_positives=min_positives, l1_c=l1_c, device=device)
+                           max_length=max_length, min_positives=min_positives, l1_c=l1_c, device=device,
+                           trust_remote_code=trust_remote_code)
     with user_errors(), progress_bar("capturing") as progress:
         rows = compare_methods(config, [m.strip() for m in methods.split(",") if m.strip()],
                                log=lambda message: console.print(message, highlight=False), on_progress=progress_callback(progress))
@@ -231,6 +242,7 @@ def steer(
     corpus: Path = typer.Option(DEFAULT_CORPUS, help="For --measure: the neutral texts are this corpus's baselines."),
     model: Optional[str] = typer.Option(None, help="Default: the model recorded next to the vectors."),
     device: Optional[str] = typer.Option(None),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ) -> None:
     """Generate with alpha * v added to the residual stream, unsteered and steered side by side."""
     from .corpus import load_corpus
@@ -239,12 +251,15 @@ def steer(
     from .steer import measure as measure_shift
     from .steer import steer as run_steer
 
+    from .steer import check_steer_args
+
     with user_errors():
         readout = load_readout(vectors)
+        check_steer_args(readout, concept, layer, alpha, temperature, max_new_tokens, measure)
         baselines = [s.text for s in load_corpus(corpus).stories if s.is_baseline] if measure else []
         if measure and not baselines:
             raise UserError(f"--measure needs neutral baseline texts: {corpus} has no paired/<scenario>/baseline.txt")
-        loaded = load_for_command(model or recorded_model(vectors), device)
+        loaded = load_for_command(model or recorded_model(vectors), device, trust_remote_code)
         if measure:
             concepts = readout.concepts if concept == "all" else [concept]
             result = measure_shift(loaded, readout, baselines, concepts, layer, alpha)
@@ -265,36 +280,41 @@ def steer(
 @app.command()
 def export(
     vectors: Path = typer.Option(Path("out"), help="Directory with readout.safetensors + readout.json."),
-    format: str = typer.Option("gguf-control", help="gguf-control: a llama.cpp/repeng control vector (direction.<layer+1>)."),
+    format: str = typer.Option("gguf-control", help="gguf-control: a llama.cpp/repeng control vector (direction.<block>, added to that block's output)."),
     concept: str = typer.Option(..., help="Concept to export."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated exported layers (default: all)."),
-    scale: float = typer.Option(1.0, help="Multiplies the unit vectors (llama.cpp's --control-vector-scaled multiplies further)."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated HF block indices among the exported layers (negative: from the model's end). Default: all; block 0 cannot be steered by llama.cpp."),
+    scale: float = typer.Option(1.0, help="Multiplies the unit vectors. llama.cpp's --control-vector-scaled S multiplies further: "
+                                          "S = 10 to 30 steers visibly on the bundled model, above 60 breaks the text."),
     model_hint: Optional[str] = typer.Option(None, help="controlvector.model_hint (default: model_type from extract.json, else 'llama')."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Default: VECTORS/<concept>.gguf"),
 ) -> None:
-    """Export one concept in another serving format."""
-    from .export_gguf import write_control_vector
+    """Export one concept as a llama.cpp / repeng control vector (unit-norm vectors times --scale)."""
+    from .export_gguf import SCALE_HINT, write_control_vector
     from .extract import read_sidecar
+    from .model import check_output_dir, parse_layers
     from .readout import load_readout
 
     with user_errors():
         if format != "gguf-control":
             raise UserError(f"unknown --format {format!r}: choose gguf-control")
         readout = load_readout(vectors)
-        from .model import parse_layers
+        recorded = read_sidecar(vectors)["model"] if (Path(vectors) / "extract.json").is_file() else {}
+        n_layers = recorded.get("n_layers")
+        chosen = parse_layers(layers, n_layers) if layers is not None else None
+        hint = model_hint or recorded.get("model_type") or "llama"
+        target = output or Path(vectors) / f"{concept}.gguf"
+        check_output_dir(target.parent, "--output")
+        path = write_control_vector(readout, concept, target, hint, chosen, scale, n_layers)
+    console.print(f"wrote {path} (model hint {hint!r}; direction.<i> is added to HF block i's output)", highlight=False)
+    console.print(f"note: {SCALE_HINT}", highlight=False)
 
-        chosen = parse_layers(layers, max(readout.layers) + 1) if layers else None
-        hint = model_hint or (read_sidecar(vectors)["model"].get("model_type") if (Path(vectors) / "extract.json").is_file() else None) or "llama"
-        path = write_control_vector(readout, concept, output or Path(vectors) / f"{concept}.gguf", hint, chosen, scale)
-    console.print(f"wrote {path} (model hint {hint!r}; direction.<i> = HF block i-1's output)", highlight=False)
 
-
-def load_for_command(model: Optional[str], device: Optional[str]):
+def load_for_command(model: Optional[str], device: Optional[str], trust_remote_code: bool = False):
     from .model import load_model, resolve_model_spec
 
     spec = resolve_model_spec(model)
     console.print(f"loading {spec.display}", highlight=False)
-    return load_model(spec, device=device)
+    return load_model(spec, device=device, trust_remote_code=trust_remote_code)
 
 
 @heads_app.command("detect")
@@ -309,22 +329,20 @@ def heads_detect(
     n_texts: int = typer.Option(32, help="Natural-text sequences used."),
     output_dir: Path = typer.Option(Path("out/heads"), "--output-dir", "-o"),
     device: Optional[str] = typer.Option(None),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ) -> None:
     """Score every head with each detector: heads.json, heads_<detector>.png, heads.html."""
     from .circuits.detectors import check_detectors, run_detectors
     from .circuits.render import write_detector_outputs
-    from .corpus import load_corpus
+    from .corpus import load_corpus, read_lines
+    from .model import check_output_dir
 
     names = [name.strip() for name in detectors.split(",") if name.strip()]
     with user_errors():
-        if text_file is not None:
-            if not text_file.is_file():
-                raise UserError(f"--text-file not found: {text_file}")
-            texts = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        else:
-            texts = load_corpus(corpus).texts
+        texts = read_lines(text_file, "--text-file") if text_file is not None else load_corpus(corpus).texts
         check_detectors(names)
-        loaded = load_for_command(model, device)
+        check_output_dir(output_dir)
+        loaded = load_for_command(model, device, trust_remote_code)
         results = run_detectors(loaded, names, texts, length, n_texts)
         paths = write_detector_outputs(results, output_dir)
     for name, result in results.items():
@@ -343,17 +361,22 @@ def heads_ablate(
     model: Optional[str] = typer.Option(None),
     output_dir: Path = typer.Option(Path("out/heads"), "--output-dir", "-o"),
     device: Optional[str] = typer.Option(None),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ) -> None:
     """Ablate heads for one next-token prediction; ablations.json and ablations.html."""
     from . import atomic
-    from .circuits.ablation import Condition, run_ablations
+    from .circuits.ablation import Condition, check_condition, run_ablations
+    from .model import check_output_dir
     from .circuits.detectors import parse_head
     from .circuits.render import ablation_html
 
     with user_errors():
         conditions = [Condition(tuple(parse_head(h) for h in group.split(",") if h.strip()), mode, position)
                       for group in heads.split(";") if group.strip()]
-        loaded = load_for_command(model, device)
+        for condition in conditions:
+            check_condition(condition)
+        check_output_dir(output_dir)
+        loaded = load_for_command(model, device, trust_remote_code)
         results = run_ablations(loaded, prompt, conditions, top_k)
         atomic.commit_all([(output_dir / "ablations.json", atomic.dumps_json(results).encode()),
                            (output_dir / "ablations.html", ablation_html(results).encode())])
@@ -376,6 +399,7 @@ def heads_concept(
     model: Optional[str] = typer.Option(None, help="Default: the model recorded next to the vectors."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Default: VECTORS/heads."),
     device: Optional[str] = typer.Option(None),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ) -> None:
     """Rank heads by the causal effect of mean-ablating them on a concept's readout, beside diff-of-means."""
     from . import atomic
@@ -396,7 +420,7 @@ def heads_concept(
             raise UserError(f"--negatives must be at least 1, got {negatives}")
         loaded_corpus = load_corpus(corpus)
         loaded_corpus.require(concept)
-        loaded = load_for_command(model or recorded_model(vectors), device)
+        loaded = load_for_command(model or recorded_model(vectors), device, trust_remote_code)
         vector = readout.vectors[layer][readout.concepts.index(concept)].float()
         report = concept_circuit(loaded, loaded_corpus, concept, layer, vector, negatives, range(from_layer, layer + 1))
         target = (output_dir or Path(vectors) / "heads") / f"concept_{concept}_L{layer}.json"

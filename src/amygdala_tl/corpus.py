@@ -134,10 +134,23 @@ def load_corpus(
 
 
 def read_story(path: Path) -> str:
+    """A story's text: UTF-8, no NUL or other control bytes (a binary file is a mistake, not a story)."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        text = path.read_text(encoding="utf-8").strip()
     except UnicodeDecodeError as error:
         raise UserError(f"not valid UTF-8 (byte {error.start}): {path}") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path} ({error.strerror})") from None
+    if bad := next((c for c in text if ord(c) < 32 and c not in "\t\n\r"), None):
+        raise UserError(f"control character {bad!r} in a text file (binary data?): {path}")
+    return text
+
+
+def read_lines(path: Path, option: str) -> list[str]:
+    """Non-empty lines of a user's text file (`score --file`, `heads detect --text-file`)."""
+    if not Path(path).is_file():
+        raise UserError(f"{option} not found: {path}")
+    return [line.strip() for line in read_story(Path(path)).splitlines() if line.strip()]
 
 
 def _check_name(name: str, path: Path) -> str:
@@ -156,11 +169,13 @@ def story_files(stories_dir: Path, on_error=None) -> list[tuple[Path, str, None]
     entries = []
     for child in sorted(stories_dir.iterdir()):
         try:
-            if child.is_file() and child.suffix == ".txt":
+            if child.is_symlink() and not child.exists():
+                warnings.warn(f"broken symlink ignored: {child}", CorpusWarning, stacklevel=2)
+            elif child.is_file() and child.suffix == ".txt":
                 entries.append((child, _check_name(child.stem, child), None))
             elif child.is_dir():
                 concept = _check_name(child.name, child)
-                entries += [(f, concept, None) for f in sorted(child.glob("*.txt"))]
+                entries += [(f, concept, None) for f in _existing(sorted(child.glob("*.txt")))]
         except UserError as error:
             if on_error is None:
                 raise
@@ -172,7 +187,11 @@ def paired_files(paired_dir: Path, on_error=None) -> list[tuple[Path, str, str]]
     """(file, concept or BASELINE, scenario) for paired/<scenario>/*.txt; `on_error` as in story_files."""
     entries = []
     for scenario in sorted(p for p in paired_dir.iterdir() if p.is_dir()):
-        for file in sorted(scenario.glob("*.txt")):
+        files = _existing(sorted(scenario.glob("*.txt")))
+        if files and not any(file.stem == BASELINE for file in files):
+            warnings.warn(f"paired scenario without baseline.txt: {scenario} (its framings have no neutral partner)",
+                          CorpusWarning, stacklevel=2)
+        for file in files:
             try:
                 label = BASELINE if file.stem == BASELINE else _check_name(file.stem, file)
             except UserError as error:
@@ -182,6 +201,14 @@ def paired_files(paired_dir: Path, on_error=None) -> list[tuple[Path, str, str]]
                 continue
             entries.append((file, label, scenario.name))
     return entries
+
+
+def _existing(files: list[Path]) -> list[Path]:
+    """Files that exist; a broken symlink is a warning naming it, not a traceback."""
+    for file in files:
+        if not file.exists():
+            warnings.warn(f"broken symlink ignored: {file}", CorpusWarning, stacklevel=3)
+    return [file for file in files if file.exists()]
 
 
 def _reject_shared_texts(stories: list[Story]) -> None:

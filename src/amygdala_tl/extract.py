@@ -7,6 +7,7 @@ so tests can prove it.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,12 +21,14 @@ from .capture import POOLINGS, Activations, ProgressCallback, capture
 from .corpus import Corpus, load_corpus, select_concepts
 from .directions.aggregators import DEFAULT_L1_C
 from .directions.heads import direct_contribution, head_report, head_stats
+from .directions.pooled import diff_of_means
 from .directions.methods import METHODS, MethodContext, heldout_fit, learn
 from .directions.subspace import SubspaceCollector
 from .errors import UserError
-from .model import LoadedModel, describe_layer, load_model, parse_dtype, parse_layers, relative_depth, resolve_model_spec
+from .model import LoadedModel, check_output_dir, describe_layer, load_model, parse_dtype, parse_layers, relative_depth, resolve_model_spec
 from .quality.output import summary_lines, served, write_quality
 from .quality.report import QualityInputs
+from .preflight import preflight
 from .readout import Readout, build_readout, save_directions, write_readout
 from .store import ActivationStore
 
@@ -59,6 +62,7 @@ class ExtractConfig:
     l1_c: float = DEFAULT_L1_C
     quality_report: bool = False
     export_best_layers: int | None = None
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -87,14 +91,15 @@ def check_options(config: ExtractConfig) -> None:
             raise UserError(f"{name} must be at least 1, got {value}")
     if config.quality_report and config.min_positives < 2:
         raise UserError("--quality-report needs --min-positives 2 or more: held-out evaluation leaves one story out")
-    if config.l1_c <= 0:
-        raise UserError(f"--l1-c must be positive, got {config.l1_c}")
+    if not math.isfinite(config.l1_c) or config.l1_c <= 0:
+        raise UserError(f"--l1-c must be a finite positive number, got {config.l1_c}")
     if config.export_best_layers and not config.quality_report:
         raise UserError("--export-best-layers needs --quality-report (the held-out evaluation ranks the layers)")
-    if config.layers:
-        parse_layers(config.layers, n_layers=10**9)  # syntax only; ranges are checked once the model is known
-    if Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
-        raise UserError(f"--output-dir exists and is not a directory: {config.output_dir}")
+    if config.layers is not None:
+        parse_layers(config.layers, n_layers=10**9)  # syntax only; ranges once the model's depth is known
+    check_output_dir(Path(config.output_dir))
+    if config.use_cache:
+        check_output_dir(cache_root(config), "--cache-dir")
 
 
 def run_extract(
@@ -126,6 +131,7 @@ def run_extract(
     membership = corpus.membership(concepts)
     context = MethodContext(config.method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c)
     directions, subspace = learn(context, acts, membership)
+    check_directions(directions, acts, membership, concepts, config.method)
     if subspace is not None:
         subspace = {"eigen_k": subspace["eigen_k"], "concepts": dict(zip(concepts, subspace["by_concept_index"]))}
     all_layers = build_readout(concepts, layers, directions)
@@ -166,6 +172,26 @@ def run_extract(
     return ExtractResult(readout, acts, corpus, concepts, sidecar, per_head, subspace, quality, files)
 
 
+DEGENERATE_RELATIVE_GAP = 1e-6  # |mean(P) - mean(N)| below this share of the mean activation norm: no signal
+
+
+def check_directions(directions: torch.Tensor, acts: Activations, membership: torch.Tensor, concepts: list[str], method: str) -> None:
+    """Refuse (before anything is written) a zero, non-finite or degenerate direction: the server needs unit rows."""
+    for slot, layer in enumerate(acts.layers):
+        norms = directions[slot].double().norm(dim=-1)
+        gaps = diff_of_means(acts.resid[slot], membership).norm(dim=-1)
+        scale = float(acts.resid[slot].double().norm(dim=-1).mean())
+        for c, concept in enumerate(concepts):
+            if not torch.isfinite(directions[slot, c]).all():
+                problem = "has NaN or infinite values"
+            elif norms[c] < 1e-8 or gaps[c] <= DEGENERATE_RELATIVE_GAP * scale:
+                problem = "is degenerate (its positive and negative texts have the same mean activation)"
+            else:
+                continue
+            raise UserError(f"the {method} direction for {concept!r} at layer {layer} {problem}; nothing was written "
+                            "(a --max-length too small to keep the stories' text gives this)")
+
+
 def prepare(config: ExtractConfig, log: Callable[[str], None], loader: Callable[..., LoadedModel] | None):
     """Validate options and corpus (before the model), load the model, resolve the layers."""
     check_options(config)
@@ -173,9 +199,13 @@ def prepare(config: ExtractConfig, log: Callable[[str], None], loader: Callable[
     corpus = load_corpus(config.corpus, config.stories_dir, config.paired_dir)
     concepts = select_concepts(corpus, config.min_positives)
     spec = resolve_model_spec(config.model)
+    n_layers = preflight(spec, config.device, config.trust_remote_code)
+    if n_layers is not None:
+        parse_layers(config.layers, n_layers)  # out-of-range layers fail before the load
     log(f"corpus: {len(corpus.stories)} texts, {len(concepts)} concepts with >= {config.min_positives} positives")
     log(f"loading {spec.display} ({config.dtype})")
-    model = (loader or load_model)(spec, dtype=dtype, device=config.device, device_map=config.device_map)
+    model = (loader or load_model)(spec, dtype=dtype, device=config.device, device_map=config.device_map,
+                                   trust_remote_code=config.trust_remote_code)
     layers = parse_layers(config.layers, model.facts.n_layers)
     log(f"model: {model.facts.n_layers} layers, d_model {model.facts.d_model}, {model.facts.n_heads} heads; "
         f"target {', '.join(describe_layer(layer, model.facts.n_layers) for layer in layers)}")

@@ -139,25 +139,35 @@ def load_model(
     device: str | None = None,
     device_map: str | None = None,
     revision: str | None = None,
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load HF weights (GGUF dequantized, local, or hub), then wrap them in a TransformerBridge.
 
     We load the HF model ourselves so all three sources take one path; the bridge then boots from
     it without a hub call. `device_map` is accelerate's dispatch for models larger than one GPU.
+    Model code shipped with the weights runs only with `trust_remote_code`; nothing reads stdin.
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .preflight import preflight
+
+    preflight(spec, device, trust_remote_code)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     source, extra = _from_pretrained_args(spec, revision)
-    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    extra["trust_remote_code"] = trust_remote_code
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, attn_implementation="eager", device_map=device_map, **extra
+        )
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"could not load model {spec.display}: {reason}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, attn_implementation="eager", device_map=device_map, **extra
-    )
     if device_map is None:
         hf_model = hf_model.to(device)
     hf_model.eval()
@@ -187,10 +197,16 @@ def facts_of(bridge: Any) -> ModelFacts:
     )
 
 
-def parse_layers(spec: str | None, n_layers: int) -> list[int]:
-    """`--layers` as a sorted list of block indices; negatives count from the end; default spread 40-80%."""
-    if spec is None or spec.strip() == "":
+def parse_layers(spec: str | None, n_layers: int | None) -> list[int]:
+    """`--layers` as a sorted list of HF block indices; negatives count from the model's end; None: 40-80% depth.
+
+    `n_layers` None (the model's depth is unknown) accepts non-negative indices only."""
+    if spec is None:
+        if n_layers is None:
+            raise ValueError("default layers need the model's layer count")
         return default_layers(n_layers)
+    if not spec.strip():
+        raise UserError("--layers is empty: give block indices such as 12,14,-3, or leave the option out for the defaults")
     layers: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
@@ -198,11 +214,25 @@ def parse_layers(spec: str | None, n_layers: int) -> list[int]:
             index = int(part)
         except ValueError:
             raise UserError(f"--layers: {part!r} is not an integer") from None
+        if n_layers is None:
+            if index < 0:
+                raise UserError(f"--layers: {index} counts from the end, but the model's layer count is unknown here")
+            layers.add(index)
+            continue
         resolved = index + n_layers if index < 0 else index
         if not 0 <= resolved < n_layers:
             raise UserError(f"--layers: {index} is out of range for a model with {n_layers} layers")
         layers.add(resolved)
     return sorted(layers)
+
+
+def check_output_dir(path: Path, option: str = "--output-dir") -> None:
+    """The directory can be created: no part of the path is an existing file."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UserError(f"{option} {path}: {part} exists and is not a directory")
+            return
 
 
 def default_layers(n_layers: int, depths: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)) -> list[int]:

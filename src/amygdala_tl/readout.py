@@ -19,6 +19,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor
 
 from . import atomic
+from .concepts import SAFE_NAME
 from .errors import UserError
 
 VECTORS_FILE = "readout.safetensors"
@@ -98,6 +99,8 @@ def load_readout(path: Path) -> Readout:
             raise UserError(f"{vectors_path}: {key} is {tensor.dtype}, expected float16")
         if tuple(tensor.shape) != shape:
             raise UserError(f"{vectors_path}: {key} has shape {tuple(tensor.shape)}, expected {shape} from {manifest_path}")
+        if not torch.isfinite(tensor).all():
+            raise UserError(f"{vectors_path}: {key} holds NaN or infinite values")
         norms = tensor.float().norm(dim=-1)
         if (norms - 1).abs().max() > UNIT_NORM_TOLERANCE:
             raise UserError(f"{vectors_path}: {key} rows are not unit norm (norms {norms.min():.4f}..{norms.max():.4f})")
@@ -116,6 +119,8 @@ def _read_manifest(path: Path) -> dict:
     concepts, layers = manifest["concepts"], manifest["layers"]
     if not (isinstance(concepts, list) and concepts and all(isinstance(c, str) for c in concepts)) or len(set(concepts)) != len(concepts):
         raise UserError(f"{path}: 'concepts' must be a non-empty list of distinct names")
+    if bad := [c for c in concepts if not SAFE_NAME.match(c)]:
+        raise UserError(f"{path}: concept name {bad[0]!r} is not a snake_case name (lowercase letters, digits, _)")
     if not (isinstance(layers, list) and layers and all(isinstance(l, int) and l >= 0 for l in layers)) or len(set(layers)) != len(layers):
         raise UserError(f"{path}: 'layers' must be a non-empty list of distinct non-negative integers")
     if not isinstance(manifest["hidden_size"], int) or manifest["hidden_size"] <= 0:

@@ -7,6 +7,7 @@ position, so alpha 1 is a push as large as a typical residual vector.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -60,6 +61,21 @@ def concept_vector(readout: Readout, concept: str, layer: int) -> Float[Tensor, 
     if layer not in readout.layers:
         raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
     return readout.vectors[layer][readout.concepts.index(concept)].float()
+
+
+def check_steer_args(readout: Readout, concept: str, layer: int, alpha: float, temperature: float,
+                     max_new_tokens: int, measure: bool) -> None:
+    """Everything `steer` can check before the model loads."""
+    if concept != "all" or not measure:
+        concept_vector(readout, concept, layer)
+    elif layer not in readout.layers:
+        raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
+    if not math.isfinite(alpha):
+        raise UserError(f"--alpha must be a finite number, got {alpha}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise UserError(f"--temperature must be a finite number >= 0, got {temperature}")
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
 
 
 def steer(model: LoadedModel, readout: Readout, concept: str, layer: int, alpha: float, prompt: str,

@@ -35,11 +35,16 @@ class Condition:
         return f"{self.mode}-ablate {','.join(head_name(*h) for h in self.heads)} at {where}"
 
 
-def check_condition(condition: Condition, model: LoadedModel) -> None:
+def check_condition(condition: Condition, model: LoadedModel | None = None) -> None:
+    """Mode and position always; head ranges once the model (its layer and head counts) is known."""
+    if not condition.heads:
+        raise UserError("an ablation condition names no heads (e.g. --heads L3H5,L4H1)")
     if condition.mode not in MODES:
         raise UserError(f"unknown ablation mode {condition.mode!r}: choose one of {', '.join(MODES)}")
     if condition.mode == "value" and condition.position is None:
         raise UserError("--mode value zeroes value vectors at a chosen --position")
+    if model is None:
+        return
     for layer, head in condition.heads:
         if not (0 <= layer < model.facts.n_layers and 0 <= head < model.facts.n_heads):
             raise UserError(f"head {head_name(layer, head)} does not exist ({model.facts.n_layers} layers x {model.facts.n_heads} heads)")
