@@ -54,25 +54,58 @@ def test_store_is_keyed_by_model_pooling_and_length(tiny_model, tmp_path):
     assert len(keys) == 4
 
 
-@pytest.mark.parametrize("damage", ["garbage", "wrong_shape", "wrong_dtype"])
-def test_corrupt_or_mismatched_entries_are_recomputed_with_a_warning(tiny_model, tmp_path, damage):
+def damage_shard(shard: Path, damage: str, tmp_path: Path, model) -> None:
+    """Each way a shard can go bad and still parse (or not parse at all)."""
+    from safetensors import safe_open
+
+    from amygdala_tl.store import tensor_digest
+
+    if damage == "garbage":
+        shard.write_bytes(b"\x00not a safetensors file")
+        return
+    if damage == "bit_flip":  # a flipped low mantissa bit in the last tensor byte: still parses, silently different
+        data = bytearray(shard.read_bytes())
+        data[-2] ^= 0x01
+        shard.write_bytes(bytes(data))
+        return
+    if damage == "other_key":  # a shard copied in from another cache key (another --max-length)
+        other = ActivationStore(tmp_path / "other", model.identity, "last", 32)
+        written = other.write_batch(["x"] * 2, {"blocks.1.hook_resid_post": torch.zeros(2, 32)})
+        shard.write_bytes(written.read_bytes())
+        return
+    with safe_open(str(shard), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    name = "blocks.1.hook_resid_post"
+    if damage == "wrong_shape":
+        tensors[name] = tensors[name][:, :16].contiguous()
+    elif damage == "wrong_dtype":
+        tensors[name] = tensors[name].double()
+    elif damage == "nan_with_valid_checksum":  # the checksum alone would pass: the finite check must catch it
+        tensors[name][0, 0] = float("nan")
+        metadata["sha256"] = tensor_digest(tensors)
+    elif damage == "no_metadata":
+        metadata = None
+    save_file(tensors, shard, metadata=metadata)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "bit_flip", "other_key", "wrong_shape", "wrong_dtype",
+                                    "nan_with_valid_checksum", "no_metadata"])
+def test_unusable_shards_are_moved_aside_and_recomputed_bit_for_bit(tiny_model, tmp_path, damage):
     store = new_store(tmp_path, tiny_model)
     clean = run(tiny_model, store)
     shard = store.shards()[0]
-    if damage == "garbage":
-        shard.write_bytes(b"\x00not a safetensors file")
-    else:
-        from safetensors import safe_open
-
-        with safe_open(str(shard), framework="pt") as handle:
-            metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
-        name = "blocks.1.hook_resid_post"
-        tensors[name] = tensors[name][:, :16].contiguous() if damage == "wrong_shape" else tensors[name].double()
-        save_file(tensors, shard, metadata=metadata)
-    with pytest.warns(StoreWarning, match=shard.name):
+    damage_shard(shard, damage, tmp_path, tiny_model)
+    with pytest.warns(StoreWarning, match=shard.name) as caught:
         recovered = run(tiny_model, store)
+    assert len([w for w in caught if issubclass(w.category, StoreWarning)]) == 1  # one line, not one per tensor
     assert recovered.n_forward_passes == 1  # only the damaged shard's batch
     assert torch.equal(recovered.resid, clean.resid) and torch.equal(recovered.z, clean.z)
+    assert shard.with_suffix(".corrupt").is_file() and shard not in store.shards()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreWarning)  # moved aside: the next run does not warn again
+        assert run(tiny_model, store).n_forward_passes == 0
 
 
 def test_killed_run_resumes_losing_at_most_one_batch_and_matches_bit_for_bit(tiny_model, tmp_path):
@@ -90,7 +123,7 @@ def test_killed_run_resumes_losing_at_most_one_batch_and_matches_bit_for_bit(tin
     assert "finished" not in progress and worker.returncode == -signal.SIGKILL
     store = ActivationStore(root, tiny_model.identity, "last", 64)
     written = len(store.shards())
-    assert written >= 3
+    assert 3 <= written < 8, "the kill must land mid-run"
     resumed = run(tiny_model, store)
     assert resumed.n_forward_passes == 8 - written
     uninterrupted = run(tiny_model, None)

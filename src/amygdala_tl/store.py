@@ -1,10 +1,11 @@
 """On-disk activation store: forward passes are the whole cost on a large model, so keep them.
 
 Layout: <root>/<key>/shard-*.safetensors, where <key> hashes (model identity, pooling, max length).
-Each shard holds one capture batch: a tensor per hook name, [n_texts, ...] fp32, and the texts'
-sha256 in its metadata. One shard per batch means a crash or Ctrl-C loses at most one batch. A
-shard that cannot be read, or a tensor with the wrong dtype, key or shape, is reported and ignored
-(its texts are recomputed), never used. Model weights that reports need without the model (W_out,
+Each shard holds one capture batch: a tensor per hook name, [n_texts, ...] fp32, and in its metadata
+the texts' sha256, the cache key it was written for and a checksum of its tensors. One shard per
+batch means a crash or Ctrl-C loses at most one batch. A shard that does not verify (unreadable,
+another key, checksum mismatch, NaN/inf, wrong dtype or shape) is named in one warning, moved aside
+(`.corrupt`) and its texts recomputed: it is never used. Model weights that reports need without the model (W_out,
 W_O of the target layers) are kept beside the shards.
 """
 
@@ -38,6 +39,16 @@ def store_key(model_identity: str, pooling: str, max_length: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def tensor_digest(tensors: dict[str, Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes: a flipped byte anywhere changes it."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 class ActivationStore:
     def __init__(self, root: Path, model_identity: str, pooling: str, max_length: int):
         self.key = store_key(model_identity, pooling, max_length)
@@ -48,28 +59,45 @@ class ActivationStore:
         return sorted(self.dir.glob("shard-*.safetensors"))
 
     def lookup(self, text_hashes: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, Tensor]]:
-        """{hook name: {text hash: pooled vector}} for every stored, valid entry (later shards win)."""
+        """{hook name: {text hash: pooled vector}} for every stored, verified entry (later shards win).
+
+        A shard is used only whole and only if it verifies (its key, checksum, finite values, dtypes
+        and shapes); otherwise one warning names it, it is moved aside, and its texts are recomputed."""
         wanted = set(text_hashes)
         found: dict[str, dict[str, Tensor]] = {name: {} for name in shapes}
         for shard in self.shards():
-            rows: dict[str, dict[str, Tensor]] = {name: {} for name in shapes}
             try:
-                with safe_open(str(shard), framework="pt") as handle:
-                    shard_texts = json.loads(handle.metadata()["texts"])
-                    for name in set(handle.keys()) & set(shapes):
-                        tensor = handle.get_tensor(name)
-                        if tensor.dtype != torch.float32 or tuple(tensor.shape) != (len(shard_texts), *shapes[name]):
-                            warnings.warn(f"cache entry {name} in {shard} has {tensor.dtype} {tuple(tensor.shape)}, "
-                                          f"expected float32 {(len(shard_texts), *shapes[name])}: recomputing", StoreWarning, stacklevel=2)
-                            continue
-                        rows[name] = {digest: tensor[row] for row, digest in enumerate(shard_texts) if digest in wanted}
-            except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as error:
-                warnings.warn(f"unreadable cache shard {shard} ({error}): ignored, its texts are recomputed", StoreWarning, stacklevel=2)
-                shard.replace(shard.with_suffix(".corrupt"))
+                shard_texts, tensors = self._read_verified(shard, shapes)
+            except (SafetensorError, OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as error:
+                aside = shard.with_suffix(".corrupt")
+                shard.replace(aside)
+                warnings.warn(f"unusable cache shard {shard.name} ({error}): moved to {aside.name}, its texts are recomputed",
+                              StoreWarning, stacklevel=2)
                 continue
-            for name, entries in rows.items():  # only a shard read whole contributes
-                found[name].update(entries)
+            for name, tensor in tensors.items():
+                found[name].update({digest: tensor[row] for row, digest in enumerate(shard_texts) if digest in wanted})
         return found
+
+    def _read_verified(self, shard: Path, shapes: dict[str, tuple[int, ...]]) -> tuple[list[str], dict[str, Tensor]]:
+        with safe_open(str(shard), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            for field in ("texts", "key", "sha256"):
+                if field not in metadata:
+                    raise ValueError(f"no {field!r} in its metadata")
+            if metadata["key"] != self.key:
+                raise ValueError(f"written for cache key {metadata['key']}, not {self.key}")
+            shard_texts = json.loads(metadata["texts"])
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        if tensor_digest(tensors) != metadata["sha256"]:
+            raise ValueError("checksum mismatch")
+        for name, tensor in tensors.items():
+            if tensor.dtype != torch.float32 or tensor.shape[0] != len(shard_texts):
+                raise ValueError(f"{name} is {tensor.dtype} {tuple(tensor.shape)} for {len(shard_texts)} texts")
+            if name in shapes and tuple(tensor.shape[1:]) != shapes[name]:
+                raise ValueError(f"{name} has shape {tuple(tensor.shape[1:])} per text, expected {shapes[name]}")
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"{name} holds NaN or infinite values")
+        return shard_texts, {name: tensor for name, tensor in tensors.items() if name in shapes}
 
     def write_batch(self, text_hashes: Sequence[str], pooled: dict[str, Tensor]) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +106,8 @@ class ActivationStore:
             atomic.write_json(description, self.description)
         path = self.dir / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.safetensors"
         tensors = {name: value.float().contiguous() for name, value in pooled.items()}
-        atomic.write_bytes(path, save_safetensors_bytes(tensors, metadata={"texts": json.dumps(list(text_hashes))}))
+        metadata = {"texts": json.dumps(list(text_hashes)), "key": self.key, "sha256": tensor_digest(tensors)}
+        atomic.write_bytes(path, save_safetensors_bytes(tensors, metadata=metadata))
         return path
 
     # weights a report needs without the model
