@@ -151,7 +151,7 @@ def report(
 ) -> None:
     """Rebuild quality.json and report.html from the activation store, without loading the model."""
     from .quality.output import summary_lines
-    from .extract import read_sidecar
+    from .rundir import read_sidecar
     from .report import run_report
 
     with user_errors():
@@ -259,7 +259,7 @@ def steer(
         baselines = [s.text for s in load_corpus(corpus).stories if s.is_baseline] if measure else []
         if measure and not baselines:
             raise UserError(f"--measure needs neutral baseline texts: {corpus} has no paired/<scenario>/baseline.txt")
-        loaded = load_for_command(model or recorded_model(vectors), device, trust_remote_code)
+        loaded = load_for_command(model or recorded_model(vectors, readout), device, trust_remote_code)
         if measure:
             concepts = readout.concepts if concept == "all" else [concept]
             result = measure_shift(loaded, readout, baselines, concepts, layer, alpha)
@@ -290,15 +290,15 @@ def export(
 ) -> None:
     """Export one concept as a llama.cpp / repeng control vector (unit-norm vectors times --scale)."""
     from .export_gguf import SCALE_HINT, write_control_vector
-    from .extract import read_sidecar
     from .model import check_output_dir, parse_layers
+    from .rundir import recorded_run
     from .readout import load_readout
 
     with user_errors():
         if format != "gguf-control":
             raise UserError(f"unknown --format {format!r}: choose gguf-control")
         readout = load_readout(vectors)
-        recorded = read_sidecar(vectors)["model"] if (Path(vectors) / "extract.json").is_file() else {}
+        recorded = (recorded_run(vectors, readout) or {}).get("model", {})
         n_layers = recorded.get("n_layers")
         chosen = parse_layers(layers, n_layers) if layers is not None else None
         hint = model_hint or recorded.get("model_type") or "llama"
@@ -420,7 +420,7 @@ def heads_concept(
             raise UserError(f"--negatives must be at least 1, got {negatives}")
         loaded_corpus = load_corpus(corpus)
         loaded_corpus.require(concept)
-        loaded = load_for_command(model or recorded_model(vectors), device, trust_remote_code)
+        loaded = load_for_command(model or recorded_model(vectors, readout), device, trust_remote_code)
         vector = readout.vectors[layer][readout.concepts.index(concept)].float()
         report = concept_circuit(loaded, loaded_corpus, concept, layer, vector, negatives, range(from_layer, layer + 1))
         target = (output_dir or Path(vectors) / "heads") / f"concept_{concept}_L{layer}.json"

@@ -6,7 +6,6 @@ so tests can prove it.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -26,16 +25,13 @@ from .directions.methods import METHODS, MethodContext, heldout_fit, learn
 from .directions.subspace import SubspaceCollector
 from .errors import UserError
 from .model import LoadedModel, check_output_dir, describe_layer, load_model, parse_dtype, parse_layers, relative_depth, resolve_model_spec
-from .quality.output import summary_lines, served, write_quality
+from .quality.output import quality_payloads, summary_lines, served
 from .quality.report import QualityInputs
 from .preflight import preflight
-from .readout import Readout, build_readout, save_directions, write_readout
+from .readout import Readout, build_readout, directions_payload, readout_payloads
+from .rundir import DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, commit_run, json_payload, new_run_id
 from .store import ActivationStore
 
-SIDECAR_FILE = "extract.json"
-PER_HEAD_FILE = "per_head.json"
-SUBSPACE_FILE = "subspace.json"
-DIRECTIONS_FILE = "directions.safetensors"  # every target layer, fp16, as served; the readout may keep fewer
 
 
 @dataclass
@@ -139,19 +135,16 @@ def run_extract(
     per_head = head_analysis(model, acts, membership, served_directions, concepts, skipped_head_layers) if config.heads else None
     learned = time.perf_counter()
 
-    output_dir = Path(config.output_dir)
-    files: list[Path] = []
-    for name, payload in ((PER_HEAD_FILE, per_head), (SUBSPACE_FILE, subspace)):
-        if payload is not None:
-            atomic.write_json(output_dir / name, payload)
-            files.append(output_dir / name)
+    run_id = new_run_id()
+    payloads = {name: json_payload(payload, run_id) for name, payload in ((PER_HEAD_FILE, per_head), (SUBSPACE_FILE, subspace))
+                if payload is not None}
     quality, export_layers = None, layers
     if config.quality_report:
         inputs = QualityInputs(concepts, layers, n_layers, corpus.stories, acts.resid, membership, served_directions,
                                {layer: block_w_out(model, layer) for layer in layers}, per_head, subspace, config.method,
                                heldout_fit(context, layers))
-        quality, quality_files = write_quality(output_dir, inputs, model.facts.n_heads)
-        files += quality_files
+        quality, quality_files = quality_payloads(inputs, model.facts.n_heads, run_id)
+        payloads |= quality_files
         for line in summary_lines(quality, n_layers):
             log(line)
         if config.export_best_layers:
@@ -160,15 +153,15 @@ def run_extract(
 
     sidecar = build_sidecar(config, model, corpus, concepts, layers, acts,
                             timings={"load_s": loaded - started, "capture_s": captured - loaded, "directions_s": learned - captured})
+    sidecar["run_id"] = run_id
     sidecar["exported_layers"] = export_layers
     sidecar["score_offsets"] = score_offsets(acts, served_directions, concepts)
     slots = [layers.index(layer) for layer in export_layers]
     readout = build_readout(concepts, export_layers, directions[slots], metadata=flat_provenance(sidecar))
-    save_directions(output_dir / DIRECTIONS_FILE, all_layers)
-    files = list(write_readout(readout, output_dir)) + [output_dir / DIRECTIONS_FILE] + files
+    all_layers.metadata = {"run_id": run_id}
+    payloads |= readout_payloads(readout) | {DIRECTIONS_FILE: directions_payload(all_layers)}
     sidecar["timings"]["total_s"] = round(time.perf_counter() - started, 3)
-    atomic.write_json(output_dir / SIDECAR_FILE, sidecar)
-    files.append(output_dir / SIDECAR_FILE)
+    files = commit_run(Path(config.output_dir), payloads, sidecar)
     return ExtractResult(readout, acts, corpus, concepts, sidecar, per_head, subspace, quality, files)
 
 
@@ -282,12 +275,13 @@ def build_sidecar(config: ExtractConfig, model: LoadedModel, corpus: Corpus, con
         "layers": [{"layer": layer, "relative_depth": round(relative_depth(layer, n_layers), 4)} for layer in layers],
         "head_layers": acts.head_layers,
         "concepts": {c: corpus.n_positives(c) for c in concepts},
-        "corpus": {"root": corpus.root, "sha256": corpus.fingerprint(), "n_texts": len(corpus.stories),
-                   **{key: str(getattr(config, key)) if getattr(config, key) else None for key in ("corpus", "stories_dir", "paired_dir")},
+        "corpus": {"root": str(Path(corpus.root).resolve()), "sha256": corpus.fingerprint(), "n_texts": len(corpus.stories),
+                   **{key: str(Path(getattr(config, key)).resolve()) if getattr(config, key) else None
+                      for key in ("corpus", "stories_dir", "paired_dir")},
                    "n_baselines": sum(s.is_baseline for s in corpus.stories),
                    "skipped_empty": [str(p) for p in corpus.skipped]},
         "truncated": [str(corpus.stories[i].path) for i in acts.truncated],
-        "cache": {"dir": str(cache_root(config)), "enabled": config.use_cache},
+        "cache": {"dir": str(cache_root(config).resolve()), "enabled": config.use_cache},
         "n_forward_passes": acts.n_forward_passes,
         "timings": {key: round(value, 3) for key, value in timings.items()},
     }
@@ -302,19 +296,6 @@ def score_offsets(acts: Activations, directions: torch.Tensor, concepts: list[st
             for slot, layer in enumerate(acts.layers)}
 
 
-def read_sidecar(output_dir: Path) -> dict:
-    """extract.json of an output directory, or a one-line UserError."""
-    path = Path(output_dir) / SIDECAR_FILE
-    if not path.is_file():
-        raise UserError(f"no {SIDECAR_FILE} in {output_dir}: run `amygdala-tl extract` first")
-    try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
-        sidecar["model"], sidecar["corpus"]  # noqa: B018 - the keys every reader needs
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise UserError(f"unreadable {path} ({error}): re-run `amygdala-tl extract`") from None
-    return sidecar
-
-
 def model_type(model: LoadedModel) -> str:
     """HF config.model_type ('llama', 'gemma2', ...): llama.cpp's control-vector model hint."""
     config = getattr(getattr(model.bridge, "original_model", None), "config", None)
@@ -326,6 +307,7 @@ def flat_provenance(sidecar: dict) -> dict[str, str]:
     return {
         "tool": f"amygdala-tl {sidecar['version']}",
         "created": sidecar["created"],
+        "run_id": sidecar["run_id"],
         "model": sidecar["model"]["location"],
         "model_identity": sidecar["model"]["identity"],
         "hook": sidecar["hook"],

@@ -62,15 +62,18 @@ def _tensors(readout: Readout) -> dict[str, Tensor]:
     return {tensor_key(layer): readout.vectors[layer] for layer in readout.layers}
 
 
+def readout_payloads(readout: Readout) -> dict[str, bytes]:
+    """{file name: bytes} of the two serving files."""
+    metadata = {key: str(value) for key, value in readout.metadata.items()}
+    return {VECTORS_FILE: save_safetensors_bytes(_tensors(readout), metadata=metadata),
+            MANIFEST_FILE: atomic.dumps_json(readout.manifest()).encode()}
+
+
 def write_readout(readout: Readout, output_dir: Path) -> tuple[Path, Path]:
     """Write both files atomically (a failure leaves any previous export intact)."""
     output_dir = Path(output_dir)
-    tensors = _tensors(readout)
-    metadata = {key: str(value) for key, value in readout.metadata.items()}
-    payload = save_safetensors_bytes(tensors, metadata=metadata)
-    vectors_path, manifest_path = output_dir / VECTORS_FILE, output_dir / MANIFEST_FILE
-    atomic.commit_all([(vectors_path, payload), (manifest_path, atomic.dumps_json(readout.manifest()).encode())])
-    return vectors_path, manifest_path
+    atomic.commit_all([(output_dir / name, data) for name, data in readout_payloads(readout).items()])
+    return output_dir / VECTORS_FILE, output_dir / MANIFEST_FILE
 
 
 def load_readout(path: Path) -> Readout:
@@ -149,11 +152,10 @@ def score(
     return scores
 
 
-def save_directions(path: Path, readout: Readout) -> None:
+def directions_payload(readout: Readout) -> bytes:
     """Every target layer's fp16 directions (the readout may export fewer), for `report`."""
-    tensors = _tensors(readout)
-    metadata = {"concepts": json.dumps(readout.concepts), "layers": json.dumps(readout.layers)}
-    atomic.write_bytes(Path(path), save_safetensors_bytes(tensors, metadata=metadata))
+    metadata = {"concepts": json.dumps(readout.concepts), "layers": json.dumps(readout.layers), **readout.metadata}
+    return save_safetensors_bytes(_tensors(readout), metadata=metadata)
 
 
 def load_directions(path: Path) -> Readout:
@@ -166,6 +168,6 @@ def load_directions(path: Path) -> Readout:
         tensors = load_safetensors_bytes(raw)
         layers = json.loads(metadata["layers"])
         vectors = {layer: tensors[tensor_key(layer)] for layer in layers}
-        return Readout(json.loads(metadata["concepts"]), layers, vectors, next(iter(vectors.values())).shape[-1])
+        return Readout(json.loads(metadata["concepts"]), layers, vectors, next(iter(vectors.values())).shape[-1], metadata)
     except (SafetensorError, ValueError, KeyError, StopIteration) as error:
         raise UserError(f"unreadable directions file {path} ({error!r}): re-run `amygdala-tl extract`") from None

@@ -13,10 +13,12 @@ from pathlib import Path
 from .corpus import load_corpus
 from .directions.methods import MethodContext, heldout_fit
 from .errors import UserError
-from .extract import DIRECTIONS_FILE, SIDECAR_FILE, SUBSPACE_FILE, head_analysis, read_sidecar
-from .quality.output import QUALITY_FILE, served, write_quality
+from .extract import head_analysis
+from .quality.output import quality_payloads, served
 from .quality.report import QualityInputs
 from .readout import load_directions
+from .rundir import (DIRECTIONS_FILE, QUALITY_FILE, SIDECAR_FILE, SUBSPACE_FILE, check_same_run, commit_run, read_run_json,
+                     read_sidecar)
 from .store import ActivationStore, activations_from_store
 
 
@@ -29,11 +31,12 @@ def corpus_of(sidecar: dict, corpus_dir: Path | None):
     return load_corpus(*paths) if any(paths) else load_corpus(Path(recorded["root"]))
 
 
-def previous_heldout(output_dir: Path) -> dict:
-    path = output_dir / QUALITY_FILE
-    if not path.is_file():
-        raise UserError(f"the subspace method's held-out evaluation needs the model; run `extract --quality-report` ({path} is missing)")
-    return json.loads(path.read_text())["heldout"]
+def previous_heldout(output_dir: Path, sidecar: dict) -> dict:
+    quality = read_run_json(output_dir, QUALITY_FILE, sidecar)
+    if quality is None or "heldout" not in quality:
+        raise UserError(f"the subspace method's held-out evaluation needs the model; run `extract --quality-report` "
+                        f"({output_dir / QUALITY_FILE} is missing)")
+    return quality["heldout"]
 
 
 def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path | None = None, head_concept: str | None = None):
@@ -49,8 +52,12 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
     head_layers = sidecar.get("head_layers", [])
     model = sidecar["model"]
     store = ActivationStore(Path(cache_dir or sidecar["cache"]["dir"]), model["identity"], sidecar["pooling"], sidecar["max_length"])
+    if not store.dir.is_dir():
+        raise UserError(f"the activation cache {store.dir.parent} has no entries for this run (key {store.key}); "
+                        "pass the --cache-dir extract used, or re-run `amygdala-tl extract`")
     acts = activations_from_store(store, corpus.texts, layers, head_layers, model["d_model"], model["n_heads"], model["d_head"])
     directions = load_directions(output_dir / DIRECTIONS_FILE)
+    check_same_run(output_dir / DIRECTIONS_FILE, directions.metadata.get("run_id"), sidecar)
     if directions.concepts != concepts or directions.layers != layers:
         raise UserError(f"{output_dir / DIRECTIONS_FILE} does not match {SIDECAR_FILE}: re-run `amygdala-tl extract`")
     served_directions = served(directions.vectors, layers)
@@ -62,11 +69,15 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
         per_head = head_analysis({layer: weights[layer]["W_O"] for layer in head_layers}, acts, membership,
                                  served_directions, concepts, skipped)
     method = sidecar["method"]
-    subspace_path = output_dir / SUBSPACE_FILE
-    subspace = json.loads(subspace_path.read_text()) if method == "subspace" and subspace_path.is_file() else None
+    subspace = read_run_json(output_dir, SUBSPACE_FILE, sidecar) if method == "subspace" else None
+    if subspace is not None:
+        subspace.pop("run_id")
     context = MethodContext(method, corpus.baseline_partner(), l1_c=sidecar.get("l1_c", 0.05))
     inputs = QualityInputs(concepts, layers, model["n_layers"], corpus.stories, acts.resid, membership, served_directions,
                            {layer: weights[layer].get("W_out") for layer in layers}, per_head, subspace, method,
                            fit=None if method == "subspace" else heldout_fit(context, layers),
-                           heldout=previous_heldout(output_dir) if method == "subspace" else None)
-    return write_quality(output_dir, inputs, model["n_heads"], head_concept)
+                           heldout=previous_heldout(output_dir, sidecar) if method == "subspace" else None)
+    quality, payloads = quality_payloads(inputs, model["n_heads"], sidecar["run_id"], head_concept)
+    kept = {name: (output_dir / name).read_bytes() for name in sidecar["files"] if name != SIDECAR_FILE and name not in payloads}
+    paths = commit_run(output_dir, kept | payloads, sidecar)
+    return quality, [path for path in paths if path.name in payloads]

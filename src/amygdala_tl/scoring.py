@@ -8,10 +8,10 @@ from pathlib import Path
 from .capture import capture
 from .errors import UserError
 from .corpus import read_lines
-from .extract import SIDECAR_FILE, read_sidecar
+from .rundir import SIDECAR_FILE, recorded_run
 from .preflight import preflight
 from .model import BUNDLED_HUB_ID, load_model, resolve_model_spec
-from .readout import load_readout, score
+from .readout import Readout, load_readout, score
 
 DEFAULT_MAX_LENGTH = 512  # extract's default, for vectors without an extract.json
 
@@ -23,20 +23,21 @@ def read_texts(texts: list[str], file: Path | None) -> list[str]:
     return texts
 
 
-def recorded_model(vectors_dir: Path) -> str | None:
+def recorded_model(vectors_dir: Path, readout: Readout) -> str | None:
     """The model extract.json says the vectors came from (None: the bundled one)."""
-    if not (Path(vectors_dir) / SIDECAR_FILE).is_file():
+    sidecar = recorded_run(vectors_dir, readout)
+    if sidecar is None:
         return None
-    model = read_sidecar(vectors_dir)["model"]
+    model = sidecar["model"]
     return None if model["label"] == BUNDLED_HUB_ID and model["source"] == "gguf" else model["location"]
 
 
-def read_offsets(vectors_dir: Path, readout) -> dict[int, dict[str, float]]:
+def read_offsets(vectors_dir: Path, readout: Readout) -> dict[int, dict[str, float]]:
     """Per-layer, per-concept offsets mu . v_c recorded by extract (for --centered)."""
-    sidecar = Path(vectors_dir) / SIDECAR_FILE
-    offsets = read_sidecar(vectors_dir).get("score_offsets") if sidecar.is_file() else None
+    sidecar = recorded_run(vectors_dir, readout)
+    offsets = sidecar.get("score_offsets") if sidecar else None
     if not offsets or any(str(layer) not in offsets for layer in readout.layers):
-        raise UserError(f"--centered needs the score offsets that `amygdala-tl extract` writes to {sidecar}")
+        raise UserError(f"--centered needs the score offsets that `amygdala-tl extract` writes to {Path(vectors_dir) / SIDECAR_FILE}")
     return {layer: offsets[str(layer)] for layer in readout.layers}
 
 
@@ -49,9 +50,9 @@ def score_texts(vectors_dir: Path, texts: list[str], file: Path | None, model: s
     texts = read_texts(texts, file)
     readout = load_readout(vectors_dir)
     offsets = read_offsets(vectors_dir, readout) if centered else None
-    sidecar = read_sidecar(vectors_dir) if (Path(vectors_dir) / SIDECAR_FILE).is_file() else {}
+    sidecar = recorded_run(vectors_dir, readout) or {}
     max_length = int(sidecar.get("max_length", DEFAULT_MAX_LENGTH))
-    spec = resolve_model_spec(model or recorded_model(vectors_dir))
+    spec = resolve_model_spec(model or recorded_model(vectors_dir, readout))
     n_layers = preflight(spec, device, trust_remote_code)
     if n_layers is not None and max(readout.layers) >= n_layers:
         raise UserError(f"the vectors use layer {max(readout.layers)}, the model {spec.display} has {n_layers} layers")

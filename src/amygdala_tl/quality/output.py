@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from .. import atomic
+from ..rundir import HTML_FILE, QUALITY_FILE, json_payload
 from ..model import describe_layer
 from .heldout import heldout_line
 from .html import render_html
 from .report import QualityInputs, build_quality
 
-QUALITY_FILE = "quality.json"
-HTML_FILE = "report.html"
-
-
-def write_quality(output_dir: Path, inputs: QualityInputs, n_heads: int | None, head_concept: str | None = None) -> tuple[dict, list[Path]]:
+def quality_payloads(inputs: QualityInputs, n_heads: int | None, run_id: str, head_concept: str | None = None) -> tuple[dict, dict[str, bytes]]:
+    """quality.json (stamped with the run id) and report.html, as bytes for the run's one commit."""
     quality = build_quality(inputs)
     directions = {layer: inputs.directions[slot].numpy() for slot, layer in enumerate(inputs.layers)}
     page = render_html(quality, directions, n_heads, head_concept)
-    paths = [Path(output_dir) / QUALITY_FILE, Path(output_dir) / HTML_FILE]
-    atomic.commit_all([(paths[0], atomic.dumps_json(quality).encode()), (paths[1], page.encode())])
-    return quality, paths
+    return quality, {QUALITY_FILE: json_payload(quality, run_id), HTML_FILE: page.encode()}
 
 
 def summary_lines(quality: dict, n_layers: int, samples: int = 4) -> list[str]:

@@ -1,0 +1,235 @@
+"""Hostile input: every mistake is one line (exit 2) before the model loads, nothing runs that was not asked for,
+and the output directory always describes exactly one run."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from amygdala_tl.cli import app
+from amygdala_tl.errors import UserError
+from amygdala_tl.extract import ExtractConfig, run_extract
+from amygdala_tl.readout import build_readout, load_readout, write_readout
+
+from .conftest import write
+
+
+def never_load(*args, **kwargs):
+    raise AssertionError("the model must not be loaded for this error")
+
+
+def one_line_exit_2(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    monkeypatch.setattr("amygdala_tl.model.load_model", never_load)
+
+
+def model_dir(tmp_path: Path, config: dict | str, name: str = "model") -> Path:
+    root = tmp_path / name
+    write(root / "config.json", config if isinstance(config, str) else json.dumps(config))
+    return root
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---- checks that need no model weights --------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["empty_layers", "layer_999_local", "layer_minus_999_gguf", "cuda", "fake_gguf",
+                                  "broken_config", "output_under_a_file", "l1_nan", "hub_offline", "hub_unreachable"])
+def test_mistakes_fail_before_the_model_loads(case, starter_corpus, tmp_path, monkeypatch):
+    change, fragment = {
+        "empty_layers": (dict(layers=""), "--layers is empty"),
+        "layer_999_local": (dict(layers="999", model=str(model_dir(tmp_path, {"model_type": "llama", "num_hidden_layers": 3}))),
+                            "999 is out of range for a model with 3 layers"),
+        "layer_minus_999_gguf": (dict(layers="-999"), "out of range for a model with 30 layers"),  # the bundled GGUF's header
+        "cuda": (dict(device="cuda"), "CUDA is not available"),
+        "fake_gguf": (dict(model=str(write(tmp_path / "fake.gguf", "not a model"))), "fake.gguf is not a GGUF file"),
+        "broken_config": (dict(model=str(model_dir(tmp_path, "{not json", "broken"))), "broken model config"),
+        "output_under_a_file": (dict(output_dir=write(tmp_path / "file", "x") / "sub"), "exists and is not a directory"),
+        "l1_nan": (dict(l1_c=float("nan")), "--l1-c"),
+        "hub_offline": (dict(model="some-org/some-model"), "HF_HUB_OFFLINE"),
+        "hub_unreachable": (dict(model="some-org/some-model"), "cannot reach 127.0.0.1"),
+    }[case]
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    if case == "hub_offline":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if case == "hub_unreachable":
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    if case == "cuda":
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = ExtractConfig(**{"output_dir": tmp_path / "out", "corpus": starter_corpus, **change})
+    with pytest.raises(UserError, match=fragment):
+        run_extract(config, loader=never_load)
+    assert not (tmp_path / "out").exists()
+
+
+def test_remote_code_never_runs_without_the_opt_in_and_stdin_is_never_read(starter_corpus, tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+    root = model_dir(tmp_path, {"model_type": "evil", "num_hidden_layers": 2,
+                                "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
+                                             "AutoModelForCausalLM": "modeling_evil.EvilModel"}})
+    code = f"open({str(marker)!r}, 'w').write('ran')\nfrom transformers import PretrainedConfig\nclass EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n"
+    write(root / "configuration_evil.py", code)
+    write(root / "modeling_evil.py", code)
+    result = CliRunner().invoke(app, ["extract", "--model", str(root), "--corpus", str(starter_corpus), "-o", str(tmp_path / "out")],
+                                input="y\ny\n")
+    assert "--trust-remote-code" in one_line_exit_2(result)
+    # below our own check, transformers itself must be told False (never None, which prompts on stdin)
+    from amygdala_tl.model import load_model, resolve_model_spec
+
+    monkeypatch.setattr("amygdala_tl.preflight.preflight", lambda *a, **k: None)
+    with pytest.raises(UserError, match="could not load model"):
+        load_model(resolve_model_spec(str(root)))
+    assert not marker.exists()
+    seen = {}
+
+    def spy(source, **kwargs):
+        seen.update(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", spy)
+    with pytest.raises(UserError):
+        load_model(resolve_model_spec(str(root)))
+    assert seen["trust_remote_code"] is False  # None would make transformers prompt on stdin
+
+
+def test_story_of_nul_bytes_is_an_error_naming_the_file(starter_corpus, tmp_path):
+    bad = starter_corpus / "stories" / "calm" / "binary.txt"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(UserError, match="binary.txt"):
+        run_extract(ExtractConfig(output_dir=tmp_path / "out", corpus=starter_corpus), loader=never_load)
+
+
+def test_framing_without_baseline_and_broken_symlink_warn(starter_corpus, tmp_path, tiny_model):
+    from amygdala_tl.corpus import CorpusWarning, load_corpus
+
+    (starter_corpus / "paired" / "the_morning_commute" / "baseline.txt").unlink()
+    (starter_corpus / "stories" / "calm" / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    with pytest.warns(CorpusWarning) as caught:
+        load_corpus(starter_corpus)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "without baseline.txt" in messages and "gone.txt" in messages
+
+
+def test_text_files_that_are_not_utf8_are_one_line_errors(tmp_path, no_model_load):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    write_readout(build_readout(["calm", "afraid"], [1], torch.randn(1, 2, 8)), tmp_path / "vec")
+    assert "latin1.txt" in one_line_exit_2(CliRunner().invoke(app, ["score", "--vectors", str(tmp_path / "vec"), "--file", str(bad)]))
+    assert "latin1.txt" in one_line_exit_2(CliRunner().invoke(app, ["heads", "detect", "--text-file", str(bad)]))
+
+
+def test_steer_and_ablate_arguments_are_checked_before_the_load(tmp_path, no_model_load):
+    vectors = tmp_path / "vec"
+    write_readout(build_readout(["calm", "afraid"], [1, 2], torch.randn(2, 2, 8)), vectors)
+    steer = ["steer", "go", "--vectors", str(vectors)]
+    assert "unknown concept 'joyful'" in one_line_exit_2(CliRunner().invoke(app, [*steer, "--concept", "joyful", "--layer", "1"]))
+    assert "layer 5 is not in the vectors" in one_line_exit_2(CliRunner().invoke(app, [*steer, "--concept", "calm", "--layer", "5"]))
+    assert "--alpha" in one_line_exit_2(CliRunner().invoke(app, [*steer, "--concept", "calm", "--layer", "1", "--alpha", "nan"]))
+    ablate = ["heads", "ablate", "--heads", "L0H0", "--prompt", "x", "--mode", "foo"]
+    assert "unknown ablation mode 'foo'" in one_line_exit_2(CliRunner().invoke(app, ablate))
+
+
+def test_interrupt_is_one_line_saying_how_to_resume(monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("amygdala_tl.extract.run_extract", interrupted)
+    result = CliRunner().invoke(app, ["extract"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 130 and len(lines) == 1 and "same command" in lines[0]
+
+
+# ---- the readout the server gets ---------------------------------------------------------------
+
+def test_degenerate_directions_are_refused_and_nothing_is_written(starter_corpus, tmp_path, tiny_model):
+    # one token per text (the tiny tokenizer has no BOS): every story reads the same last token, no signal
+    config = ExtractConfig(output_dir=tmp_path / "out", corpus=starter_corpus, layers="1", max_length=1, heads=False, use_cache=False)
+    with pytest.raises(UserError, match=r"direction for '\w+' at layer 1 is degenerate"):
+        run_extract(config, loader=lambda *a, **k: tiny_model)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage, fragment", [("nan_row", "NaN"), ("path_in_name", "not a snake_case name")])
+def test_loader_rejects_nan_rows_and_unsafe_names(tmp_path, damage, fragment):
+    directions = torch.randn(1, 2, 8)
+    if damage == "nan_row":
+        directions[0, 1] = float("nan")
+        readout = build_readout(["calm", "afraid"], [1], torch.randn(1, 2, 8))
+        readout.vectors[1][1] = float("nan")
+    else:
+        readout = build_readout(["calm", "../../escape"], [1], directions)
+    write_readout(readout, tmp_path)
+    with pytest.raises(UserError, match=fragment):
+        load_readout(tmp_path)
+
+
+def test_export_layers_are_block_indices_of_the_recorded_model(starter_corpus, tmp_path, tiny_model):
+    from gguf import GGUFReader
+
+    out = tmp_path / "out"
+    run_extract(ExtractConfig(output_dir=out, corpus=starter_corpus, layers="1,2", heads=False), loader=lambda *a, **k: tiny_model)
+    export = ["export", "--vectors", str(out), "--concept", "calm"]
+    assert "out of range for a model with 3 layers" in one_line_exit_2(CliRunner().invoke(app, [*export, "--layers", "99"]))
+    result = CliRunner().invoke(app, [*export, "--layers", "-1", "-o", str(tmp_path / "calm.gguf")])
+    assert result.exit_code == 0, result.output
+    assert [t.name for t in GGUFReader(str(tmp_path / "calm.gguf")).tensors] == ["direction.2"]  # the model's last block
+
+
+# ---- the output directory describes one run ------------------------------------------------------
+
+def test_a_later_run_removes_files_it_did_not_write_and_readers_refuse_strangers(starter_corpus, tmp_path, tiny_model, monkeypatch):
+    from amygdala_tl.report import run_report
+    from amygdala_tl.scoring import score_texts
+
+    out = tmp_path / "out"
+    relative = Path("corpus")
+    monkeypatch.chdir(starter_corpus.parent)
+    first = run_extract(ExtractConfig(output_dir=out, corpus=relative, layers="1,2", quality_report=True),
+                        loader=lambda *a, **k: tiny_model)
+    assert {"per_head.json", "quality.json", "report.html"} <= set(first.sidecar["files"])
+    second = run_extract(ExtractConfig(output_dir=out, corpus=relative, layers="2", heads=False), loader=lambda *a, **k: tiny_model)
+    assert not (out / "per_head.json").exists() and not (out / "quality.json").exists() and not (out / "report.html").exists()
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == second.sidecar["files"]
+    # report works from another working directory (extract.json records absolute paths)
+    monkeypatch.chdir(tmp_path.parent)
+    quality, _ = run_report(out)
+    assert quality["layers"] == [2] and "quality.json" in json.loads((out / "extract.json").read_text())["files"]
+    # a readout copied in from another run is refused by the readers of extract.json
+    other = tmp_path / "other"
+    run_extract(ExtractConfig(output_dir=other, corpus=starter_corpus, layers="2", heads=False), loader=lambda *a, **k: tiny_model)
+    (out / "readout.safetensors").write_bytes((other / "readout.safetensors").read_bytes())
+    with pytest.raises(UserError, match="does not belong to the run"):
+        score_texts(out, ["the cat"], None, None, None, loader=never_load)
+    # and report refuses a cache that holds nothing for this run
+    with pytest.raises(UserError, match="no entries for this run"):
+        run_report(other, cache_dir=tmp_path / "empty-cache")
+
+
+def test_score_truncates_a_long_text_as_extract_did_and_says_so(starter_corpus, tmp_path, tiny_model, monkeypatch):
+    from amygdala_tl.scoring import score_texts
+
+    monkeypatch.setattr("amygdala_tl.scoring.preflight", lambda *a, **k: None)  # the tiny model has no hub id to check
+
+    out = tmp_path / "out"
+    run_extract(ExtractConfig(output_dir=out, corpus=starter_corpus, layers="2", heads=False, max_length=32),
+                loader=lambda *a, **k: tiny_model)
+    warnings: list[str] = []
+    results = score_texts(out, ["the cat sat " * 400, "the dog"], None, None, None, loader=lambda *a, **k: tiny_model,
+                          warn=warnings.append)
+    assert len(results) == 2 and len(warnings) == 1 and "text 1" in warnings[0] and "32" in warnings[0]
