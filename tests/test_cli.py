@@ -30,6 +30,6 @@ def test_help_reads_well():
 
 
 def test_shipped_corpus_passes_corpus_check():
-    result = CliRunner().invoke(app, ["corpus", "check", "--corpus", str(CORPUS), "--expect", ",".join(CONCEPTS), "--min-positives", "3"])
+    result = CliRunner().invoke(app, ["corpus", "check", "--corpus", str(CORPUS), "--expect", ",".join(CONCEPTS), "--min-positives", "10"])
     assert result.exit_code == 0, result.output
     assert "60 concepts" in result.output and "0 problems" in result.output

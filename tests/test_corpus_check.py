@@ -8,15 +8,25 @@ from amygdala_tl.corpus_check import check_corpus
 from .conftest import write
 
 GOOD = "She walked along the quiet road as the light changed over the fields and the hills. " * 6  # 96 words
+VOCAB = ("road light field hill river stone bread window door table chair lamp garden morning evening winter "
+         "summer kettle letter coat boot ladder harbour market bridge station orchard meadow cloud").split()
+
+
+def distinct(seed: int, n_words: int = 96) -> str:
+    """A story-length text sharing (almost) no word 5-grams with any other seed's text."""
+    import random
+
+    rng = random.Random(seed)
+    return " ".join(rng.choice(VOCAB) for _ in range(n_words)) + "."
 
 
 def test_every_problem_is_reported_with_its_file(tmp_path):
     ok = write(tmp_path / "stories" / "calm" / "ok.txt", GOOD)
-    named = write(tmp_path / "stories" / "anxious" / "named.txt", GOOD + "Her anxiety rose.")
+    named = write(tmp_path / "stories" / "anxious" / "named.txt", distinct(3) + " Her anxiety rose.")
     short = write(tmp_path / "stories" / "calm" / "short.txt", "Too short to count.")
     empty = write(tmp_path / "stories" / "calm" / "empty.txt", "")
     copy = write(tmp_path / "stories" / "afraid" / "copy.txt", GOOD)
-    orphan = write(tmp_path / "paired" / "no_baseline" / "calm.txt", GOOD.replace("quiet", "still"))
+    orphan = write(tmp_path / "paired" / "no_baseline" / "calm.txt", distinct(1))
     bad = tmp_path / "stories" / "calm" / "latin1.txt"
     bad.write_bytes(("caf\xe9 " * 90).encode("latin-1"))
     stats, problems = check_corpus(tmp_path, expect=["calm", "joyful"], min_positives=2)
@@ -45,7 +55,26 @@ def test_forbidden_forms_are_whole_words():
 
 def test_a_bad_concept_name_does_not_hide_the_other_stories(tmp_path):
     write(tmp_path / "stories" / "Bad-Name" / "a.txt", GOOD)
-    write(tmp_path / "stories" / "calm" / "a.txt", GOOD.replace("quiet", "still"))
+    write(tmp_path / "stories" / "calm" / "a.txt", distinct(2))
     stats, problems = check_corpus(tmp_path)
     assert stats["calm"].unpaired == 1
     assert [p.path for p in problems] == [str(tmp_path / "stories" / "Bad-Name")]
+
+
+def test_near_duplicates_are_errors_naming_both_files_except_within_a_scenario(tmp_path):
+    original = distinct(10, 120)
+    write(tmp_path / "stories" / "calm" / "original.txt", original)
+    words = original.split()
+    words[40:43] = ["something", "else", "entirely"]  # a light edit keeps most 5-grams
+    edited = write(tmp_path / "stories" / "serene" / "edited.txt", " ".join(words))
+    write(tmp_path / "stories" / "joyful" / "unrelated.txt", distinct(11))
+    baseline = write(tmp_path / "paired" / "walk" / "baseline.txt", distinct(12, 120))
+    write(tmp_path / "paired" / "walk" / "calm.txt", baseline.read_text() + " and the light held")  # same events: allowed
+    heldout_copy = write(tmp_path / "heldout" / "joyful" / "h.txt", distinct(11))
+    neutral_named = write(tmp_path / "heldout" / "anxious" / "named.txt", distinct(13) + " Anxiety.")
+    _, problems = check_corpus(tmp_path)
+    messages = [str(p) for p in problems]
+    assert len([m for m in messages if "near-duplicate" in m or "same text" in m]) == 2, messages
+    assert any(str(edited) in m and "original.txt" in m and "Jaccard" in m for m in messages)
+    assert any(str(heldout_copy) in m and "unrelated.txt" in m for m in messages)  # held-out checked against training
+    assert any(str(neutral_named) in m and "names its own concept" in m for m in messages)  # held-out is linted too

@@ -22,6 +22,7 @@ from .concepts import SAFE_NAME
 from .errors import UserError
 
 BASELINE = "baseline"
+NEUTRAL = "_neutral"  # heldout/_neutral/: evaluation texts that frame no concept
 
 
 class CorpusWarning(UserWarning):
@@ -201,6 +202,33 @@ def paired_files(paired_dir: Path, on_error=None) -> list[tuple[Path, str, str]]
                 continue
             entries.append((file, label, scenario.name))
     return entries
+
+
+def heldout_files(heldout_dir: Path, on_error=None) -> list[tuple[Path, str, None]]:
+    """(file, concept or NEUTRAL, None) for heldout/<concept>/*.txt and heldout/_neutral/*.txt."""
+    entries = []
+    for child in sorted(p for p in Path(heldout_dir).iterdir() if p.is_dir()):
+        try:
+            label = NEUTRAL if child.name == NEUTRAL else _check_name(child.name, child)
+        except UserError as error:
+            if on_error is None:
+                raise
+            on_error(child, error)
+            continue
+        entries += [(f, label, None) for f in _existing(sorted(child.glob("*.txt")))]
+    return entries
+
+
+def load_heldout(heldout_dir: Path) -> list[Story]:
+    """The development test set: evaluation only, never trained on (labels: concepts or NEUTRAL)."""
+    heldout_dir = Path(heldout_dir)
+    if not heldout_dir.is_dir():
+        raise UserError(f"held-out directory not found: {heldout_dir}")
+    stories = [Story(text, path, label) for path, label, _ in heldout_files(heldout_dir) if (text := read_story(path))]
+    if not stories:
+        raise UserError(f"no held-out texts in {heldout_dir} (expected <concept>/*.txt and _neutral/*.txt)")
+    _reject_shared_texts(stories)
+    return stories
 
 
 def _existing(files: list[Path]) -> list[Path]:
