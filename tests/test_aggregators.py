@@ -30,10 +30,14 @@ def test_unit_norm_sign_aligned_and_finds_the_planted_dimension(method):
     assert int(direction.abs().argmax()) == 3 and float(direction @ signal) > 0.5
 
 
-def test_mean_is_the_pooled_direction():
-    acts, membership, _ = data()
-    reference = diff_of_means(acts, membership)[0].float()
-    torch.testing.assert_close(aggregate("mean", acts, membership)[0], reference / reference.norm())
+def test_mean_is_the_unit_diff_of_means_against_every_non_member_by_hand():
+    """Two concepts and one baseline text (in no concept) in 2-D. A's negatives are B's positives AND the
+    baseline: mean (3, 2) - mean((-1,-3), (1,-3), (-6,-3)) = (3, 2) - (-2, -3) = (5, 5).
+    B: mean (0, -3) - mean((2,3), (4,1), (-6,-3)) = (0, -3) - (0, 1/3) = (0, -10/3)."""
+    acts = torch.tensor([[2.0, 3.0], [4.0, 1.0], [-1.0, -3.0], [1.0, -3.0], [-6.0, -3.0]])
+    membership = torch.tensor([[True, True, False, False, False], [False, False, True, True, False]])
+    expected = torch.tensor([[2 ** -0.5, 2 ** -0.5], [0.0, -1.0]])
+    torch.testing.assert_close(aggregate("mean", acts, membership), expected, atol=1e-6, rtol=0)
 
 
 def test_logistic_l1_is_sparse_and_l2_is_not():

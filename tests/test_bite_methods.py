@@ -1,0 +1,174 @@
+"""Methods checked against independent computations: left truncation with a BOS-adding tokenizer,
+the subspace direction against a from-scratch fp64 reference of methods.md, and steer's alpha
+scaling against a captured residual norm."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from amygdala_tl import hooks
+from amygdala_tl.capture import tokenize
+from amygdala_tl.directions.subspace import subspace_directions
+from amygdala_tl.readout import build_readout
+
+from .conftest import WORDS
+
+# ---- tokenization: BOS kept, the END of a long story kept ----------------------------------------
+
+
+def bos_tokenizer():
+    """Word-level tokenizer whose post-processor prepends [BOS] (as Llama/SmolLM tokenizers do)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="[BOS]", pad_token="[PAD]", unk_token="[UNK]")
+
+
+def test_tokenize_keeps_bos_and_the_end_of_a_long_text():
+    tokenizer = bos_tokenizer()
+    vocab = tokenizer.get_vocab()
+    long_words = "the cat sat on the mat and the dog was quiet in the warm room".split()
+    texts = ["rain on the road", " ".join(long_words), "the sun", " ".join(long_words[:5])]
+    assert tokenizer(texts[0])["input_ids"][0] == 2  # the tokenizer really adds a BOS
+    max_length = 6
+    ids, truncated = tokenize(tokenizer, texts, max_length)
+    assert truncated == [1]
+    assert ids[1] == [2] + [vocab[w] for w in long_words[-(max_length - 1):]]  # [BOS] + the last 5 words
+    assert len(ids[1]) == max_length
+    # texts that fit (the one at exactly max_length included) are unchanged
+    assert ids[0] == [2] + [vocab[w] for w in "rain on the road".split()]
+    assert ids[2] == [2, vocab["the"], vocab["sun"]]
+    assert ids[3] == [2] + [vocab[w] for w in long_words[:5]] and len(ids[3]) == max_length
+    # a single token of room still keeps the BOS
+    ids, truncated = tokenize(tokenizer, texts, 2)
+    assert truncated == [0, 1, 2, 3] and ids[1] == [2, vocab["room"]]
+
+
+# ---- subspace: an independent reference of methods.md's recipe ----------------------------------
+
+
+def reference_subspace(bases, positive, reference, eigen_k):
+    """methods.md, "subspace": M = mean_pos V V^T - mean_neg V V^T (fp64, full eigh); take the top
+    eigen_k eigenvectors, flip each so it points along the pooled diff-of-means, weight each by its
+    eigenvalue clamped at 0, sum, normalize, and flip the result to point along the reference too."""
+    d = bases[0].shape[0]
+    m_pos = sum((bases[i].double() @ bases[i].double().T for i in range(len(bases)) if positive[i]), torch.zeros(d, d, dtype=torch.float64))
+    m_neg = sum((bases[i].double() @ bases[i].double().T for i in range(len(bases)) if not positive[i]), torch.zeros(d, d, dtype=torch.float64))
+    n_pos = int(sum(positive))
+    matrix = m_pos / n_pos - m_neg / (len(bases) - n_pos)
+    values, vectors = torch.linalg.eigh(matrix)
+    order = torch.argsort(values, descending=True)[:eigen_k]
+    total = torch.zeros(d, dtype=torch.float64)
+    for value, vector in zip(values[order], vectors[:, order].T):
+        if float(vector @ reference) < 0:
+            vector = -vector
+        total += max(float(value), 0.0) * vector
+    if float(total @ reference) < 0:
+        total = -total
+    return total / total.norm(), values[order]
+
+
+# Each story's basis is a subset of 6 orthonormal directions u_0..u_5 (a random rotation of R^6), so
+# M = sum_j (pos_count_j / 6 - neg_count_j / 6) u_j u_j^T exactly: eigenvalues 1, 1/2, 1/3, -1/6, -1/2, -1.
+POSITIVE_SETS = [(0, 1), (0, 1, 2), (0, 1, 2), (0, 1, 2), (0, 4), (0, 3)]
+NEGATIVE_SETS = [(5, 1, 4), (5, 2, 4), (5, 3, 4), (5, 3, 4), (5,), (5,)]
+EIGENVALUES = [1.0, 0.5, 1 / 3, -1 / 6, -0.5, -1.0]
+
+
+def planted_bases(d=6, seed=0):
+    rotation, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    bases = [rotation[:, list(s)].float().contiguous() for s in POSITIVE_SETS + NEGATIVE_SETS]
+    return bases, rotation
+
+
+def test_subspace_direction_equals_an_independent_fp64_reference():
+    """eigen_k = 4 reaches the negative eigenvalue -1/6 (clamped to weight 0), and the weights 1, 1/2, 1/3
+    differ: dropping the clamp or the eigenvalue weighting changes the answer. Every sign pattern of
+    the reference over u_0..u_3 is tried: the eigenvectors' own signs (arbitrary from eigh) can agree
+    with at most a couple of them, so skipping the per-vector alignment changes the answer too."""
+    bases, rotation = planted_bases()
+    n = len(bases)
+    patterns = list(itertools.product([1.0, -1.0], repeat=4))
+    magnitudes = torch.tensor([0.3, 1.0, 0.7, 0.5], dtype=torch.float64)  # not proportional to the answer
+    references = torch.stack([rotation[:, :4] @ (torch.tensor(s, dtype=torch.float64) * magnitudes) for s in patterns])
+    membership = torch.tensor([[i < 6 for i in range(n)]] * len(patterns))
+    result = subspace_directions(bases, membership, references, eigen_k=4)
+    for c, signs in enumerate(patterns):
+        expected, top_values = reference_subspace(bases, membership[c].tolist(), references[c], eigen_k=4)
+        torch.testing.assert_close(top_values, torch.tensor(EIGENVALUES[:4], dtype=torch.float64), atol=1e-6, rtol=0)
+        # the closed form: the three positive eigenvectors with the reference's signs, weighted 1, 1/2, 1/3
+        closed = rotation[:, :3] @ (torch.tensor(signs[:3], dtype=torch.float64) * torch.tensor(EIGENVALUES[:3], dtype=torch.float64))
+        torch.testing.assert_close(expected, closed / closed.norm(), atol=1e-6, rtol=0)
+        torch.testing.assert_close(result.directions[c].double(), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.eigvals[0].double(), torch.tensor(EIGENVALUES, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+def test_subspace_direction_on_random_bases_equals_the_reference():
+    """Generic data: random per-story bases in d = 16 plus a direction only the positives share."""
+    generator = torch.Generator().manual_seed(3)
+    d, n = 16, 12
+    shared = torch.nn.functional.normalize(torch.randn(d, generator=generator), dim=0)
+    bases = []
+    for i in range(n):
+        columns = torch.randn(d, 3, generator=generator)
+        if i < 4:
+            columns = torch.cat([shared[:, None], columns], dim=1)
+        bases.append(torch.linalg.qr(columns)[0])
+    membership = torch.tensor([[i < 4 for i in range(n)], [4 <= i < 8 for i in range(n)]])
+    references = torch.randn(2, d, generator=generator, dtype=torch.float64)
+    result = subspace_directions(bases, membership, references, eigen_k=3)
+    for c in range(2):
+        expected, top_values = reference_subspace(bases, membership[c].tolist(), references[c], eigen_k=3)
+        gaps = (top_values[:-1] - top_values[1:]).abs()
+        assert float(gaps.min()) > 1e-3  # eigenvectors well defined
+        torch.testing.assert_close(result.directions[c].double(), expected, atol=1e-4, rtol=0)
+
+
+# ---- steer: alpha is in units of the mean residual norm (first position excluded) ---------------
+
+
+def test_steer_adds_alpha_times_the_mean_residual_norm_after_the_first_token(tiny_model, monkeypatch):
+    import amygdala_tl.steer as steer_module
+
+    layer, alpha = 1, 2.5
+    prompt = "the cat sat on the mat and the dog was quiet"
+    directions = torch.nn.functional.normalize(torch.randn(2, 2, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    readout = build_readout(["calm", "afraid"], [1, 2], directions)
+
+    tokens = torch.tensor([tiny_model.tokenizer(prompt)["input_ids"]])
+    store = {}
+    with torch.inference_mode():
+        tiny_model.bridge.run_with_hooks(tokens, return_type=None, fwd_hooks=[
+            (hooks.resid_post(layer), lambda act, hook: store.__setitem__("resid", act.detach().clone()))])
+    norms = store["resid"][0].norm(dim=-1)
+    expected = alpha * float(norms[1:].mean())
+    assert abs(float(norms.mean()) - float(norms[1:].mean())) > 1e-3 * float(norms.mean())  # the first position matters
+
+    used_hooks = []
+    original_generate = steer_module.generate
+
+    def recording_generate(model, prompt, fwd_hooks, *args, **kwargs):
+        used_hooks.append(list(fwd_hooks))
+        return original_generate(model, prompt, fwd_hooks, *args, **kwargs)
+
+    monkeypatch.setattr(steer_module, "generate", recording_generate)
+    result = steer_module.steer(tiny_model, readout, "afraid", layer, alpha, prompt, max_new_tokens=1)
+    assert result["added_norm"] == pytest.approx(expected, rel=1e-5)
+
+    # what the steered run really adds to the residual at the layer: alpha * mean norm * the unit vector
+    steered_hooks = [h for h in used_hooks if h]
+    assert len(steered_hooks) == 1
+    with torch.inference_mode():
+        tiny_model.bridge.run_with_hooks(tokens, return_type=None, fwd_hooks=steered_hooks[0] + [
+            (hooks.resid_post(layer), lambda act, hook: store.__setitem__("steered", act.detach().clone()))])
+    added = (store["steered"] - store["resid"])[0]
+    vector = readout.vectors[layer][1].float()
+    torch.testing.assert_close(added, (expected * vector).expand_as(added), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(added.norm(dim=-1), torch.full((tokens.shape[1],), expected * float(vector.norm())), atol=1e-4, rtol=1e-5)
