@@ -3,7 +3,7 @@
 import sys
 
 from amygdala_tl.capture import capture
-from amygdala_tl.store import ActivationStore
+from amygdala_tl.capture.store import ActivationStore
 from tests.conftest import make_tiny_model
 from tests.test_store import TEXTS
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from amygdala_tl.directions.aggregators import AGGREGATORS, aggregate
 from amygdala_tl.directions.pooled import diff_of_means
+from amygdala_tl.directions.registry import METHODS, MethodInputs
+
+AGGREGATORS = ("mean", "pca", "logistic", "logistic_l1")
+
+
+def aggregate(method, acts, membership, partner=None, l1_c=0.05):
+    """One layer's directions through the method registry, as every pipeline gets them."""
+    partner = partner if partner is not None else torch.full((acts.shape[0],), -1)
+    return METHODS[method].fit(acts, membership, MethodInputs(partner, l1_c=l1_c))
 
 
 def data(seed=0, d=40, n_pos=12, n_neg=60):

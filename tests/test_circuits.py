@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from amygdala_tl import hooks
+from amygdala_tl.capture import encode, make_batches
 from amygdala_tl.circuits.ablation import Condition, run_ablations, tokens_of
 from amygdala_tl.circuits.concept import concept_circuit, readout_scores
-from amygdala_tl.circuits.detectors import (duplicate_token, induction, natural_batch, parse_head, positional,
-                                            previous_token)
-from amygdala_tl.capture import make_batches, tokenize
+from amygdala_tl.circuits.detectors import duplicate_token, induction, natural_batch, positional, previous_token
+from amygdala_tl.circuits.head import Head
 from amygdala_tl.corpus import load_corpus
 from amygdala_tl.errors import UserError
 
@@ -109,8 +109,8 @@ def test_zero_ablating_a_head_removes_exactly_its_w_o_contribution(tiny_model):
 
 def test_ablation_report_is_consistent(tiny_model):
     prompts = ["the cat sat on the", "she had a cup of"]
-    results = run_ablations(tiny_model, prompts, [Condition(((1, 0), (1, 2)), "zero"), Condition(((2, 1),), "mean", -1),
-                                                  Condition(((0, 3),), "value", 1)], k=3)
+    results = [r.to_json() for r in run_ablations(tiny_model, prompts, [Condition(((1, 0), (1, 2)), "zero"), Condition(((2, 1),), "mean", -1),
+                                                                        Condition(((0, 3),), "value", 1)], k=3)]
     assert [r["heads"] for r in results] == [["L1H0", "L1H2"], ["L2H1"], ["L0H3"]]
     for result in results:
         changed = [row["top1_changed"] for row in result["prompts"]]
@@ -124,13 +124,13 @@ def test_ablation_report_is_consistent(tiny_model):
     with pytest.raises(UserError, match="L9H0"):
         run_ablations(tiny_model, prompts, [Condition(((9, 0),))])
     with pytest.raises(UserError, match="L3H5"):
-        parse_head("3.5")
+        Head.parse("3.5")
 
 
 def test_concept_circuit_effect_matches_a_manual_ablation(tiny_model, starter_corpus):
     corpus = load_corpus(starter_corpus)
     vector = torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(0)), dim=0)
-    report = concept_circuit(tiny_model, corpus, "calm", 1, vector, n_negatives=5, batch_size=4)
+    report = concept_circuit(tiny_model, corpus, "calm", 1, vector, n_negatives=5, batch_size=4).to_json()
     assert report["ablated_layers"] == [0, 1] and len(report["ablation_effects"]) == 2
     effects = [v for _, v in report["ablation_ranking"]]
     assert effects == sorted(effects, reverse=True)
@@ -140,14 +140,14 @@ def test_concept_circuit_effect_matches_a_manual_ablation(tiny_model, starter_co
     pos = positive.nonzero().flatten().tolist()
     neg_all = (~positive).nonzero().flatten()
     neg = neg_all[torch.randperm(len(neg_all), generator=torch.Generator().manual_seed(0))[:5]].tolist()
-    ids, _ = tokenize(tiny_model.tokenizer, [corpus.stories[i].text for i in pos + neg], 512)
+    ids, _ = encode(tiny_model.tokenizer, [corpus.stories[i].text for i in pos + neg], 512)
     batches = make_batches(ids, 4, tiny_model.tokenizer.pad_token_id)
     z_sum, count = 0, 0
     for batch in batches:
         grabbed = {}
         with torch.inference_mode():
             tiny_model.bridge.run_with_hooks(batch.input_ids, attention_mask=batch.attention_mask, return_type=None,
-                                             fwd_hooks=[(hooks.attn_z(0), lambda z, hook: grabbed.__setitem__("z", z.detach()))])
+                                             fwd_hooks=[(hooks.attn_z(0), lambda z, hook, grabbed=grabbed: grabbed.__setitem__("z", z.detach()))])
         z_sum = z_sum + (grabbed["z"] * batch.attention_mask[:, :, None, None]).sum((0, 1))
         count += batch.attention_mask.sum()
     mean = z_sum / count
@@ -178,5 +178,5 @@ def test_detector_and_ablation_outputs_are_written(planted, tmp_path):
     page = (tmp_path / "heads.html").read_text()
     assert page.count("<section") == 2 and "data:image/png;base64," in page
     ablations = run_ablations(planted, ["the cat sat on the"], [Condition(((0, 1),), "zero", 2)])
-    html_page = ablation_html(ablations)
+    html_page = ablation_html([a.to_json() for a in ablations])
     assert html_page.count("class=ablated") == 1 and "KL(clean||ablated)" in html_page

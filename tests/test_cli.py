@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from amygdala_tl.cli import app
-from amygdala_tl.concepts import CONCEPTS
+from amygdala_tl.corpus import CONCEPTS
 
 from .conftest import CORPUS
 

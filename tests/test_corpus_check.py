@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from amygdala_tl.concepts import names_own_concept
-from amygdala_tl.corpus_check import check_corpus
+from amygdala_tl.corpus import check_corpus, names_own_concept
 
 from .conftest import write
 

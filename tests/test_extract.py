@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from amygdala_tl.errors import UserError
-from amygdala_tl.extract import ExtractConfig, run_extract
-from amygdala_tl.readout import load_readout
+from amygdala_tl.formats.readout import load_readout
+from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
 from .conftest import write
 
@@ -70,7 +70,7 @@ def test_extract_on_tiny_model_writes_a_consistent_export(starter_corpus, tmp_pa
 
 
 def test_report_reproduces_a_refit_method_run_from_separate_dirs(starter_corpus, tmp_path, tiny_model, monkeypatch):
-    from amygdala_tl.report import run_report
+    from amygdala_tl.pipelines.report import run_report
 
     out = tmp_path / "out"
     config = ExtractConfig(output_dir=out, stories_dir=starter_corpus / "stories", paired_dir=starter_corpus / "paired",

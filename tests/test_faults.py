@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from amygdala_tl.cli import app
 from amygdala_tl.errors import UserError
-from amygdala_tl.extract import ExtractConfig, run_extract
-from amygdala_tl.readout import build_readout, load_readout, write_readout
+from amygdala_tl.formats.readout import build_readout, load_readout, write_readout
+from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
 from .conftest import write
 
@@ -149,7 +149,7 @@ def test_interrupt_is_one_line_saying_how_to_resume(monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("amygdala_tl.extract.run_extract", interrupted)
+    monkeypatch.setattr("amygdala_tl.pipelines.extract.run_extract", interrupted)
     result = CliRunner().invoke(app, ["extract"])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 130 and len(lines) == 1 and "same command" in lines[0]
@@ -194,18 +194,18 @@ def test_export_layers_are_block_indices_of_the_recorded_model(starter_corpus, t
 # ---- the output directory describes one run ------------------------------------------------------
 
 def test_a_later_run_removes_files_it_did_not_write_and_readers_refuse_strangers(starter_corpus, tmp_path, tiny_model, monkeypatch):
-    from amygdala_tl.report import run_report
-    from amygdala_tl.scoring import score_texts
+    from amygdala_tl.pipelines.report import run_report
+    from amygdala_tl.pipelines.score import score_texts
 
     out = tmp_path / "out"
     relative = Path("corpus")
     monkeypatch.chdir(starter_corpus.parent)
     first = run_extract(ExtractConfig(output_dir=out, corpus=relative, layers="1,2", quality_report=True),
                         loader=lambda *a, **k: tiny_model)
-    assert {"per_head.json", "quality.json", "report.html"} <= set(first.sidecar["files"])
+    assert {"per_head.json", "quality.json", "report.html"} <= set(first.record.files)
     second = run_extract(ExtractConfig(output_dir=out, corpus=relative, layers="2", heads=False), loader=lambda *a, **k: tiny_model)
     assert not (out / "per_head.json").exists() and not (out / "quality.json").exists() and not (out / "report.html").exists()
-    assert sorted(p.name for p in out.iterdir() if p.is_file()) == second.sidecar["files"]
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == second.record.files
     # report works from another working directory (extract.json records absolute paths)
     monkeypatch.chdir(tmp_path.parent)
     quality, _ = run_report(out)
@@ -222,9 +222,9 @@ def test_a_later_run_removes_files_it_did_not_write_and_readers_refuse_strangers
 
 
 def test_score_truncates_a_long_text_as_extract_did_and_says_so(starter_corpus, tmp_path, tiny_model, monkeypatch):
-    from amygdala_tl.scoring import score_texts
+    from amygdala_tl.pipelines.score import score_texts
 
-    monkeypatch.setattr("amygdala_tl.scoring.preflight", lambda *a, **k: None)  # the tiny model has no hub id to check
+    monkeypatch.setattr("amygdala_tl.pipelines.vectors.preflight", lambda *a, **k: None)  # the tiny model has no hub id to check
 
     out = tmp_path / "out"
     run_extract(ExtractConfig(output_dir=out, corpus=starter_corpus, layers="2", heads=False, max_length=32),

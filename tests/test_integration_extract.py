@@ -9,9 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from amygdala_tl import extract as extract_module
-from amygdala_tl.capture import capture, tokenize
+from amygdala_tl.capture import capture, encode
 from amygdala_tl.cli import app
-from amygdala_tl.readout import load_readout, score
+from amygdala_tl.formats.readout import load_readout, score
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def hf_last_token_outputs(hf_model, tokenizer, text, layers):
         )
         for layer in layers
     ]
-    ids, _ = tokenize(tokenizer, [text], max_length=512)
+    ids, _ = encode(tokenizer, [text], max_length=512)
     with torch.inference_mode():
         hf_model(torch.tensor(ids))
     for handle in handles:

@@ -6,9 +6,14 @@ import pytest
 import torch
 from transformer_lens.head_detector import detect_head
 
-from amygdala_tl.circuits.detectors import induction, previous_token, natural_batch
-from amygdala_tl.circuits.patterns import (attention_patterns, duplicate_token_detection, induction_detection,
-                                           previous_token_detection, score_detection)
+from amygdala_tl.circuits.detectors import induction, natural_batch, previous_token
+from amygdala_tl.circuits.patterns import (
+    attention_patterns,
+    duplicate_token_detection,
+    induction_detection,
+    previous_token_detection,
+    score_detection,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +42,9 @@ def test_trained_model_has_induction_and_previous_token_heads(bundled):
     chance = 1 / 40  # attention spread evenly over the positions a second-half query can see is below this
     top_head, top_score = result.top(1)[0]
     assert top_score > 10 * chance and len(result.flagged) >= 2
-    from .conftest import CORPUS
     from amygdala_tl.corpus import load_corpus
+
+    from .conftest import CORPUS
 
     natural = natural_batch(bundled.tokenizer, load_corpus(CORPUS).texts[:24], 48)
     previous = previous_token(bundled, natural)

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from amygdala_tl.capture import capture, tokenize
-from amygdala_tl.extract import ExtractConfig, run_extract
+from amygdala_tl.capture import capture, encode
+from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ def test_hook_z_equals_the_input_of_hf_o_proj(bundled, hf_reference):
     handle = hf_reference.model.layers[layer].self_attn.o_proj.register_forward_pre_hook(
         lambda module, args: captured.__setitem__("o_in", args[0][0, -1])
     )
-    ids, _ = tokenize(bundled.tokenizer, [text], 512)
+    ids, _ = encode(bundled.tokenizer, [text], 512)
     with torch.inference_mode():
         hf_reference(torch.tensor(ids))
     handle.remove()

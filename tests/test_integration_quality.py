@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from amygdala_tl import report as report_module
-from amygdala_tl.extract import ExtractConfig, run_extract
+from amygdala_tl.pipelines import report as report_module
+from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
+from amygdala_tl.pipelines.score import score_texts
 from amygdala_tl.quality.html import SECTIONS
-from amygdala_tl.scoring import score_texts
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-output"
@@ -66,7 +66,7 @@ def test_report_reproduces_quality_json_without_the_model(quality_run, monkeypat
 
 
 def test_html_report_renders_in_headless_chromium(quality_run):
-    from amygdala_tl.html_check import check_page
+    from tests.html_check import check_page
 
     _, out = quality_run
     if shutil.which("chromium") is None:
@@ -84,11 +84,11 @@ def test_score_matches_the_exported_vectors(quality_run, bundled):
     result, out = quality_run
     results = score_texts(out, ["I could not stop shaking while I waited for the phone to ring."], None, None, None,
                           loader=lambda *a, **k: bundled)
-    scores = results[0]["scores"]
+    scores = results[0].to_json()["scores"]
     assert set(scores) == {str(layer) for layer in result.readout.layers}
     assert set(scores[str(result.readout.layers[0])]) == set(result.readout.concepts)
     centred = score_texts(out, ["I could not stop shaking while I waited for the phone to ring."], None, None, None,
-                          loader=lambda *a, **k: bundled, centered=True)[0]["scores"]
+                          loader=lambda *a, **k: bundled, centered=True)[0].to_json()["scores"]
     offsets = json.loads((out / "extract.json").read_text())["score_offsets"]
     layer = str(result.readout.layers[0])
     for concept, raw in scores[layer].items():

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from amygdala_tl.quality.heldout import evaluate_scores, fold_refit_scores, grouped_folds, heldout_evaluation, labels_of, loo_pooled_scores
-from amygdala_tl.quality.metrics import best_neurons, linear_combination, nearest_concepts, cosine_matrix, variance_ratios
 from amygdala_tl.directions.pooled import normalize, pooled_directions
+from amygdala_tl.quality.heldout import evaluate_scores, fold_refit_scores, grouped_folds, heldout_evaluation, labels_of, loo_pooled_scores
+from amygdala_tl.quality.metrics import best_neurons, cosine_matrix, linear_combination, nearest_concepts, variance_ratios
 
 
 def test_first_pc_ratio_matches_a_hand_computation():

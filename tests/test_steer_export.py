@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from amygdala_tl.compare import compare_methods
 from amygdala_tl.errors import UserError
-from amygdala_tl.export_gguf import read_control_vector, write_control_vector
-from amygdala_tl.extract import ExtractConfig
-from amygdala_tl.readout import build_readout
-from amygdala_tl.steer import generate, steering_hook
+from amygdala_tl.formats.gguf import read_control_vector, write_control_vector
+from amygdala_tl.formats.readout import build_readout
+from amygdala_tl.pipelines.compare import compare_methods
+from amygdala_tl.pipelines.extract import ExtractConfig
+from amygdala_tl.pipelines.steer import generate, steering_hook
 
 
 def llama_cpp_slots(path, n_layer: int) -> dict[int, np.ndarray]:
@@ -45,9 +45,11 @@ def test_gguf_control_vector_steers_the_block_it_was_learned_at(tiny_model, tmp_
     assert sorted(slots) == [1, n_layers - 1], "every exported layer must be steerable by llama.cpp"
 
     hf = make_tiny_hf()
-    handles = [hf.model.layers[il].register_forward_hook(
-        lambda module, args, output, v=torch.from_numpy(vec): (output[0] + v, *output[1:]) if isinstance(output, tuple) else output + v)
-        for il, vec in slots.items()]
+    def add_after_block(vector):
+        v = torch.from_numpy(vector)
+        return lambda module, args, output: (output[0] + v, *output[1:]) if isinstance(output, tuple) else output + v
+
+    handles = [hf.model.layers[il].register_forward_hook(add_after_block(vec)) for il, vec in slots.items()]
     tokens = torch.tensor([tiny_model.tokenizer("the cat sat on the mat and the dog")["input_ids"]])
     with torch.inference_mode():
         llama_cpp_logits = hf(tokens).logits
@@ -85,7 +87,8 @@ def test_steering_hook_adds_the_vector_at_every_position(tiny_model):
 
 def test_compare_methods_table(tiny_model, starter_corpus, tmp_path):
     config = ExtractConfig(output_dir=tmp_path, corpus=starter_corpus, layers="1,2", batch_size=8)
-    rows = compare_methods(config, ["pooled", "mean", "pca", "logistic", "logistic_l1", "subspace"], loader=lambda *a, **k: tiny_model)
+    rows = [row.to_json() for row in compare_methods(config, ["pooled", "mean", "pca", "logistic", "logistic_l1", "subspace"],
+                                                     loader=lambda *a, **k: tiny_model)]
     assert [row["method"] for row in rows] == ["pooled", "mean", "pca", "logistic", "logistic_l1", "subspace"]
     for row in rows:
         assert row["best_layer"] in (1, 2) and 0 <= row["auroc"] <= 1 and 0 <= row["top1"] <= 1

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from amygdala_tl.capture import capture
-from amygdala_tl.store import ActivationStore, StoreWarning, activations_from_store
+from amygdala_tl.capture import activations_from_store, capture
+from amygdala_tl.capture.store import ActivationStore, StoreWarning
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the cat sat on the mat and the dog was quiet in the warm room at night".split()
@@ -58,7 +58,7 @@ def damage_shard(shard: Path, damage: str, tmp_path: Path, model) -> None:
     """Each way a shard can go bad and still parse (or not parse at all)."""
     from safetensors import safe_open
 
-    from amygdala_tl.store import tensor_digest
+    from amygdala_tl.capture.store import tensor_digest
 
     if damage == "garbage":
         shard.write_bytes(b"\x00not a safetensors file")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from benchmarks.subspace_naive import naive_subspace
 
 from amygdala_tl.directions.pooled import diff_of_means
 from amygdala_tl.directions.subspace import story_basis, subspace_directions
-from benchmarks.subspace_naive import naive_subspace
 
 
 def random_bases(n_texts, d, k, seed):

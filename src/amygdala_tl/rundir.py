@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from . import atomic
 from .errors import UserError
-from .readout import MANIFEST_FILE, VECTORS_FILE, Readout
+from .formats.readout import MANIFEST_FILE, VECTORS_FILE, Readout
 
 SIDECAR_FILE = "extract.json"
 DIRECTIONS_FILE = "directions.safetensors"  # every target layer, fp16, as served; the readout may keep fewer
@@ -30,35 +31,97 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def read_sidecar(output_dir: Path) -> dict:
-    """extract.json of an output directory, or a one-line UserError."""
-    path = Path(output_dir) / SIDECAR_FILE
-    if not path.is_file():
-        raise UserError(f"no {SIDECAR_FILE} in {output_dir}: run `amygdala-tl extract` first")
-    try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
-        sidecar["model"], sidecar["corpus"], sidecar["run_id"]  # noqa: B018 - the keys every reader needs
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise UserError(f"unreadable {path} (missing or broken {error}): re-run `amygdala-tl extract`") from None
-    return sidecar
+@dataclass
+class RunRecord:
+    """extract.json: what produced a readout (provenance), what `report`, `score` and `steer` need to
+    reuse it, and which files belong to the run. The JSON schema is the README's."""
+
+    tool: str
+    version: str
+    created: str
+    model: dict  # source, location, label, identity, dtype, model_type, n_layers, d_model, n_heads, d_head, d_mlp, n_kv_heads
+    hook: str
+    method: str
+    l1_c: float
+    pooling: str
+    max_length: int
+    min_positives: int
+    heads: bool
+    layers: list[dict]  # [{"layer", "relative_depth"}]
+    head_layers: list[int]
+    concepts: dict[str, int]  # concept -> positives
+    corpus: dict  # root, sha256, n_texts, corpus, stories_dir, paired_dir (absolute), n_baselines, skipped_empty
+    truncated: list[str]
+    cache: dict  # dir (absolute), enabled
+    n_forward_passes: int
+    timings: dict[str, float]
+    run_id: str = field(default_factory=new_run_id)
+    exported_layers: list[int] = field(default_factory=list)
+    score_offsets: dict[str, dict[str, float]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    subspace: dict | None = None  # subspace_k, subspace_eigen_k (subspace runs only)
+
+    @property
+    def target_layers(self) -> list[int]:
+        return [entry["layer"] for entry in self.layers]
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.update(data.pop("subspace") or {})
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        subspace = {key: data[key] for key in ("subspace_k", "subspace_eigen_k") if key in data} or None
+        return cls(**{key: value for key, value in data.items() if key in known}, subspace=subspace)
+
+    @classmethod
+    def read(cls, output_dir: Path) -> RunRecord:
+        """extract.json of an output directory, or a one-line UserError."""
+        path = Path(output_dir) / SIDECAR_FILE
+        if not path.is_file():
+            raise UserError(f"no {SIDECAR_FILE} in {output_dir}: run `amygdala-tl extract` first")
+        try:
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
+            raise UserError(f"unreadable {path} ({error}): re-run `amygdala-tl extract`") from None
+
+    def provenance(self) -> dict[str, str]:
+        """The record's key facts as the string-valued safetensors header metadata of the readout."""
+        return {"tool": f"amygdala-tl {self.version}", "created": self.created, "run_id": self.run_id,
+                "model": self.model["location"], "model_identity": self.model["identity"], "hook": self.hook,
+                "method": self.method, "pooling": self.pooling, "corpus_sha256": self.corpus["sha256"]}
+
+    def model_location(self) -> str | None:
+        """The model the vectors came from, as --model takes it (None: the bundled one)."""
+        from .model import BUNDLED_HUB_ID
+
+        return None if self.model["label"] == BUNDLED_HUB_ID and self.model["source"] == "gguf" else self.model["location"]
+
+    def offsets(self, layers: list[int]) -> dict[int, dict[str, float]]:
+        """Per-layer, per-concept offsets mu . v_c (for --centered)."""
+        if any(str(layer) not in self.score_offsets for layer in layers):
+            raise UserError(f"--centered needs the score offsets that `amygdala-tl extract` writes to {SIDECAR_FILE}")
+        return {layer: self.score_offsets[str(layer)] for layer in layers}
 
 
-def recorded_run(vectors_dir: Path, readout: Readout) -> dict | None:
+def recorded_run(vectors_dir: Path, readout: Readout) -> RunRecord | None:
     """extract.json beside a readout (None if there is none), refused if the readout is from another run."""
     if not (Path(vectors_dir) / SIDECAR_FILE).is_file():
         return None
-    sidecar = read_sidecar(vectors_dir)
-    check_same_run(Path(vectors_dir) / VECTORS_FILE, readout.metadata.get("run_id"), sidecar)
-    return sidecar
+    record = RunRecord.read(vectors_dir)
+    check_same_run(Path(vectors_dir) / VECTORS_FILE, readout.metadata.get("run_id"), record)
+    return record
 
 
-def check_same_run(path: Path, run_id: str | None, sidecar: dict) -> None:
-    if run_id != sidecar["run_id"]:
+def check_same_run(path: Path, run_id: str | None, record: RunRecord) -> None:
+    if run_id != record.run_id:
         raise UserError(f"{path} does not belong to the run recorded in {SIDECAR_FILE} beside it "
                         "(a stale or copied-in file): re-run `amygdala-tl extract`")
 
 
-def read_run_json(output_dir: Path, name: str, sidecar: dict) -> dict | None:
+def read_run_json(output_dir: Path, name: str, record: RunRecord) -> dict | None:
     """A JSON file of the run (None if absent), refused if another run wrote it."""
     path = Path(output_dir) / name
     if not path.is_file():
@@ -67,7 +130,7 @@ def read_run_json(output_dir: Path, name: str, sidecar: dict) -> dict | None:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"unreadable {path} ({error}): re-run `amygdala-tl extract`") from None
-    check_same_run(path, payload.get("run_id") if isinstance(payload, dict) else None, sidecar)
+    check_same_run(path, payload.pop("run_id", None) if isinstance(payload, dict) else None, record)
     return payload
 
 
@@ -75,12 +138,12 @@ def json_payload(obj: dict, run_id: str) -> bytes:
     return atomic.dumps_json({"run_id": run_id, **obj}).encode()
 
 
-def commit_run(output_dir: Path, payloads: dict[str, bytes], sidecar: dict) -> list[Path]:
+def commit_run(output_dir: Path, payloads: dict[str, bytes], record: RunRecord) -> list[Path]:
     """Write the run's files and extract.json (last) atomically, then remove files of earlier runs."""
     output_dir = Path(output_dir)
-    sidecar["files"] = sorted({*payloads, SIDECAR_FILE})
+    record.files = sorted({*payloads, SIDECAR_FILE})
     files = [(output_dir / name, data) for name, data in payloads.items()]
-    atomic.commit_all(files + [(output_dir / SIDECAR_FILE, atomic.dumps_json(sidecar).encode())])
-    for stale in set(RUN_FILES) - set(sidecar["files"]):
+    atomic.commit_all(files + [(output_dir / SIDECAR_FILE, atomic.dumps_json(record.to_json()).encode())])
+    for stale in set(RUN_FILES) - set(record.files):
         (output_dir / stale).unlink(missing_ok=True)
     return [path for path, _ in files] + [output_dir / SIDECAR_FILE]

@@ -9,23 +9,25 @@ KL(clean || ablated), and whether the top-1 token changed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
+from einops import einsum
 from jaxtyping import Float
 from torch import Tensor
 
 from .. import hooks
+from ..capture.forward import Batch, Intervention, encode, forward, read_batch
 from ..errors import UserError
 from ..model import LoadedModel
-from .detectors import bos_id, head_name
+from .head import Head, head_name
 
 MODES = ("zero", "mean", "value")
 
 
 @dataclass(frozen=True)
 class Condition:
-    heads: tuple[tuple[int, int], ...]
+    heads: tuple[Head, ...]
     mode: str = "zero"
     position: int | None = None  # None: every position; negative counts from the end
 
@@ -51,31 +53,55 @@ def check_condition(condition: Condition, model: LoadedModel | None = None) -> N
 
 
 def tokens_of(model: LoadedModel, prompt: str) -> Tensor:
-    return torch.tensor([[bos_id(model.tokenizer)] + model.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    """[BOS] + the prompt: the head-probing convention (a sink position at 0)."""
+    return torch.tensor(encode(model.tokenizer, [prompt], force_bos=True)[0])
 
 
-def mean_z(model: LoadedModel, prompts: Sequence[str], layers: set[int]) -> dict[int, Float[Tensor, "n_heads d_head"]]:
-    """Mean hook_z over every position of the prompts: the mean-ablation value."""
-    sums: dict[int, Tensor] = {}
-    count = 0
-    for prompt in prompts:
-        store: dict[int, Tensor] = {}
-        fwd = [(hooks.attn_z(l), lambda z, hook, l=l: store.__setitem__(l, z.detach()[0].sum(0))) for l in layers]
-        tokens = tokens_of(model, prompt)
-        with torch.inference_mode():
-            model.bridge.run_with_hooks(tokens.to(model.bridge.cfg.device), fwd_hooks=fwd, return_type=None)
-        for l, value in store.items():
-            sums[l] = sums.get(l, 0) + value
-        count += tokens.shape[1]
-    return {l: value / count for l, value in sums.items()}
+class MeanZ:
+    """Running mean of `hook_z` over every real token seen, per layer: the mean-ablation value."""
+
+    def __init__(self, layers: Sequence[int]):
+        self.layers = list(layers)
+        self.sums: dict[int, Tensor] = {}
+        self.count = 0.0
+
+    def add(self, acts: dict[str, Tensor], attention_mask: Tensor) -> None:
+        mask = attention_mask.float()
+        for layer in self.layers:
+            z = acts[hooks.attn_z(layer)].float().cpu()
+            self.sums[layer] = self.sums.get(layer, 0) + einsum(z, mask, "batch pos head d, batch pos -> head d")
+        self.count += float(mask.sum())
+
+    def means(self) -> dict[int, Float[Tensor, "n_heads d_head"]]:
+        return {layer: total / self.count for layer, total in self.sums.items()}
 
 
-def ablation_hooks(model: LoadedModel, condition: Condition, means: dict[int, Tensor] | None) -> list:
+def mean_z(model: LoadedModel, batches: Sequence[Batch], layers: Sequence[int]) -> dict[int, Float[Tensor, "n_heads d_head"]]:
+    accumulator = MeanZ(layers)
+    for batch in batches:
+        accumulator.add(read_batch(model, batch, [hooks.attn_z(layer) for layer in layers]), batch.attention_mask)
+    return accumulator.means()
+
+
+def head_ablation(layer: int, heads: Sequence[int], replacement: dict[int, Tensor] | None = None, position: int | None = None) -> Intervention:
+    """Replace these heads' `hook_z` at `position` (None: every position) by their mean (`replacement`) or zero."""
+    where = slice(None) if position is None else position
+
+    def replace(z: Tensor, hook) -> Tensor:  # noqa: ARG001
+        z = z.clone()
+        for head in heads:
+            z[:, where, head] = 0 if replacement is None else replacement[head].to(z.device, z.dtype)
+        return z
+
+    return (hooks.attn_z(layer), replace)
+
+
+def ablation_hooks(model: LoadedModel, condition: Condition, means: dict[int, Tensor] | None) -> list[Intervention]:
     by_layer: dict[int, list[int]] = {}
     for layer, head in condition.heads:
         by_layer.setdefault(layer, []).append(head)
     position = condition.position
-    fwd = []
+    fwd: list[Intervention] = []
     for layer, heads in by_layer.items():
         if condition.mode == "value":
             def zero_values(v, hook, heads=heads):
@@ -84,16 +110,8 @@ def ablation_hooks(model: LoadedModel, condition: Condition, means: dict[int, Te
                 return v
 
             fwd.append((f"blocks.{layer}.attn.hook_v", zero_values))
-            continue
-
-        def replace(z, hook, heads=heads, layer=layer):
-            z = z.clone()
-            where = slice(None) if position is None else position
-            for head in heads:
-                z[:, where, head] = 0 if condition.mode == "zero" else means[layer][head].to(z.dtype)
-            return z
-
-        fwd.append((hooks.attn_z(layer), replace))
+        else:
+            fwd.append(head_ablation(layer, heads, means[layer] if condition.mode == "mean" and means else None, position))
     return fwd
 
 
@@ -108,10 +126,38 @@ def value_slots(model: LoadedModel, heads: list[int], n_slots: int) -> list[int]
     return sorted(groups)
 
 
-def final_logits(model: LoadedModel, tokens: Tensor, fwd_hooks: list) -> Float[Tensor, " vocab"]:
-    with torch.inference_mode():
-        logits = model.bridge.run_with_hooks(tokens.to(model.bridge.cfg.device), fwd_hooks=fwd_hooks)
+def final_logits(model: LoadedModel, tokens: Tensor, interventions: Sequence[Intervention]) -> Float[Tensor, " vocab"]:
+    logits = forward(model, tokens, interventions=interventions, logits=True).logits
+    assert logits is not None
     return logits[0, -1].float().cpu()
+
+
+@dataclass
+class PromptAblation:
+    prompt: str
+    tokens: list[str]
+    ablated_position: int | None
+    clean_top1: str
+    ablated_top1: str
+    top1_changed: bool
+    clean_top1_logit_change: float
+    kl_clean_ablated: float
+    increases: list[list]  # [token, logit change]
+    decreases: list[list]
+
+
+@dataclass
+class AblationResult:
+    """One condition over every prompt (an ablations.json entry)."""
+
+    condition: str
+    mode: str
+    heads: list[str]
+    top1_changed_fraction: float
+    prompts: list[PromptAblation]
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 def compare(model: LoadedModel, clean: Tensor, ablated: Tensor, k: int) -> dict:
@@ -130,7 +176,7 @@ def compare(model: LoadedModel, clean: Tensor, ablated: Tensor, k: int) -> dict:
     }
 
 
-def run_ablations(model: LoadedModel, prompts: Sequence[str], conditions: Sequence[Condition], k: int = 5) -> list[dict]:
+def run_ablations(model: LoadedModel, prompts: Sequence[str], conditions: Sequence[Condition], k: int = 5) -> list[AblationResult]:
     """One block per condition: per-prompt comparisons and the fraction of prompts whose top-1 changed."""
     if not prompts:
         raise UserError("no prompt to ablate: pass --prompt")
@@ -140,8 +186,9 @@ def run_ablations(model: LoadedModel, prompts: Sequence[str], conditions: Sequen
     for condition in conditions:
         if condition.position is not None and not -shortest <= condition.position < shortest:
             raise UserError(f"--position {condition.position} is outside the shortest prompt ({shortest} tokens with BOS)")
-    needs_mean = {layer for c in conditions if c.mode == "mean" for layer, _ in c.heads}
-    means = mean_z(model, prompts, needs_mean) if needs_mean else None
+    needs_mean = sorted({layer for c in conditions if c.mode == "mean" for layer, _ in c.heads})
+    batches = [Batch([i], tokens_of(model, prompt), torch.ones_like(tokens_of(model, prompt))) for i, prompt in enumerate(prompts)]
+    means = mean_z(model, batches, needs_mean) if needs_mean else None
     clean = {prompt: final_logits(model, tokens_of(model, prompt), []) for prompt in prompts}
     results = []
     for condition in conditions:
@@ -151,7 +198,7 @@ def run_ablations(model: LoadedModel, prompts: Sequence[str], conditions: Sequen
             ablated = final_logits(model, tokens, ablation_hooks(model, condition, means))
             tokens_text = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
             position = None if condition.position is None else condition.position % tokens.shape[1]
-            rows.append({"prompt": prompt, "tokens": tokens_text, "ablated_position": position, **compare(model, clean[prompt], ablated, k)})
-        results.append({"condition": condition.label, "mode": condition.mode, "heads": [head_name(*h) for h in condition.heads],
-                        "top1_changed_fraction": sum(r["top1_changed"] for r in rows) / len(rows), "prompts": rows})
+            rows.append(PromptAblation(prompt, tokens_text, position, **compare(model, clean[prompt], ablated, k)))
+        results.append(AblationResult(condition.label, condition.mode, [str(Head(*h)) for h in condition.heads],
+                                      sum(r.top1_changed for r in rows) / len(rows), rows))
     return results

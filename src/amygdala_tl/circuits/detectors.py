@@ -14,8 +14,20 @@ from einops import einsum
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..capture.forward import bos_id, encode
+from ..errors import UserError
 from ..model import LoadedModel
+from .head import flat_heads
 from .patterns import attention_patterns, duplicate_token_detection, induction_detection, previous_token_detection, score_detection
+
+# Flag thresholds, one registry: detectors, `heads detect --help` and the README table read them here.
+THRESHOLDS: dict[str, float] = {"previous_token": 0.4, "induction": 0.3, "duplicate_token": 0.3, "positional": 0.5,
+                                "delimiter": 3.0, "successor": 0.2, "s_inhibition": 0.3}
+THRESHOLD_NOTES = {"positional": "peak-offset mass", "delimiter": "mass / delimiter share"}
+
+
+def thresholds_help() -> str:
+    return ", ".join(f"{name} {value}" + (f" ({THRESHOLD_NOTES[name]})" if name in THRESHOLD_NOTES else "") for name, value in THRESHOLDS.items())
 
 
 @dataclass
@@ -29,56 +41,21 @@ class DetectorResult:
     @property
     def flagged(self) -> list[str]:
         order = torch.argsort(self.scores.flatten(), descending=True)
-        n_heads = self.scores.shape[1]
-        return [head_name(int(i) // n_heads, int(i) % n_heads) for i in order if self.scores.flatten()[i] > self.threshold]
+        return [str(head) for head, i in zip(flat_heads(order, self.scores.shape[1]), order) if self.scores.flatten()[i] > self.threshold]
 
     def top(self, k: int = 5) -> list[list]:
         order = torch.argsort(self.scores.flatten(), descending=True)[:k]
-        n_heads = self.scores.shape[1]
-        return [[head_name(int(i) // n_heads, int(i) % n_heads), float(self.scores.flatten()[i])] for i in order]
+        return [[str(head), float(self.scores.flatten()[i])] for head, i in zip(flat_heads(order, self.scores.shape[1]), order)]
 
     def to_dict(self) -> dict:
         return {"threshold": self.threshold, "data": self.data, "flagged": self.flagged, "top": self.top(),
                 "scores": [[round(float(v), 5) for v in row] for row in self.scores], **self.extra}
 
 
-def head_name(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
-
-
-def parse_head(name: str) -> tuple[int, int]:
-    from ..errors import UserError
-
-    text = name.strip().upper()
-    try:
-        layer, head = text[1:].split("H")
-        if not text.startswith("L"):
-            raise ValueError
-        return int(layer), int(head)
-    except ValueError:
-        raise UserError(f"head {name!r} is not written like L3H5") from None
-
-
-# ---- data ---------------------------------------------------------------------------------------
-
-def bos_id(tokenizer) -> int:
-    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
-def encode(tokenizer, text: str, max_tokens: int) -> list[int]:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 1]
-    return [bos_id(tokenizer)] + ids
-
-
 def natural_batch(tokenizer, texts: Sequence[str], length: int, n_texts: int = 32) -> Int[Tensor, "batch pos"]:
     """[BOS] + the first `length - 1` tokens of the first `n_texts` texts long enough (equal lengths: no padding)."""
-    rows = [ids for ids in (encode(tokenizer, text, length) for text in texts) if len(ids) == length][:n_texts]
+    rows = [ids[:length] for ids in encode(tokenizer, texts, force_bos=True)[0] if len(ids) >= length][:n_texts]
     if not rows:
-        from ..errors import UserError
-
         raise UserError(f"no text has {length} tokens for the natural-text detectors: give longer texts or a smaller --length")
     return torch.tensor(rows)
 
@@ -105,20 +82,20 @@ def previous_token(model: LoadedModel, natural: Int[Tensor, "batch pos"], patter
     text_scores = score_detection(patterns, previous_token_detection(natural))
     control = random_tokens(model.tokenizer, natural.shape[0], natural.shape[1], seed=1)
     control_scores = score_detection(attention_patterns(model, control), previous_token_detection(control))
-    return DetectorResult("previous_token", text_scores, 0.4, f"{natural.shape[0]} natural texts x {natural.shape[1]} tokens; control: random tokens",
+    return DetectorResult("previous_token", text_scores, THRESHOLDS["previous_token"], f"{natural.shape[0]} natural texts x {natural.shape[1]} tokens; control: random tokens",
                           {"random_token_control": [[round(float(v), 5) for v in row] for row in control_scores]})
 
 
 def induction(model: LoadedModel, batch: int = 8, half: int = 40, seed: int = 0) -> DetectorResult:
     tokens = repeated_random_tokens(model.tokenizer, batch, half, seed)
     scores = score_detection(attention_patterns(model, tokens), induction_detection(tokens))
-    return DetectorResult("induction", scores, 0.3, f"{batch} sequences [BOS] x x, x = {half} random tokens; random-pattern level ~{1 / half:.3f}")
+    return DetectorResult("induction", scores, THRESHOLDS["induction"], f"{batch} sequences [BOS] x x, x = {half} random tokens; random-pattern level ~{1 / half:.3f}")
 
 
 def duplicate_token(model: LoadedModel, batch: int = 8, half: int = 40, seed: int = 0) -> DetectorResult:
     tokens = repeated_random_tokens(model.tokenizer, batch, half, seed)
     scores = score_detection(attention_patterns(model, tokens), duplicate_token_detection(tokens))
-    return DetectorResult("duplicate_token", scores, 0.3, f"{batch} sequences [BOS] x x, x = {half} random tokens")
+    return DetectorResult("duplicate_token", scores, THRESHOLDS["duplicate_token"], f"{batch} sequences [BOS] x x, x = {half} random tokens")
 
 
 def positional(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: Tensor | None = None, max_offset: int = 8) -> DetectorResult:
@@ -129,7 +106,7 @@ def positional(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: 
                            for offset in range(max_offset + 1)], dim=-1)  # [L, H, offsets]; queries q >= 1
     bos_mass = patterns[..., 1:, 0].mean((1, -1))
     peak_mass, peak_offset = profile.max(-1)
-    return DetectorResult("positional", peak_mass.float(), 0.5, f"{natural.shape[0]} natural texts; offsets 0..{max_offset}, queries after BOS",
+    return DetectorResult("positional", peak_mass.float(), THRESHOLDS["positional"], f"{natural.shape[0]} natural texts; offsets 0..{max_offset}, queries after BOS",
                           {"peak_offset": peak_offset.tolist(), "bos_mass": [[round(float(v), 5) for v in row] for row in bos_mass],
                            "profile": [[[round(float(v), 4) for v in head] for head in layer] for layer in profile]})
 
@@ -152,7 +129,7 @@ def delimiter(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: T
     valid = share > 0
     ratio = torch.where(valid[None, :, None], mass / share.clamp_min(1e-12)[None, :, None], torch.zeros_like(mass))
     scores = ratio.sum((1, 3)) / valid.sum().clamp_min(1)
-    return DetectorResult("delimiter", scores.float(), 3.0, f"{natural.shape[0]} natural texts; delimiters {''.join(sorted(DELIMITERS))} and newlines")
+    return DetectorResult("delimiter", scores.float(), THRESHOLDS["delimiter"], f"{natural.shape[0]} natural texts; delimiters {''.join(sorted(DELIMITERS))} and newlines")
 
 
 ORDINAL_RUNS = [
@@ -166,7 +143,7 @@ RANDOM_WORDS = "apple, river, stone, window, pencil, garden, rocket, basket, lad
 
 def item_positions(tokenizer, items: list[str]) -> tuple[list[int], list[int]]:
     """Tokens of '[BOS] item, item, ...' and the position of each item's first token."""
-    ids, starts = [bos_id(tokenizer)], []
+    ids, starts = [bos_id(tokenizer)], []  # built piece by piece: each item's first-token position is needed
     for index, item in enumerate(items):
         piece = item if index == 0 else ", " + item
         piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
@@ -192,7 +169,7 @@ def successor(model: LoadedModel, seed: int = 0) -> DetectorResult:
     generator = torch.Generator().manual_seed(seed)
     controls = [[RANDOM_WORDS[int(i)] for i in torch.randperm(len(RANDOM_WORDS), generator=generator)[: len(run)]] for run in ordinal]
     scores = _predecessor_attention(model, ordinal) - _predecessor_attention(model, controls)
-    return DetectorResult("successor", scores, 0.2, f"{len(ordinal)} ordinal runs (digits, letters, weekdays, months, number words, ordinals) minus random-word runs")
+    return DetectorResult("successor", scores, THRESHOLDS["successor"], f"{len(ordinal)} ordinal runs (digits, letters, weekdays, months, number words, ordinals) minus random-word runs")
 
 
 NAMES = ["John", "Mary", "Tom", "Anna", "James", "Sarah", "David", "Emma", "Paul", "Lucy", "Mark", "Kate"]
@@ -239,7 +216,7 @@ def s_inhibition(model: LoadedModel) -> DetectorResult:
     pairs = [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
     total = None
     for a, b in pairs:
-        ids = [bos_id(model.tokenizer)] + model.tokenizer(IOI_TEMPLATE.format(a=a, b=b), add_special_tokens=False)["input_ids"]
+        ids = encode(model.tokenizer, [IOI_TEMPLATE.format(a=a, b=b)], force_bos=True)[0][0]
         name_id = model.tokenizer(" " + b, add_special_tokens=False)["input_ids"][0]
         s2 = [i for i, t in enumerate(ids) if t == name_id][1]
         patterns = attention_patterns(model, torch.tensor([ids]))[:, 0]
@@ -247,7 +224,7 @@ def s_inhibition(model: LoadedModel) -> DetectorResult:
         total = value if total is None else total + value
     scores = total / len(pairs)
     copy = ov_copy_scores(model, names)
-    return DetectorResult("s_inhibition", scores, 0.3, f"{len(pairs)} IOI prompts '{IOI_TEMPLATE}' with single-token names",
+    return DetectorResult("s_inhibition", scores, THRESHOLDS["s_inhibition"], f"{len(pairs)} IOI prompts '{IOI_TEMPLATE}' with single-token names",
                           {"ov_copy_score": [[round(float(v), 4) for v in row] for row in copy]})
 
 
@@ -259,8 +236,6 @@ NEEDS_NATURAL_TEXT = {"previous_token", "positional", "delimiter"}
 
 
 def check_detectors(names: Sequence[str]) -> None:
-    from ..errors import UserError
-
     if unknown := [name for name in names if name not in DETECTORS]:
         raise UserError(f"unknown detector {unknown[0]!r}: choose from {', '.join(DETECTORS)}")
 

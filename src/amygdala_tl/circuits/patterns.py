@@ -9,24 +9,16 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .. import hooks
+from ..capture.forward import Intervention, forward
 from ..model import LoadedModel
 
 
-def attention_patterns(model: LoadedModel, tokens: Int[Tensor, "batch pos"], layers: Sequence[int] | None = None) -> Float[Tensor, "n_layers batch n_heads q k"]:
+def attention_patterns(model: LoadedModel, tokens: Int[Tensor, "batch pos"], layers: Sequence[int] | None = None,
+                       interventions: Sequence[Intervention] = ()) -> Float[Tensor, "n_pattern_layers batch n_heads q k"]:
     """`blocks.<l>.attn.hook_pattern` of every layer, one forward pass (equal-length rows, no padding)."""
     layers = list(range(model.facts.n_layers)) if layers is None else list(layers)
-    store: dict[int, Tensor] = {}
-
-    def keep(layer: int):
-        def hook(pattern: Tensor, hook) -> None:  # noqa: ARG001
-            store[layer] = pattern.detach().float().cpu()
-
-        return hook
-
-    with torch.inference_mode():
-        model.bridge.run_with_hooks(tokens.to(model.bridge.cfg.device), return_type=None,
-                                    fwd_hooks=[(hooks.attn_pattern(layer), keep(layer)) for layer in layers])
-    return torch.stack([store[layer] for layer in layers])
+    acts = forward(model, tokens, read=[hooks.attn_pattern(layer) for layer in layers], interventions=interventions).acts
+    return torch.stack([acts[hooks.attn_pattern(layer)].float().cpu() for layer in layers])
 
 
 def score_detection(

@@ -62,7 +62,7 @@ def ablation_html(results: list[dict]) -> str:
             tokens = "".join(
                 f"<span class={'ablated' if i == row['ablated_position'] else 'tok'}>{html.escape(t)}</span>" for i, t in enumerate(row["tokens"])
             )
-            cells = lambda pairs: " ".join(f"<span style='background:{_colour(v, scale)}'>{html.escape(t)} {v:+.2f}</span>" for t, v in pairs)  # noqa: E731
+            cells = lambda pairs, scale=scale: " ".join(f"<span style='background:{_colour(v, scale)}'>{html.escape(t)} {v:+.2f}</span>" for t, v in pairs)
             rows.append(
                 f"<tr><td>{tokens}</td><td>{html.escape(row['clean_top1'])} &rarr; {html.escape(row['ablated_top1'])}</td>"
                 f"<td style='background:{_colour(row['clean_top1_logit_change'], scale)}'>{row['clean_top1_logit_change']:+.2f}</td>"

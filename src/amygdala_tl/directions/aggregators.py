@@ -22,7 +22,6 @@ from torch import Tensor
 
 from .pooled import diff_of_means, normalize
 
-AGGREGATORS = ("mean", "pca", "logistic", "logistic_l1")
 DEFAULT_L1_C = 0.05
 
 
@@ -62,23 +61,15 @@ def logistic_directions(acts, membership, penalty: str, l1_c: float = DEFAULT_L1
     return torch.stack(out)
 
 
-def aggregate(
-    method: str,
-    acts: Float[Tensor, "n_texts d"],
-    membership: Bool[Tensor, "n_concepts n_texts"],
-    partner: Int[Tensor, " n_texts"] | None = None,
-    l1_c: float = DEFAULT_L1_C,
-) -> Float[Tensor, "n_concepts d"]:
-    """Unit directions of one layer by `method`, sign-aligned with the pooled diff-of-means."""
-    reference = diff_of_means(acts, membership)
-    if method == "mean":
-        return normalize(reference).float()
-    if method == "pca":
-        raw = pca_directions(acts, membership, partner if partner is not None else torch.full((acts.shape[0],), -1))
-    elif method == "logistic":
-        raw = logistic_directions(acts, membership, "l2")
-    elif method == "logistic_l1":
-        raw = logistic_directions(acts, membership, "l1", l1_c)
-    else:
-        raise ValueError(f"unknown aggregator {method!r}")
-    return align(raw, reference)
+def mean_directions(acts: Float[Tensor, "n_texts d"], membership: Bool[Tensor, "n_concepts n_texts"]) -> Float[Tensor, "n_concepts d"]:
+    """steering-vectors' mean aggregator: the unit diff-of-means (the pooled method, one layer)."""
+    return normalize(diff_of_means(acts, membership)).float()
+
+
+def pca_aligned(acts, membership, partner: Int[Tensor, " n_texts"] | None = None) -> Float[Tensor, "n_concepts d"]:
+    partner = partner if partner is not None else torch.full((acts.shape[0],), -1)
+    return align(pca_directions(acts, membership, partner), diff_of_means(acts, membership))
+
+
+def logistic_aligned(acts, membership, penalty: str = "l2", l1_c: float = DEFAULT_L1_C) -> Float[Tensor, "n_concepts d"]:
+    return align(logistic_directions(acts, membership, penalty, l1_c), diff_of_means(acts, membership))

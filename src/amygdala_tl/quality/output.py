@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..rundir import HTML_FILE, QUALITY_FILE, json_payload
 from ..model import describe_layer
+from ..rundir import HTML_FILE, QUALITY_FILE, json_payload
 from .heldout import heldout_line
 from .html import render_html
 from .report import QualityInputs, build_quality
+
 
 def quality_payloads(inputs: QualityInputs, n_heads: int | None, run_id: str, head_concept: str | None = None) -> tuple[dict, dict[str, bytes]]:
     """quality.json (stamped with the run id) and report.html, as bytes for the run's one commit."""

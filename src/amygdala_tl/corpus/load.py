@@ -18,8 +18,8 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from ..errors import UserError
 from .concepts import SAFE_NAME
-from .errors import UserError
 
 BASELINE = "baseline"
 NEUTRAL = "_neutral"  # heldout/_neutral/: evaluation texts that frame no concept

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 from .readout import Readout
 
 ARCH = "controlvector"

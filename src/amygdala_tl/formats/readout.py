@@ -18,9 +18,9 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor
 
-from . import atomic
-from .concepts import SAFE_NAME
-from .errors import UserError
+from .. import atomic
+from ..corpus.concepts import SAFE_NAME
+from ..errors import UserError
 
 VECTORS_FILE = "readout.safetensors"
 MANIFEST_FILE = "readout.json"
@@ -140,16 +140,24 @@ def _safetensors_metadata(raw: bytes) -> dict[str, str]:
 
 
 def score(
-    readout: Readout, hidden: dict[int, Float[Tensor, "n_texts hidden_size"]]
+    readout: Readout, hidden: dict[int, Float[Tensor, "n_texts hidden_size"]], layers: list[int] | None = None
 ) -> dict[int, Float[Tensor, "n_texts n_concepts"]]:
-    """Raw dot products <h, v> per layer, exactly as the serving side reads them (fp16 vectors)."""
+    """Raw dot products <h, v> per layer, exactly as the serving side reads them (fp16 rows, fp32 math).
+
+    The one definition of the served score: `score`, `evaluate`, `steer --measure` and the held-out
+    evaluation all read through it (or `served_scores` for one layer)."""
     scores = {}
-    for layer in readout.layers:
-        h = hidden[layer].float()
+    for layer in readout.layers if layers is None else layers:
+        h = hidden[layer]
         if h.shape[-1] != readout.hidden_size:
             raise UserError(f"hidden size {h.shape[-1]} does not match the readout's {readout.hidden_size}")
-        scores[layer] = h @ readout.vectors[layer].to(h.device).float().T
+        scores[layer] = served_scores(h, readout.vectors[layer])
     return scores
+
+
+def served_scores(hidden: Float[Tensor, "n_texts d_model"], vectors: Float[Tensor, "n_concepts d_model"]) -> Float[Tensor, "n_texts n_concepts"]:
+    """<h, v> with the rows as served: fp16 values, computed in fp32 on the hidden states' device."""
+    return hidden.float() @ vectors.to(torch.float16).to(hidden.device).float().T
 
 
 def directions_payload(readout: Readout) -> bytes:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from itertools import combinations
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
+from ..errors import UserError
 from .concepts import names_own_concept
-from .corpus import BASELINE, NEUTRAL, heldout_files, paired_files, read_story, story_files, text_sha256
-from .errors import UserError
+from .load import BASELINE, NEUTRAL, heldout_files, paired_files, read_story, story_files, text_sha256
 
 MIN_WORDS, MAX_WORDS = 80, 220
 

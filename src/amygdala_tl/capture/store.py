@@ -24,10 +24,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor
 
-from . import atomic
-from .capture import Activations, assemble, hook_shapes
-from .corpus import text_sha256
-from .errors import UserError
+from .. import atomic
+from ..errors import UserError
 
 
 class StoreWarning(UserWarning):
@@ -128,16 +126,3 @@ class ActivationStore:
             return load_file(path)
         except (SafetensorError, OSError) as error:
             raise UserError(f"unreadable {path} ({error}): delete it and re-run `amygdala-tl extract`") from None
-
-
-def activations_from_store(store: ActivationStore, texts: Sequence[str], layers: list[int], head_layers: Sequence[int],
-                           d_model: int, n_heads: int, d_head: int) -> Activations:
-    """Every text's pooled activations from the store alone (for `report`): no model needed."""
-    shapes = hook_shapes(layers, head_layers, d_model, n_heads, d_head)
-    digests = [text_sha256(text) for text in texts]
-    found = store.lookup(digests, shapes)
-    for name in shapes:
-        absent = sum(digest not in found[name] for digest in digests)
-        if absent:
-            raise UserError(f"activation cache {store.dir} lacks {name} for {absent} texts: re-run `amygdala-tl extract`")
-    return assemble({name: [found[name][digest] for digest in digests] for name in shapes}, layers, head_layers)

@@ -9,7 +9,6 @@ import shutil
 import sys
 from pathlib import Path
 
-
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 

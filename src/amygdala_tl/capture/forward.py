@@ -1,0 +1,158 @@
+"""The one forward-pass primitive, the one encoder, batching and pooling.
+
+Every module that runs the model goes through `forward`: it owns inference mode, the device move,
+the storing hooks and the early stop. No other module calls the bridge's run methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from einops import einsum, rearrange
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .. import hooks
+from ..errors import UserError
+from ..model import LoadedModel
+
+Pooling = Literal["last", "mean"]
+POOLINGS: tuple[str, ...] = ("last", "mean")
+Intervention = tuple[str, Callable[..., Tensor | None]]  # (hook name, TransformerLens hook function)
+
+
+@dataclass(frozen=True)
+class Batch:
+    indices: list[int]
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+
+
+@dataclass
+class ForwardResult:
+    acts: dict[str, Tensor]  # hook name -> activation, on the model's device
+    logits: Float[Tensor, "batch pos vocab"] | None = None
+
+
+def bos_id(tokenizer) -> int:
+    """The tokenizer's BOS, else EOS, else pad: the attention-sink position the head detectors need."""
+    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int | None = None, force_bos: bool = False) -> tuple[list[list[int]], list[int]]:
+    """Token ids per text, and the indices of texts longer than `max_length`, which keep their END
+    (leading special tokens kept): the pooled last token is the text's real last token.
+
+    Default: the tokenizer's own special tokens, as extraction and serving read text. `force_bos`:
+    exactly one BOS (or EOS/pad) first, whatever the tokenizer adds, as the head detectors need."""
+    prefix_ids = [bos_id(tokenizer)] if force_bos else tokenizer("", add_special_tokens=True)["input_ids"]
+    if max_length is not None and max_length <= len(prefix_ids):
+        raise UserError(f"--max-length {max_length} leaves no room for text")
+    ids, truncated = [], []
+    for index, text in enumerate(texts):
+        tokens = prefix_ids + tokenizer(text, add_special_tokens=False)["input_ids"] if force_bos else tokenizer(text, add_special_tokens=True)["input_ids"]
+        if max_length is not None and len(tokens) > max_length:
+            tokens = tokens[: len(prefix_ids)] + tokens[len(tokens) - (max_length - len(prefix_ids)) :]
+            truncated.append(index)
+        ids.append(tokens)
+    return ids, truncated
+
+
+def make_batches(token_ids: list[list[int]], batch_size: int, pad_id: int) -> list[Batch]:
+    """Right-padded batches of similar-length texts (sorted by length to waste little padding)."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
+    batches = []
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        width = max(len(token_ids[i]) for i in indices)
+        input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(indices), width), dtype=torch.long)
+        for row, i in enumerate(indices):
+            input_ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
+            mask[row, : len(token_ids[i])] = 1
+        batches.append(Batch(indices, input_ids, mask))
+    return batches
+
+
+def last_token_index(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, " batch"]:
+    """Position of each row's last real token, whichever side the padding is on."""
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (attention_mask * positions).argmax(dim=-1)
+
+
+def pool(
+    acts: Float[Tensor, "batch pos *feature"], attention_mask: Int[Tensor, "batch pos"], pooling: Pooling
+) -> Float[Tensor, "batch *feature"]:  # noqa: F821 - a jaxtyping shape
+    """`last`: the real last token (what the serving side reads); `mean`: mean over real tokens."""
+    acts = acts.float()
+    mask = attention_mask.to(acts.device, acts.dtype)
+    if pooling == "last":
+        rows = torch.arange(acts.shape[0], device=acts.device)
+        return acts[rows, last_token_index(mask.long())]
+    if pooling == "mean":
+        flat = rearrange(acts, "batch pos ... -> batch pos (...)")
+        summed = einsum(flat, mask, "batch pos f, batch pos -> batch f") / mask.sum(-1, keepdim=True)
+        return summed.reshape(acts.shape[0], *acts.shape[2:])
+    raise UserError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
+
+
+def forward(
+    model: LoadedModel,
+    tokens: Tensor,
+    *,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+    read: Sequence[str] = (),
+    interventions: Sequence[Intervention] = (),
+    start_at: int | None = None,
+    stop_after: int | None = None,
+    logits: bool = False,
+    grad: bool = False,
+) -> ForwardResult:
+    """Run the model once: `interventions` first, then the `read` hooks store what they see.
+
+    `tokens` are token ids, or with `start_at` the residual entering block `start_at` (exact: the
+    blocks below are not recomputed). Without `logits` the pass stops after the last block it needs
+    (`stop_after`, else the last read block). `grad` keeps the autograd graph (attribution)."""
+    store: dict[str, Tensor] = {}
+
+    def keep(name: str):
+        def hook(act: Tensor, hook) -> None:  # noqa: ARG001 - TL hook signature
+            store[name] = act if grad else act.detach()
+
+        return hook
+
+    last_block = stop_after if stop_after is not None else max((hooks.layer_of(name) for name in read), default=None)
+    stop = None if logits or last_block is None or last_block + 1 >= model.facts.n_layers else last_block + 1
+    device = model.bridge.cfg.device
+    kwargs = {"attention_mask": attention_mask.to(device)} if attention_mask is not None else {}
+    if start_at is not None:
+        kwargs["start_at_layer"] = start_at
+    with torch.inference_mode(not grad):
+        out = model.bridge.run_with_hooks(tokens.to(device), fwd_hooks=list(interventions) + [(name, keep(name)) for name in read],
+                                          return_type="logits" if logits else None, stop_at_layer=stop, **kwargs)
+    return ForwardResult(store, out if logits else None)
+
+
+def read_batch(model: LoadedModel, batch: Batch, read: Sequence[str], interventions: Sequence[Intervention] = ()) -> dict[str, Tensor]:
+    """`forward` on a padded batch: the read activations by hook name."""
+    return forward(model, batch.input_ids, attention_mask=batch.attention_mask, read=read, interventions=interventions).acts
+
+
+def last_token_resid(model: LoadedModel, batches: Sequence[Batch], layers: Sequence[int],
+                     interventions: Sequence[Intervention] = ()) -> dict[int, Float[Tensor, "n_texts d_model"]]:
+    """Residual at each text's last real token for `layers` (fp32 CPU), optionally under interventions."""
+    n_texts = sum(len(batch.indices) for batch in batches)
+    out = {layer: torch.zeros(n_texts, model.facts.d_model) for layer in layers}
+    for batch in batches:
+        acts = read_batch(model, batch, [hooks.resid_post(layer) for layer in layers], interventions)
+        for layer in layers:
+            out[layer][batch.indices] = pool(acts[hooks.resid_post(layer)], batch.attention_mask, "last").cpu()
+    return out

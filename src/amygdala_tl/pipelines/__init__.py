@@ -1,0 +1,1 @@
+"""One module per command: each composes the building blocks (capture, directions, quality, formats, circuits)."""

@@ -1,0 +1,68 @@
+"""The analysis step `extract` and `report` share: per-head decomposition and the quality inputs.
+
+Both get the target layers' weights as one `{layer: {"W_out", "W_O"}}` dict: `extract` reads it off
+the model (and stores it), `report` reads it back from the activation store.
+"""
+
+from __future__ import annotations
+
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from .. import hooks
+from ..capture import Activations
+from ..capture.store import ActivationStore
+from ..corpus import Corpus
+from ..directions.heads import direct_contribution, head_report, head_stats
+from ..model import LoadedModel
+from ..quality.heldout import Fit
+from ..quality.report import QualityInputs
+
+LayerWeights = dict[int, dict[str, Tensor]]
+
+
+def model_weights(model: LoadedModel, layers: list[int]) -> LayerWeights:
+    """W_out [d_mlp, d_model] (rows: what each MLP neuron writes) and W_O [n_heads, d_head, d_model] per layer, fp32 CPU."""
+    weights: LayerWeights = {}
+    for layer in layers:
+        block, entry = model.bridge.blocks[layer], {}
+        mlp = getattr(block, "mlp", None)
+        if mlp is not None and hasattr(mlp, "W_out"):
+            entry["W_out"] = mlp.W_out.detach().float().cpu()
+        if hooks.attn_z(layer) in model.bridge.hook_dict:
+            entry["W_O"] = block.attn.W_O.detach().float().cpu()
+        weights[layer] = entry
+    return weights
+
+
+def stored_weights(store: ActivationStore, layers: list[int]) -> LayerWeights:
+    return {layer: store.load_weights(layer) for layer in layers}
+
+
+def save_weights(store: ActivationStore, weights: LayerWeights) -> None:
+    """So `report` can rank neurons and heads without the model."""
+    for layer, entry in weights.items():
+        if not store.weights_path(layer).is_file():
+            store.save_weights(layer, entry)
+
+
+def head_analysis(weights: LayerWeights, acts: Activations, membership: Bool[Tensor, "n_concepts n_texts"],
+                  directions: Float[Tensor, "n_target_layers n_concepts d_model"], concepts: list[str], skipped: list[int]) -> dict:
+    """per_head.json: top heads, concentration and direct contribution per concept and head layer."""
+    n_heads = acts.z.shape[2] if acts.z is not None else 0
+    report: dict = {"skipped_layers": [{"layer": layer, "reason": "no standard attention (no attn.hook_z)"} for layer in skipped],
+                    "n_heads": n_heads, "concepts": {concept: {} for concept in concepts}}
+    for slot, layer in enumerate(acts.head_layers):
+        assert acts.z is not None
+        stats = head_stats(acts.z[slot], membership)
+        contribution = direct_contribution(stats.diff, weights[layer]["W_O"], directions[acts.layers.index(layer)])
+        for c, concept in enumerate(concepts):
+            report["concepts"][concept][str(layer)] = head_report(stats, contribution, c)
+    return report
+
+
+def quality_inputs(corpus: Corpus, concepts: list[str], acts: Activations, directions: Float[Tensor, "n_target_layers n_concepts d_model"],
+                   weights: LayerWeights, n_layers: int, method: str, per_head: dict | None, subspace: dict | None,
+                   fit: Fit | None, heldout: dict | None = None) -> QualityInputs:
+    return QualityInputs(concepts, acts.layers, n_layers, corpus.stories, acts.resid, corpus.membership(concepts), directions,
+                         {layer: weights[layer].get("W_out") for layer in acts.layers}, per_head, subspace, method, fit, heldout)

@@ -1,0 +1,84 @@
+"""`heads detect`, `heads ablate`, `heads concept`: head-level probing, inputs checked before the model loads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import atomic
+from ..circuits.ablation import AblationResult, Condition, check_condition, run_ablations
+from ..circuits.concept import ConceptCircuit, concept_circuit
+from ..circuits.detectors import DetectorResult, check_detectors, run_detectors
+from ..circuits.head import Head
+from ..circuits.render import ablation_html, write_detector_outputs
+from ..corpus import load_corpus, read_lines
+from ..errors import UserError
+from ..model import LoadedModel, check_output_dir, load_model, resolve_model_spec
+from .vectors import load_model_for, open_vectors
+
+Loader = Callable[..., LoadedModel]
+
+
+def load_named(model: str | None, device: str | None, trust_remote_code: bool, log: Callable[[str], None], loader: Loader = load_model) -> LoadedModel:
+    spec = resolve_model_spec(model)
+    log(f"loading {spec.display}")
+    return loader(spec, device=device, trust_remote_code=trust_remote_code)
+
+
+def detect(detectors: list[str], model: str | None, corpus: Path, text_file: Path | None, length: int, n_texts: int,
+           output_dir: Path, device: str | None = None, trust_remote_code: bool = False, log=lambda _: None,
+           loader: Loader = load_model) -> tuple[dict[str, DetectorResult], list[Path]]:
+    """Score every head with each detector: heads.json, heads_<detector>.png, heads.html."""
+    texts = read_lines(text_file, "--text-file") if text_file is not None else load_corpus(corpus).texts
+    check_detectors(detectors)
+    check_output_dir(output_dir)
+    loaded = load_named(model, device, trust_remote_code, log, loader)
+    results = run_detectors(loaded, detectors, texts, length, n_texts)
+    return results, write_detector_outputs(results, output_dir)
+
+
+def parse_conditions(heads: str, mode: str, position: int | None) -> list[Condition]:
+    """'L3H5;L3H5,L4H1' -> one condition per ';' group, each checked (mode, position) before the load."""
+    conditions = [Condition(tuple(Head.parse_list(group)), mode, position) for group in heads.split(";") if group.strip()]
+    if not conditions:
+        raise UserError("--heads names no heads (e.g. L3H5,L4H1)")
+    for condition in conditions:
+        check_condition(condition)
+    return conditions
+
+
+def ablate(heads: str, prompts: list[str], mode: str, position: int | None, top_k: int, model: str | None, output_dir: Path,
+           device: str | None = None, trust_remote_code: bool = False, log=lambda _: None,
+           loader: Loader = load_model) -> tuple[list[AblationResult], list[Path]]:
+    """Ablate heads for one next-token prediction per prompt; ablations.json and ablations.html."""
+    conditions = parse_conditions(heads, mode, position)
+    check_output_dir(output_dir)
+    loaded = load_named(model, device, trust_remote_code, log, loader)
+    results = run_ablations(loaded, prompts, conditions, top_k)
+    files = [(output_dir / "ablations.json", atomic.dumps_json([r.to_json() for r in results]).encode()),
+             (output_dir / "ablations.html", ablation_html([r.to_json() for r in results]).encode())]
+    atomic.commit_all(files)
+    return results, [path for path, _ in files]
+
+
+def concept(concept: str, layer: int, vectors_dir: Path, corpus: Path, negatives: int, from_layer: int, model: str | None,
+            output_dir: Path | None, device: str | None = None, trust_remote_code: bool = False, log=lambda _: None,
+            loader: Loader = load_model) -> tuple[ConceptCircuit, Path]:
+    """Rank heads by the causal effect of mean-ablating them on a concept's readout, beside diff-of-means."""
+    vectors = open_vectors(vectors_dir)
+    vectors.check_concept(concept)
+    vectors.check_layer(layer)
+    if not 0 <= from_layer <= layer:
+        raise UserError(f"--from-layer must be between 0 and {layer}")
+    if negatives < 1:
+        raise UserError(f"--negatives must be at least 1, got {negatives}")
+    loaded_corpus = load_corpus(corpus)
+    loaded_corpus.require(concept)
+    target = (output_dir or Path(vectors_dir) / "heads") / f"concept_{concept}_L{layer}.json"
+    check_output_dir(target.parent)
+    loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
+    vector = vectors.readout.vectors[layer][vectors.readout.concepts.index(concept)].float()
+    circuit = concept_circuit(loaded, loaded_corpus, concept, layer, vector, negatives, range(from_layer, layer + 1),
+                              max_length=vectors.max_length)
+    atomic.write_json(target, circuit.to_json())
+    return circuit, target

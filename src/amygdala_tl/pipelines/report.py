@@ -1,0 +1,71 @@
+"""`report`: rebuild quality.json and report.html from an extract's output and its activation store.
+
+No model is loaded: activations, W_out and W_O come from the store; directions from
+directions.safetensors. The held-out evaluation uses the method's own protocol; a method that
+learns from per-token activations (subspace) cannot be refit from the pooled store, so its held-out
+block is kept from the existing quality.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..capture import ActivationStore, activations_from_store
+from ..corpus import load_corpus
+from ..directions.registry import MethodContext, get_method, heldout_fit
+from ..errors import UserError
+from ..formats.readout import load_directions
+from ..quality.output import quality_payloads, served
+from ..rundir import DIRECTIONS_FILE, QUALITY_FILE, SIDECAR_FILE, SUBSPACE_FILE, RunRecord, check_same_run, commit_run, read_run_json
+from .analysis import head_analysis, quality_inputs, stored_weights
+
+
+def corpus_of(record: RunRecord, corpus_dir: Path | None):
+    """The corpus extract used: --corpus if given, else the (absolute) directories extract.json records."""
+    if corpus_dir is not None:
+        return load_corpus(Path(corpus_dir))
+    paths = [Path(record.corpus[key]) if record.corpus.get(key) else None for key in ("corpus", "stories_dir", "paired_dir")]
+    return load_corpus(*paths) if any(paths) else load_corpus(Path(record.corpus["root"]))
+
+
+def previous_heldout(output_dir: Path, record: RunRecord) -> dict:
+    quality = read_run_json(output_dir, QUALITY_FILE, record)
+    if quality is None or "heldout" not in quality:
+        raise UserError(f"the {record.method} method's held-out evaluation needs the model; run `extract --quality-report` "
+                        f"({output_dir / QUALITY_FILE} is missing)")
+    return quality["heldout"]
+
+
+def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path | None = None, head_concept: str | None = None):
+    output_dir = Path(output_dir)
+    record = RunRecord.read(output_dir)
+    corpus = corpus_of(record, corpus_dir)
+    if corpus.fingerprint() != record.corpus["sha256"]:
+        raise UserError(f"the corpus at {corpus.root} changed since extract (hash differs): re-run `amygdala-tl extract`")
+    concepts, layers, model = list(record.concepts), record.target_layers, record.model
+    if head_concept is not None and head_concept not in concepts:
+        raise UserError(f"unknown --concept {head_concept!r}")
+    store = ActivationStore(Path(cache_dir or record.cache["dir"]), model["identity"], record.pooling, record.max_length)
+    if not store.dir.is_dir():
+        raise UserError(f"the activation cache {store.dir.parent} has no entries for this run (key {store.key}); "
+                        "pass the --cache-dir extract used, or re-run `amygdala-tl extract`")
+    acts = activations_from_store(store, corpus.texts, layers, record.head_layers, model["d_model"], model["n_heads"], model["d_head"])
+    directions = load_directions(output_dir / DIRECTIONS_FILE)
+    check_same_run(output_dir / DIRECTIONS_FILE, directions.metadata.get("run_id"), record)
+    if directions.concepts != concepts or directions.layers != layers:
+        raise UserError(f"{output_dir / DIRECTIONS_FILE} does not match {SIDECAR_FILE}: re-run `amygdala-tl extract`")
+    served_directions = served(directions.vectors, layers)
+    weights = stored_weights(store, layers)
+    membership = corpus.membership(concepts)
+    skipped = [layer for layer in layers if layer not in record.head_layers]
+    per_head = head_analysis(weights, acts, membership, served_directions, concepts, skipped) if record.heads else None
+    method = get_method(record.method)
+    subspace = read_run_json(output_dir, SUBSPACE_FILE, record) if method.needs_tokens else None
+    context = MethodContext(method, corpus.baseline_partner(), l1_c=record.l1_c)
+    inputs = quality_inputs(corpus, concepts, acts, served_directions, weights, model["n_layers"], method.name, per_head, subspace,
+                            fit=None if method.exact_loo or method.needs_tokens else heldout_fit(context, layers),
+                            heldout=previous_heldout(output_dir, record) if method.needs_tokens else None)
+    quality, payloads = quality_payloads(inputs, model["n_heads"], record.run_id, head_concept)
+    kept = {name: (output_dir / name).read_bytes() for name in record.files if name != SIDECAR_FILE and name not in payloads}
+    paths = commit_run(output_dir, kept | payloads, record)
+    return quality, [path for path in paths if path.name in payloads]

@@ -1,0 +1,54 @@
+"""`score`: a user's own sentences through exported vectors, exactly as the serving side reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..capture import capture
+from ..corpus import read_lines
+from ..errors import UserError
+from ..formats.readout import score
+from ..model import load_model
+from .vectors import load_model_for, open_vectors
+
+
+@dataclass
+class TextScores:
+    text: str
+    centered: bool
+    scores: dict[str, dict[str, float]]  # layer -> concept -> score
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "centered": self.centered, "scores": self.scores}
+
+
+def read_texts(texts: list[str], file: Path | None) -> list[str]:
+    texts = list(texts) + (read_lines(file, "--file") if file is not None else [])
+    if not texts:
+        raise UserError("nothing to score: pass texts or --file")
+    return texts
+
+
+def score_texts(vectors_dir: Path, texts: list[str], file: Path | None, model: str | None, device: str | None,
+                loader=load_model, centered: bool = False, trust_remote_code: bool = False,
+                warn: Callable[[str], None] = lambda message: None) -> list[TextScores]:
+    """Serving-convention scores of each text; `centered` subtracts each concept's corpus offset.
+
+    A text longer than extract's --max-length keeps its end, as extract did (`warn` names it)."""
+    texts = read_texts(texts, file)
+    vectors = open_vectors(vectors_dir)
+    readout = vectors.readout
+    if centered and vectors.record is None:
+        raise UserError(f"--centered needs the score offsets that `amygdala-tl extract` writes to extract.json in {vectors_dir}")
+    offsets = vectors.record.offsets(readout.layers) if centered and vectors.record else None
+    loaded = load_model_for(vectors, model, device, trust_remote_code, loader)
+    acts = capture(loaded, texts, readout.layers, pooling="last", max_length=vectors.max_length)
+    for index in acts.truncated:
+        warn(f"text {index + 1} is longer than {vectors.max_length} tokens: scored on its last {vectors.max_length}, as extract read the corpus")
+    scores = score(readout, {layer: acts.at(layer) for layer in readout.layers})
+    shift = (lambda layer, concept: offsets[layer][concept]) if offsets else (lambda layer, concept: 0.0)
+    return [TextScores(text, centered, {str(layer): {c: round(float(v) - shift(layer, c), 4) for c, v in zip(readout.concepts, scores[layer][i])}
+                                        for layer in readout.layers})
+            for i, text in enumerate(texts)]

@@ -1,0 +1,174 @@
+"""Generation with a concept direction added to the residual stream, and a measurable check of it.
+
+alpha is in units of the layer's mean residual norm on the prompt (BOS excluded, since its norm is
+often an outlier): the intervention adds alpha * mean_norm * v to `blocks.<l>.hook_resid_post` at
+every position, so alpha 1 is a push as large as a typical residual vector.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .. import hooks
+from ..capture import encode, forward, last_token_resid, make_batches
+from ..capture.forward import Intervention
+from ..corpus import load_corpus
+from ..errors import UserError
+from ..formats.readout import Readout, score
+from ..model import LoadedModel, load_model
+from .vectors import load_model_for, open_vectors
+
+
+def prompt_tokens(model: LoadedModel, prompt: str) -> Tensor:
+    return torch.tensor(encode(model.tokenizer, [prompt])[0][0])
+
+
+def mean_resid_norm(model: LoadedModel, tokens: Tensor, layer: int) -> float:
+    """Mean residual norm over the prompt's tokens after the first (often a BOS with an outlier norm)."""
+    resid = forward(model, tokens[None], read=[hooks.resid_post(layer)]).acts[hooks.resid_post(layer)]
+    norms = resid[0].float().norm(dim=-1)
+    return float(norms[1:].mean() if len(norms) > 1 else norms.mean())
+
+
+def steering_hook(layer: int, vector: Float[Tensor, " d_model"], scale: float) -> Intervention:
+    def add(resid: Tensor, hook) -> Tensor:  # noqa: ARG001
+        return resid + (scale * vector).to(resid.device, resid.dtype)
+
+    return (hooks.resid_post(layer), add)
+
+
+def generate(model: LoadedModel, prompt: str, interventions: Sequence[Intervention], max_new_tokens: int = 40,
+             temperature: float = 0.0, seed: int = 0) -> str:
+    """Greedy (temperature 0) or sampled continuation; a full forward per token keeps interventions exact."""
+    tokens = prompt_tokens(model, prompt)[None]
+    generator = torch.Generator().manual_seed(seed)
+    eos = model.tokenizer.eos_token_id
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = forward(model, tokens, interventions=interventions, logits=True).logits
+        assert logits is not None
+        last = logits[0, -1].float().cpu()
+        token = int(torch.multinomial((last / temperature).softmax(-1), 1, generator=generator)) if temperature > 0 else int(last.argmax())
+        if token == eos:
+            break
+        new.append(token)
+        tokens = torch.cat([tokens, torch.tensor([[token]])], dim=1)
+    return model.tokenizer.decode(new)
+
+
+def concept_vector(readout: Readout, concept: str, layer: int) -> Float[Tensor, " d_model"]:
+    if concept not in readout.concepts:
+        raise UserError(f"unknown concept {concept!r}; the vectors have: {', '.join(readout.concepts)}")
+    if layer not in readout.layers:
+        raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
+    return readout.vectors[layer][readout.concepts.index(concept)].float()
+
+
+def check_steer_args(readout: Readout, concept: str, layer: int, alpha: float, temperature: float,
+                     max_new_tokens: int, measure: bool) -> None:
+    """Everything `steer` can check before the model loads."""
+    if concept != "all" or not measure:
+        concept_vector(readout, concept, layer)
+    elif layer not in readout.layers:
+        raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
+    if not math.isfinite(alpha):
+        raise UserError(f"--alpha must be a finite number, got {alpha}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise UserError(f"--temperature must be a finite number >= 0, got {temperature}")
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+
+
+@dataclass
+class SteerResult:
+    prompt: str
+    concept: str
+    layer: int
+    alpha: float
+    added_norm: float
+    unsteered: str
+    steered: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def steer(model: LoadedModel, readout: Readout, concept: str, layer: int, alpha: float, prompt: str,
+          max_new_tokens: int = 40, temperature: float = 0.0, seed: int = 0) -> SteerResult:
+    vector = concept_vector(readout, concept, layer)
+    scale = alpha * mean_resid_norm(model, prompt_tokens(model, prompt), layer)
+    return SteerResult(prompt, concept, layer, alpha, scale,
+                       generate(model, prompt, [], max_new_tokens, temperature, seed),
+                       generate(model, prompt, [steering_hook(layer, vector, scale)], max_new_tokens, temperature, seed))
+
+
+def readout_at_layers(model: LoadedModel, texts: Sequence[str], readout: Readout, layers: list[int],
+                      interventions: Sequence[Intervention], batch_size: int = 8, max_length: int = 512) -> dict[int, Tensor]:
+    """Serving-convention scores [n_texts, n_concepts] at `layers`, under optional interventions."""
+    token_ids, _ = encode(model.tokenizer, texts, max_length)
+    resid = last_token_resid(model, make_batches(token_ids, batch_size, model.tokenizer.pad_token_id), layers, interventions)
+    return score(readout, resid, layers)
+
+
+@dataclass
+class ShiftRow:
+    own_shift: float
+    others_mean_shift: float | None
+    rank_of_own: int
+
+
+@dataclass
+class MeasureResult:
+    layer: int
+    alpha: float
+    read_at: list[int]
+    n_texts: int
+    concepts: dict[str, ShiftRow]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def measure(model: LoadedModel, readout: Readout, texts: Sequence[str], concepts: Sequence[str], layer: int, alpha: float) -> MeasureResult:
+    """Steer toward each concept at `layer` on neutral texts; readout shift of every concept at later layers.
+
+    The shift matrix [steered concept x read concept] is averaged over texts and later layers; a
+    working vector raises its own readout (the diagonal) more than the others'.
+    """
+    later = [l for l in readout.layers if l > layer]
+    if not later:
+        raise UserError(f"--measure needs exported layers after {layer} (have {', '.join(map(str, readout.layers))})")
+    clean = readout_at_layers(model, texts, readout, later, [])
+    norms = torch.tensor([mean_resid_norm(model, prompt_tokens(model, t), layer) for t in texts]).mean()
+    rows = {}
+    for concept in concepts:
+        vector = concept_vector(readout, concept, layer)
+        steered = readout_at_layers(model, texts, readout, later, [steering_hook(layer, vector, float(alpha * norms))])
+        shift = torch.stack([(steered[l] - clean[l]).mean(0) for l in later]).mean(0)
+        own = readout.concepts.index(concept)
+        others = torch.cat([shift[:own], shift[own + 1 :]])
+        rows[concept] = ShiftRow(float(shift[own]), float(others.mean()) if len(others) else None, int((shift > shift[own]).sum()) + 1)
+    return MeasureResult(layer, alpha, later, len(texts), rows)
+
+
+def run_steer_command(vectors_dir: Path, concept: str, layer: int, alpha: float, prompt: str, max_new_tokens: int, temperature: float,
+                      seed: int, measure_shift: bool, corpus: Path, model: str | None, device: str | None, trust_remote_code: bool = False,
+                      log: Callable[[str], None] = lambda _: None, loader: Callable[..., LoadedModel] = load_model) -> SteerResult | MeasureResult:
+    """`steer`: every argument checked against the vectors (and the corpus for --measure) before the model loads."""
+    vectors = open_vectors(vectors_dir)
+    check_steer_args(vectors.readout, concept, layer, alpha, temperature, max_new_tokens, measure_shift)
+    baselines = [s.text for s in load_corpus(corpus).stories if s.is_baseline] if measure_shift else []
+    if measure_shift and not baselines:
+        raise UserError(f"--measure needs neutral baseline texts: {corpus} has no paired/<scenario>/baseline.txt")
+    loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
+    if measure_shift:
+        concepts = vectors.readout.concepts if concept == "all" else [concept]
+        return measure(loaded, vectors.readout, baselines, concepts, layer, alpha)
+    return steer(loaded, vectors.readout, concept, layer, alpha, prompt, max_new_tokens, temperature, seed)
