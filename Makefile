@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: install browser demo test test-fast bench clean
+.PHONY: install browser lint demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,7 +23,12 @@ browser:  ## Debian's chromium for the HTML report test (root or sudo-less apt; 
 demo: install  ## extract on the bundled model and the shipped corpus -> out/
 	$(VENV)/bin/amygdala-tl extract --corpus corpus --output-dir out --quality-report
 
-test: install browser  ## unit tests (tiny random models) + integration tests (bundled model)
+lint: install  ## ruff (lint + format) and mypy: the conventions, enforced
+	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff format --check src tests scripts benchmarks
+	$(VENV)/bin/mypy
+
+test: install browser lint  ## lint, then unit tests (tiny random models) + integration tests (bundled model), shapes checked at run time
 	$(VENV)/bin/python -m pytest -q tests
 
 test-fast: install

@@ -59,12 +59,15 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
 
     start = time.perf_counter()
-    bases, membership, pooled = synthetic_bases(args.d, args.concepts, args.stories - args.concepts, args.tokens,
-                                                args.common_rank, args.eigen_k + 1, seed=0)
+    bases, membership, pooled = synthetic_bases(
+        args.d, args.concepts, args.stories - args.concepts, args.tokens, args.common_rank, args.eigen_k + 1, seed=0
+    )
     reference = diff_of_means(pooled, membership)
-    print(f"data: d={args.d}, {args.concepts} concepts, {len(bases)} stories x {args.tokens} tokens, "
-          f"story ranks {min(b.shape[1] for b in bases)}-{max(b.shape[1] for b in bases)} "
-          f"({time.perf_counter() - start:.0f} s to generate + SVD)")
+    print(
+        f"data: d={args.d}, {args.concepts} concepts, {len(bases)} stories x {args.tokens} tokens, "
+        f"story ranks {min(b.shape[1] for b in bases)}-{max(b.shape[1] for b in bases)} "
+        f"({time.perf_counter() - start:.0f} s to generate + SVD)"
+    )
 
     start = time.perf_counter()
     fast = subspace_directions(bases, membership, reference, eigen_k=args.eigen_k)

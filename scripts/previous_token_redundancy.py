@@ -40,6 +40,5 @@ def main() -> None:
         print(f"  without {', '.join(candidates[:n])}: {induction_score_with(model, tokens, induction_head, hooks):.3f}")
 
 
-
 if __name__ == "__main__":
     main()

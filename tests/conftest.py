@@ -12,9 +12,11 @@ from amygdala_tl.model import LoadedModel, ModelSpec, facts_of, load_model, reso
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpus"
-WORDS = ("the a and of to in was she he it that his her on with as had at for but they were you is "
-         "cat dog sat mat door window rain sun light cold warm quiet loud slow fast hand face room "
-         "sky tree road house water river stone bread tea cup table chair night morning").split()
+WORDS = (
+    "the a and of to in was she he it that his her on with as had at for but they were you is "
+    "cat dog sat mat door window rain sun light cold warm quiet loud slow fast hand face room "
+    "sky tree road house water river stone bread tea cup table chair night morning"
+).split()
 
 
 def make_tokenizer():
@@ -33,9 +35,18 @@ def make_tiny_hf(n_layers: int = 3, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(WORDS) + 2, hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(WORDS) + 2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -66,8 +77,7 @@ def hf_reference():
     from transformers import AutoModelForCausalLM
 
     path = Path(resolve_model_spec(None).location)
-    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
-                                                attn_implementation="eager").eval()
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32, attn_implementation="eager").eval()
 
 
 def write(path: Path, text: str) -> Path:

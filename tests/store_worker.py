@@ -10,6 +10,7 @@ from tests.test_store import TEXTS
 root = sys.argv[1]
 model = make_tiny_model()
 store = ActivationStore(root, model.identity, "last", 64)
-capture(model, TEXTS, [1, 2], head_layers=[2], batch_size=2, max_length=64, store=store,
-        on_progress=lambda done, total: print(f"done {done}", flush=True))
+capture(
+    model, TEXTS, [1, 2], head_layers=[2], batch_size=2, max_length=64, store=store, on_progress=lambda done, total: print(f"done {done}", flush=True)
+)
 print("finished", flush=True)

@@ -44,7 +44,7 @@ def test_mean_is_the_unit_diff_of_means_against_every_non_member_by_hand():
     B: mean (0, -3) - mean((2,3), (4,1), (-6,-3)) = (0, -3) - (0, 1/3) = (0, -10/3)."""
     acts = torch.tensor([[2.0, 3.0], [4.0, 1.0], [-1.0, -3.0], [1.0, -3.0], [-6.0, -3.0]])
     membership = torch.tensor([[True, True, False, False, False], [False, False, True, True, False]])
-    expected = torch.tensor([[2 ** -0.5, 2 ** -0.5], [0.0, -1.0]])
+    expected = torch.tensor([[2**-0.5, 2**-0.5], [0.0, -1.0]])
     torch.testing.assert_close(aggregate("mean", acts, membership), expected, atol=1e-6, rtol=0)
 
 

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from amygdala_tl import hooks
-from amygdala_tl.capture import tokenize
-from amygdala_tl.circuits.ablation import Condition, ablation_hooks, mean_z, run_ablations, tokens_of, value_slots
+from amygdala_tl.capture import encode
+from amygdala_tl.circuits.ablation import Condition, ablation_hooks, mean_z, prompt_batches, run_ablations, tokens_of, value_slots
 from amygdala_tl.circuits.concept import concept_circuit
-from amygdala_tl.circuits.detectors import (NAMES, ORDINAL_RUNS, delimiter, natural_batch, ov_copy_scores, s_inhibition,
-                                            successor)
+from amygdala_tl.circuits.detectors import NAMES, ORDINAL_RUNS, delimiter, natural_batch, ov_copy_scores, s_inhibition, successor
 from amygdala_tl.corpus import load_corpus
 from amygdala_tl.model import LoadedModel, ModelSpec, facts_of
 
@@ -36,6 +35,7 @@ def run_capturing(model, tokens, fwd_hooks, names):
 
 
 # ---- ablation hooks ----------------------------------------------------------------------------
+
 
 def test_zero_ablation_zeroes_only_the_chosen_head_at_the_chosen_position(tiny_model):
     tokens = tokens_of(tiny_model, PROMPTS[0])
@@ -87,13 +87,13 @@ def test_mean_z_is_the_mean_over_every_token_of_every_prompt(tiny_model):
         store, _ = run_capturing(tiny_model, tokens_of(tiny_model, prompt), [], [hooks.attn_z(1)])
         per_token.append(store[hooks.attn_z(1)][0])
     expected = torch.cat(per_token).mean(0)  # [n_heads, d_head], BOS positions included
-    means = mean_z(tiny_model, PROMPTS, {1})
+    means = mean_z(tiny_model, prompt_batches(tiny_model, PROMPTS), [1])
     assert set(means) == {1}
     torch.testing.assert_close(means[1], expected, atol=1e-6, rtol=1e-5)
 
 
 def test_mean_ablation_writes_the_heads_mean_at_every_position_and_nothing_else(tiny_model):
-    means = mean_z(tiny_model, PROMPTS, {1})
+    means = mean_z(tiny_model, prompt_batches(tiny_model, PROMPTS), [1])
     tokens = tokens_of(tiny_model, PROMPTS[2])
     clean, _ = run_capturing(tiny_model, tokens, [], [hooks.attn_z(1)])
     ablated, _ = run_capturing(tiny_model, tokens, ablation_hooks(tiny_model, Condition(((1, 3),), "mean"), means), [hooks.attn_z(1)])
@@ -149,9 +149,10 @@ def test_run_ablations_reports_the_logit_change_of_an_independent_ablation(tiny_
             v = v.clone()
             v[:, position, slot] = 0
             return v
+
         return edit
 
-    results = run_ablations(tiny_model, prompts, [Condition(((layer, head),), "zero"), Condition(((1, 3),), "value", 1)], k=3)
+    results = [r.to_json() for r in run_ablations(tiny_model, prompts, [Condition(((layer, head),), "zero"), Condition(((1, 3),), "value", 1)], k=3)]
     for prompt, row_zero, row_value in zip(prompts, results[0]["prompts"], results[1]["prompts"]):
         tokens = tokens_of(tiny_model, prompt)
         with torch.inference_mode():
@@ -188,9 +189,18 @@ def make_wordy_model(seed: int = 5) -> LoadedModel:
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     hf_model = LlamaForCausalLM(config).eval()
     bridge = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf_model, tokenizer=tokenizer, device="cpu")
     return LoadedModel(bridge, tokenizer, facts_of(bridge), ModelSpec("hub", "tiny-llama", "tiny-llama"), "wordy", torch.float32)
@@ -238,6 +248,7 @@ def plant(model: LoadedModel) -> LoadedModel:
                 if l == layer:
                     pattern[:, h] = planted_rows(seen["ids"], rule).to(pattern.dtype)
             return pattern
+
         return hook
 
     original = model.bridge.run_with_hooks
@@ -324,8 +335,8 @@ def test_ov_copy_scores_match_a_computation_from_the_raw_hf_weights(wordy):
         v_proj, o_proj = attention.v_proj.weight.detach().double(), attention.o_proj.weight.detach().double()
         for head in range(4):
             kv = head // 2
-            w_v = v_proj[kv * d_head:(kv + 1) * d_head].T  # [d_model, d_head]
-            w_o = o_proj[:, head * d_head:(head + 1) * d_head].T  # [d_head, d_model]
+            w_v = v_proj[kv * d_head : (kv + 1) * d_head].T  # [d_model, d_head]
+            w_o = o_proj[:, head * d_head : (head + 1) * d_head].T  # [d_head, d_model]
             logits = embed @ w_v @ w_o @ unembed
             n = len(ids)
             per_name = [float(logits[i, i] - (logits[i].sum() - logits[i, i]) / (n - 1)) for i in range(n)]
@@ -336,6 +347,7 @@ def test_ov_copy_scores_match_a_computation_from_the_raw_hf_weights(wordy):
 
 
 # ---- concept circuit ---------------------------------------------------------------------------
+
 
 def word_corpus(root, seed=0):
     """Three concepts x 2 stories of random vocabulary words, 10 to 30 words long (padding in every batch)."""
@@ -354,16 +366,19 @@ def test_concept_circuit_resumed_ablations_equal_full_forward_runs(tiny_model, t
     corpus = word_corpus(tmp_path / "corpus")
     layer, n_negatives, max_length = 2, 4, 24
     # a long readout vector: effects on the random model are ~1e-4 per unit length, the report rounds to 1e-5
-    vector = 100 * torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(1)), dim=0)
-    report = concept_circuit(tiny_model, corpus, "afraid", layer, vector, n_negatives=n_negatives, layers=[1, 2],
-                             batch_size=4, max_length=max_length)  # 6 texts: two right-padded batches
+    vector = (
+        (100 * torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(1)), dim=0)).half().float()
+    )  # as served: fp16
+    report = concept_circuit(
+        tiny_model, corpus, "afraid", layer, vector, n_negatives=n_negatives, layers=[1, 2], batch_size=4, max_length=max_length
+    ).to_json()  # 6 texts: two right-padded batches
     assert report["ablated_layers"] == [1, 2]
 
     positive = corpus.positive_mask("afraid")
     pos = positive.nonzero().flatten().tolist()
     neg_all = (~positive).nonzero().flatten()
     neg = neg_all[torch.randperm(len(neg_all), generator=torch.Generator().manual_seed(0))[:n_negatives]].tolist()
-    ids, truncated = tokenize(tiny_model.tokenizer, [corpus.stories[i].text for i in pos + neg], max_length)
+    ids, truncated = encode(tiny_model.tokenizer, [corpus.stories[i].text for i in pos + neg], max_length)
     assert 0 < len(truncated) < len(ids) and len({len(row) for row in ids}) > 2  # some cut, lengths differ
     is_pos = torch.tensor([True] * len(pos) + [False] * len(neg))
 
@@ -377,8 +392,12 @@ def test_concept_circuit_resumed_ablations_equal_full_forward_runs(tiny_model, t
         store = {}
         grab = lambda name: (name, lambda act, hook: store.__setitem__(name, act.detach().clone()))  # noqa: E731
         with torch.inference_mode():
-            tiny_model.bridge.run_with_hooks(input_ids, attention_mask=mask, return_type=None,
-                                             fwd_hooks=list(fwd_hooks) + [grab(hooks.resid_post(layer)), grab(hooks.attn_z(1)), grab(hooks.attn_z(2))])
+            tiny_model.bridge.run_with_hooks(
+                input_ids,
+                attention_mask=mask,
+                return_type=None,
+                fwd_hooks=list(fwd_hooks) + [grab(hooks.resid_post(layer)), grab(hooks.attn_z(1)), grab(hooks.attn_z(2))],
+            )
         z = {l: store[hooks.attn_z(l)][mask.bool()] for l in (1, 2)}  # [real tokens, n_heads, d_head]
         return store[hooks.resid_post(layer)][torch.arange(len(ids)), last] @ vector, z
 
@@ -386,6 +405,7 @@ def test_concept_circuit_resumed_ablations_equal_full_forward_runs(tiny_model, t
     means = {l: z[l].mean(0) for l in (1, 2)}  # over every real token of every text
     for l in (1, 2):
         for head in range(4):
+
             def ablate(act, hook, head=head, l=l):
                 act = act.clone()
                 act[:, :, head] = means[l][head]

@@ -10,24 +10,24 @@ import pytest
 import torch
 
 from amygdala_tl import hooks
-from amygdala_tl.capture import tokenize
+from amygdala_tl.capture import encode
 from amygdala_tl.directions.subspace import subspace_directions
-from amygdala_tl.readout import build_readout
+from amygdala_tl.formats.readout import build_readout
 
 from .conftest import WORDS
 
 # ---- tokenization: BOS kept, the END of a long story kept ----------------------------------------
 
 
-def bos_tokenizer():
+def bos_tokenizer(template: str = "[BOS] $A"):
     """Word-level tokenizer whose post-processor prepends [BOS] (as Llama/SmolLM tokenizers do)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
+    core.post_processor = processors.TemplateProcessing(single=template, special_tokens=[("[BOS]", 2), ("[EOS]", 3)])
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="[BOS]", pad_token="[PAD]", unk_token="[UNK]")
 
 
@@ -38,17 +38,25 @@ def test_tokenize_keeps_bos_and_the_end_of_a_long_text():
     texts = ["rain on the road", " ".join(long_words), "the sun", " ".join(long_words[:5])]
     assert tokenizer(texts[0])["input_ids"][0] == 2  # the tokenizer really adds a BOS
     max_length = 6
-    ids, truncated = tokenize(tokenizer, texts, max_length)
+    ids, truncated = encode(tokenizer, texts, max_length)
     assert truncated == [1]
-    assert ids[1] == [2] + [vocab[w] for w in long_words[-(max_length - 1):]]  # [BOS] + the last 5 words
+    assert ids[1] == [2] + [vocab[w] for w in long_words[-(max_length - 1) :]]  # [BOS] + the last 5 words
     assert len(ids[1]) == max_length
     # texts that fit (the one at exactly max_length included) are unchanged
     assert ids[0] == [2] + [vocab[w] for w in "rain on the road".split()]
     assert ids[2] == [2, vocab["the"], vocab["sun"]]
     assert ids[3] == [2] + [vocab[w] for w in long_words[:5]] and len(ids[3]) == max_length
     # a single token of room still keeps the BOS
-    ids, truncated = tokenize(tokenizer, texts, 2)
+    ids, truncated = encode(tokenizer, texts, 2)
     assert truncated == [0, 1, 2, 3] and ids[1] == [2, vocab["room"]]
+
+
+def test_tokenize_keeps_leading_and_trailing_specials_and_the_end_of_the_text():
+    tokenizer = bos_tokenizer("[BOS] $A [EOS]")
+    vocab = tokenizer.get_vocab()
+    words = "the cat sat on the mat and dog".split()
+    ids, truncated = encode(tokenizer, [" ".join(words)], 5)
+    assert truncated == [0] and ids[0] == [2, vocab[words[-3]], vocab[words[-2]], vocab[words[-1]], 3]  # not the first word
 
 
 # ---- subspace: an independent reference of methods.md's recipe ----------------------------------
@@ -135,7 +143,7 @@ def test_subspace_direction_on_random_bases_equals_the_reference():
 
 
 def test_steer_adds_alpha_times_the_mean_residual_norm_after_the_first_token(tiny_model, monkeypatch):
-    import amygdala_tl.steer as steer_module
+    import amygdala_tl.pipelines.steer as steer_module
 
     layer, alpha = 1, 2.5
     prompt = "the cat sat on the mat and the dog was quiet"
@@ -145,8 +153,9 @@ def test_steer_adds_alpha_times_the_mean_residual_norm_after_the_first_token(tin
     tokens = torch.tensor([tiny_model.tokenizer(prompt)["input_ids"]])
     store = {}
     with torch.inference_mode():
-        tiny_model.bridge.run_with_hooks(tokens, return_type=None, fwd_hooks=[
-            (hooks.resid_post(layer), lambda act, hook: store.__setitem__("resid", act.detach().clone()))])
+        tiny_model.bridge.run_with_hooks(
+            tokens, return_type=None, fwd_hooks=[(hooks.resid_post(layer), lambda act, hook: store.__setitem__("resid", act.detach().clone()))]
+        )
     norms = store["resid"][0].norm(dim=-1)
     expected = alpha * float(norms[1:].mean())
     assert abs(float(norms.mean()) - float(norms[1:].mean())) > 1e-3 * float(norms.mean())  # the first position matters
@@ -160,14 +169,17 @@ def test_steer_adds_alpha_times_the_mean_residual_norm_after_the_first_token(tin
 
     monkeypatch.setattr(steer_module, "generate", recording_generate)
     result = steer_module.steer(tiny_model, readout, "afraid", layer, alpha, prompt, max_new_tokens=1)
-    assert result["added_norm"] == pytest.approx(expected, rel=1e-5)
+    assert result.added_norm == pytest.approx(expected, rel=1e-5)
 
     # what the steered run really adds to the residual at the layer: alpha * mean norm * the unit vector
     steered_hooks = [h for h in used_hooks if h]
     assert len(steered_hooks) == 1
     with torch.inference_mode():
-        tiny_model.bridge.run_with_hooks(tokens, return_type=None, fwd_hooks=steered_hooks[0] + [
-            (hooks.resid_post(layer), lambda act, hook: store.__setitem__("steered", act.detach().clone()))])
+        tiny_model.bridge.run_with_hooks(
+            tokens,
+            return_type=None,
+            fwd_hooks=steered_hooks[0] + [(hooks.resid_post(layer), lambda act, hook: store.__setitem__("steered", act.detach().clone()))],
+        )
     added = (store["steered"] - store["resid"])[0]
     vector = readout.vectors[layer][1].float()
     torch.testing.assert_close(added, (expected * vector).expand_as(added), atol=1e-4, rtol=1e-5)

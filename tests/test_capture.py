@@ -9,8 +9,7 @@ from amygdala_tl import hooks
 from amygdala_tl.capture import capture
 from amygdala_tl.capture.forward import last_token_index, pool
 
-TEXTS = ["the cat sat on the mat", "rain", "she had a cup of tea at the table in the morning and it was warm",
-         "the dog", "quiet night"]
+TEXTS = ["the cat sat on the mat", "rain", "she had a cup of tea at the table in the morning and it was warm", "the dog", "quiet night"]
 
 
 def single(model, text, layers, **kwargs):

@@ -24,6 +24,7 @@ def planted_model():
     through permanent hook_pattern hooks (the planted patterns feed the forward pass)."""
     model = make_tiny_model(seed=3)
     tokens_seen = {}
+
     def previous(pattern, hook):
         pattern = pattern.clone()
         n = pattern.shape[-1]
@@ -91,26 +92,32 @@ def test_zero_ablating_a_head_removes_exactly_its_w_o_contribution(tiny_model):
     tokens = tokens_of(tiny_model, "the cat sat on the mat and the dog was quiet")
     layer, head = 1, 2
     store = {}
-    grab = lambda key: (lambda act, hook: store.__setitem__(key, act.detach().clone()))  # noqa: E731
+    grab = lambda key: lambda act, hook: store.__setitem__(key, act.detach().clone())  # noqa: E731
     with torch.inference_mode():
-        tiny_model.bridge.run_with_hooks(tokens, return_type=None, fwd_hooks=[
-            (hooks.attn_z(layer), grab("z")), (f"blocks.{layer}.hook_attn_out", grab("clean"))])
+        tiny_model.bridge.run_with_hooks(
+            tokens, return_type=None, fwd_hooks=[(hooks.attn_z(layer), grab("z")), (f"blocks.{layer}.hook_attn_out", grab("clean"))]
+        )
 
         def zero(z, hook):
             z = z.clone()
             z[:, :, head] = 0
             return z
 
-        tiny_model.bridge.run_with_hooks(tokens, return_type=None, fwd_hooks=[
-            (hooks.attn_z(layer), zero), (f"blocks.{layer}.hook_attn_out", grab("ablated"))])
+        tiny_model.bridge.run_with_hooks(
+            tokens, return_type=None, fwd_hooks=[(hooks.attn_z(layer), zero), (f"blocks.{layer}.hook_attn_out", grab("ablated"))]
+        )
     contribution = store["z"][0, :, head] @ tiny_model.bridge.blocks[layer].attn.W_O[head].detach()
     torch.testing.assert_close(store["clean"][0] - store["ablated"][0], contribution, atol=1e-5, rtol=1e-4)
 
 
 def test_ablation_report_is_consistent(tiny_model):
     prompts = ["the cat sat on the", "she had a cup of"]
-    results = [r.to_json() for r in run_ablations(tiny_model, prompts, [Condition(((1, 0), (1, 2)), "zero"), Condition(((2, 1),), "mean", -1),
-                                                                        Condition(((0, 3),), "value", 1)], k=3)]
+    results = [
+        r.to_json()
+        for r in run_ablations(
+            tiny_model, prompts, [Condition(((1, 0), (1, 2)), "zero"), Condition(((2, 1),), "mean", -1), Condition(((0, 3),), "value", 1)], k=3
+        )
+    ]
     assert [r["heads"] for r in results] == [["L1H0", "L1H2"], ["L2H1"], ["L0H3"]]
     for result in results:
         changed = [row["top1_changed"] for row in result["prompts"]]
@@ -146,8 +153,12 @@ def test_concept_circuit_effect_matches_a_manual_ablation(tiny_model, starter_co
     for batch in batches:
         grabbed = {}
         with torch.inference_mode():
-            tiny_model.bridge.run_with_hooks(batch.input_ids, attention_mask=batch.attention_mask, return_type=None,
-                                             fwd_hooks=[(hooks.attn_z(0), lambda z, hook, grabbed=grabbed: grabbed.__setitem__("z", z.detach()))])
+            tiny_model.bridge.run_with_hooks(
+                batch.input_ids,
+                attention_mask=batch.attention_mask,
+                return_type=None,
+                fwd_hooks=[(hooks.attn_z(0), lambda z, hook, grabbed=grabbed: grabbed.__setitem__("z", z.detach()))],
+            )
         z_sum = z_sum + (grabbed["z"] * batch.attention_mask[:, :, None, None]).sum((0, 1))
         count += batch.attention_mask.sum()
     mean = z_sum / count
@@ -160,7 +171,7 @@ def test_concept_circuit_effect_matches_a_manual_ablation(tiny_model, starter_co
     clean = readout_scores(tiny_model, batches, 1, vector)
     ablated = readout_scores(tiny_model, batches, 1, vector, (hooks.attn_z(0), ablate))
     drop = clean - ablated
-    expected = drop[: len(pos)].mean() - drop[len(pos):].mean()
+    expected = drop[: len(pos)].mean() - drop[len(pos) :].mean()
     assert report["ablation_effects"][0][2] == pytest.approx(float(expected), abs=1e-4)
 
 

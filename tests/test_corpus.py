@@ -34,8 +34,10 @@ def test_both_story_layouts_and_paired_labels(tmp_path):
     [
         (lambda root: None, "corpus directory not found"),
         (lambda root: (root / "x").mkdir(parents=True), "neither stories/ nor paired/"),
-        (lambda root: (write(root / "stories" / "calm" / "a.txt", "same words"),
-                       write(root / "stories" / "afraid" / "b.txt", "same words")), "afraid/b.txt"),
+        (
+            lambda root: (write(root / "stories" / "calm" / "a.txt", "same words"), write(root / "stories" / "afraid" / "b.txt", "same words")),
+            "afraid/b.txt",
+        ),
         (lambda root: write(root / "stories" / "Bad-Name" / "a.txt", "x"), "Bad-Name"),
         (lambda root: write(root / "stories" / "baseline.txt", "x"), "reserved"),
     ],

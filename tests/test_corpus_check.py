@@ -7,8 +7,10 @@ from amygdala_tl.corpus import check_corpus, names_own_concept
 from .conftest import write
 
 GOOD = "She walked along the quiet road as the light changed over the fields and the hills. " * 6  # 96 words
-VOCAB = ("road light field hill river stone bread window door table chair lamp garden morning evening winter "
-         "summer kettle letter coat boot ladder harbour market bridge station orchard meadow cloud").split()
+VOCAB = (
+    "road light field hill river stone bread window door table chair lamp garden morning evening winter "
+    "summer kettle letter coat boot ladder harbour market bridge station orchard meadow cloud"
+).split()
 
 
 def distinct(seed: int, n_words: int = 96) -> str:

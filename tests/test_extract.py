@@ -73,8 +73,14 @@ def test_report_reproduces_a_refit_method_run_from_separate_dirs(starter_corpus,
     from amygdala_tl.pipelines.report import run_report
 
     out = tmp_path / "out"
-    config = ExtractConfig(output_dir=out, stories_dir=starter_corpus / "stories", paired_dir=starter_corpus / "paired",
-                           layers="1,2", method="logistic", quality_report=True)
+    config = ExtractConfig(
+        output_dir=out,
+        stories_dir=starter_corpus / "stories",
+        paired_dir=starter_corpus / "paired",
+        layers="1,2",
+        method="logistic",
+        quality_report=True,
+    )
     run_extract(config, loader=lambda *a, **k: tiny_model)
     original = (out / "quality.json").read_text()
     assert json.loads(original)["heldout"]["protocol"] == "grouped leave-one-out"
@@ -87,13 +93,13 @@ def test_quality_report_with_three_concepts_is_strict_json(tmp_path, tiny_model)
     for concept, words in (("calm", "the quiet room"), ("afraid", "the cold night"), ("joyful", "the warm sun")):
         for i in range(3):
             write(tmp_path / "corpus" / "stories" / concept / f"{i}.txt", f"{words} and the {WORDS_BY_INDEX[i]} was there")
-    result = run_extract(ExtractConfig(output_dir=tmp_path / "out", corpus=tmp_path / "corpus", layers="2", quality_report=True),
-                         loader=lambda *a, **k: tiny_model)
+    result = run_extract(
+        ExtractConfig(output_dir=tmp_path / "out", corpus=tmp_path / "corpus", layers="2", quality_report=True), loader=lambda *a, **k: tiny_model
+    )
     quality = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert len(quality["concepts"]["calm"]["nearest_concepts"]) == 2 and result.quality is not None
     with pytest.raises(UserError, match="min-positives 2"):
-        run_extract(ExtractConfig(output_dir=tmp_path / "o2", corpus=tmp_path / "corpus", quality_report=True, min_positives=1),
-                    loader=never_load)
+        run_extract(ExtractConfig(output_dir=tmp_path / "o2", corpus=tmp_path / "corpus", quality_report=True, min_positives=1), loader=never_load)
 
 
 WORDS_BY_INDEX = ["cat", "dog", "tea"]

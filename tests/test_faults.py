@@ -48,13 +48,29 @@ def closed_port() -> int:
 
 # ---- checks that need no model weights --------------------------------------------------------
 
-@pytest.mark.parametrize("case", ["empty_layers", "layer_999_local", "layer_minus_999_gguf", "cuda", "fake_gguf",
-                                  "broken_config", "output_under_a_file", "l1_nan", "hub_offline", "hub_unreachable"])
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty_layers",
+        "layer_999_local",
+        "layer_minus_999_gguf",
+        "cuda",
+        "fake_gguf",
+        "broken_config",
+        "output_under_a_file",
+        "l1_nan",
+        "hub_offline",
+        "hub_unreachable",
+    ],
+)
 def test_mistakes_fail_before_the_model_loads(case, starter_corpus, tmp_path, monkeypatch):
     change, fragment = {
         "empty_layers": (dict(layers=""), "--layers is empty"),
-        "layer_999_local": (dict(layers="999", model=str(model_dir(tmp_path, {"model_type": "llama", "num_hidden_layers": 3}))),
-                            "999 is out of range for a model with 3 layers"),
+        "layer_999_local": (
+            dict(layers="999", model=str(model_dir(tmp_path, {"model_type": "llama", "num_hidden_layers": 3}))),
+            "999 is out of range for a model with 3 layers",
+        ),
         "layer_minus_999_gguf": (dict(layers="-999"), "out of range for a model with 30 layers"),  # the bundled GGUF's header
         "cuda": (dict(device="cuda"), "CUDA is not available"),
         "fake_gguf": (dict(model=str(write(tmp_path / "fake.gguf", "not a model"))), "fake.gguf is not a GGUF file"),
@@ -80,14 +96,18 @@ def test_mistakes_fail_before_the_model_loads(case, starter_corpus, tmp_path, mo
 
 def test_remote_code_never_runs_without_the_opt_in_and_stdin_is_never_read(starter_corpus, tmp_path, monkeypatch):
     marker = tmp_path / "ran"
-    root = model_dir(tmp_path, {"model_type": "evil", "num_hidden_layers": 2,
-                                "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
-                                             "AutoModelForCausalLM": "modeling_evil.EvilModel"}})
+    root = model_dir(
+        tmp_path,
+        {
+            "model_type": "evil",
+            "num_hidden_layers": 2,
+            "auto_map": {"AutoConfig": "configuration_evil.EvilConfig", "AutoModelForCausalLM": "modeling_evil.EvilModel"},
+        },
+    )
     code = f"open({str(marker)!r}, 'w').write('ran')\nfrom transformers import PretrainedConfig\nclass EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n"
     write(root / "configuration_evil.py", code)
     write(root / "modeling_evil.py", code)
-    result = CliRunner().invoke(app, ["extract", "--model", str(root), "--corpus", str(starter_corpus), "-o", str(tmp_path / "out")],
-                                input="y\ny\n")
+    result = CliRunner().invoke(app, ["extract", "--model", str(root), "--corpus", str(starter_corpus), "-o", str(tmp_path / "out")], input="y\ny\n")
     assert "--trust-remote-code" in one_line_exit_2(result)
     # below our own check, transformers itself must be told False (never None, which prompts on stdin)
     from amygdala_tl.model import load_model, resolve_model_spec
@@ -157,6 +177,7 @@ def test_interrupt_is_one_line_saying_how_to_resume(monkeypatch):
 
 # ---- the readout the server gets ---------------------------------------------------------------
 
+
 def test_degenerate_directions_are_refused_and_nothing_is_written(starter_corpus, tmp_path, tiny_model):
     # one token per text (the tiny tokenizer has no BOS): every story reads the same last token, no signal
     config = ExtractConfig(output_dir=tmp_path / "out", corpus=starter_corpus, layers="1", max_length=1, heads=False, use_cache=False)
@@ -193,6 +214,7 @@ def test_export_layers_are_block_indices_of_the_recorded_model(starter_corpus, t
 
 # ---- the output directory describes one run ------------------------------------------------------
 
+
 def test_a_later_run_removes_files_it_did_not_write_and_readers_refuse_strangers(starter_corpus, tmp_path, tiny_model, monkeypatch):
     from amygdala_tl.pipelines.report import run_report
     from amygdala_tl.pipelines.score import score_texts
@@ -200,8 +222,7 @@ def test_a_later_run_removes_files_it_did_not_write_and_readers_refuse_strangers
     out = tmp_path / "out"
     relative = Path("corpus")
     monkeypatch.chdir(starter_corpus.parent)
-    first = run_extract(ExtractConfig(output_dir=out, corpus=relative, layers="1,2", quality_report=True),
-                        loader=lambda *a, **k: tiny_model)
+    first = run_extract(ExtractConfig(output_dir=out, corpus=relative, layers="1,2", quality_report=True), loader=lambda *a, **k: tiny_model)
     assert {"per_head.json", "quality.json", "report.html"} <= set(first.record.files)
     second = run_extract(ExtractConfig(output_dir=out, corpus=relative, layers="2", heads=False), loader=lambda *a, **k: tiny_model)
     assert not (out / "per_head.json").exists() and not (out / "quality.json").exists() and not (out / "report.html").exists()
@@ -227,9 +248,7 @@ def test_score_truncates_a_long_text_as_extract_did_and_says_so(starter_corpus, 
     monkeypatch.setattr("amygdala_tl.pipelines.vectors.preflight", lambda *a, **k: None)  # the tiny model has no hub id to check
 
     out = tmp_path / "out"
-    run_extract(ExtractConfig(output_dir=out, corpus=starter_corpus, layers="2", heads=False, max_length=32),
-                loader=lambda *a, **k: tiny_model)
+    run_extract(ExtractConfig(output_dir=out, corpus=starter_corpus, layers="2", heads=False, max_length=32), loader=lambda *a, **k: tiny_model)
     warnings: list[str] = []
-    results = score_texts(out, ["the cat sat " * 400, "the dog"], None, None, None, loader=lambda *a, **k: tiny_model,
-                          warn=warnings.append)
+    results = score_texts(out, ["the cat sat " * 400, "the dog"], None, None, None, loader=lambda *a, **k: tiny_model, warn=warnings.append)
     assert len(results) == 2 and len(warnings) == 1 and "text 1" in warnings[0] and "32" in warnings[0]

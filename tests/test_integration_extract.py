@@ -8,10 +8,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from amygdala_tl import extract as extract_module
 from amygdala_tl.capture import capture, encode
 from amygdala_tl.cli import app
 from amygdala_tl.formats.readout import load_readout, score
+from amygdala_tl.pipelines import extract as extract_module
 
 pytestmark = pytest.mark.integration
 

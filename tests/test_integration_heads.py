@@ -21,8 +21,7 @@ SEQUENCES = [
     "The cat sat on the mat. The cat sat on the mat again, and the dog watched the cat.",
     "One two three, one two three: she counted the steps and counted them again.",
 ]
-PATTERNS = {"previous_token_head": previous_token_detection, "duplicate_token_head": duplicate_token_detection,
-            "induction_head": induction_detection}
+PATTERNS = {"previous_token_head": previous_token_detection, "duplicate_token_head": duplicate_token_detection, "induction_head": induction_detection}
 
 
 @pytest.mark.parametrize("name", list(PATTERNS))
@@ -31,8 +30,15 @@ def test_scores_equal_transformer_lens_detect_head(bundled, name, exclude_bos, e
     ours = []
     for sequence in SEQUENCES:
         tokens = bundled.bridge.to_tokens(sequence).cpu()
-        ours.append(score_detection(attention_patterns(bundled, tokens), PATTERNS[name](tokens), exclude_bos=exclude_bos,
-                                    exclude_current_token=exclude_current_token, applicable_only=False))
+        ours.append(
+            score_detection(
+                attention_patterns(bundled, tokens),
+                PATTERNS[name](tokens),
+                exclude_bos=exclude_bos,
+                exclude_current_token=exclude_current_token,
+                applicable_only=False,
+            )
+        )
     theirs = detect_head(bundled.bridge, SEQUENCES, name, exclude_bos=exclude_bos, exclude_current_token=exclude_current_token)
     torch.testing.assert_close(torch.stack(ours).mean(0), theirs.float(), atol=1e-5, rtol=0)
 

@@ -30,8 +30,7 @@ def quality_run(bundled, tmp_path_factory):
             (corpus / "stories" / concept).mkdir(parents=True, exist_ok=True)
             shutil.copy(story, corpus / "stories" / concept / story.name)
     shutil.copytree(CORPUS / "paired" / "the_morning_commute", corpus / "paired" / "the_morning_commute")
-    config = ExtractConfig(output_dir=root / "out", corpus=corpus, layers="8,14,20", quality_report=True,
-                           export_best_layers=2, batch_size=8)
+    config = ExtractConfig(output_dir=root / "out", corpus=corpus, layers="8,14,20", quality_report=True, export_best_layers=2, batch_size=8)
     return run_extract(config, loader=lambda *a, **k: bundled), root / "out"
 
 
@@ -41,9 +40,19 @@ def test_quality_json_has_every_metric(quality_run):
     entry = quality["concepts"]["calm"]
     assert entry["n_positive_stories"] == 3
     block = entry["per_layer"]["14"]
-    for key in ("top3_variance_ratios", "first_pc_variance_ratio", "story_projection_mean", "story_projection_std",
-                "story_projection_min", "story_projection_max", "story_alignment_mean", "story_alignment_std",
-                "best_neuron_idx", "best_neuron_cosine", "top5_neurons"):
+    for key in (
+        "top3_variance_ratios",
+        "first_pc_variance_ratio",
+        "story_projection_mean",
+        "story_projection_std",
+        "story_projection_min",
+        "story_projection_max",
+        "story_alignment_mean",
+        "story_alignment_std",
+        "best_neuron_idx",
+        "best_neuron_cosine",
+        "top5_neurons",
+    ):
         assert key in block
     assert block["story_projection_min"] <= block["story_projection_mean"] <= block["story_projection_max"]
     assert len(entry["outlier_stories"]) == 2 and entry["outlier_stories"][0]["path"].endswith(".txt")
@@ -82,13 +91,13 @@ def test_html_report_renders_in_headless_chromium(quality_run):
 
 def test_score_matches_the_exported_vectors(quality_run, bundled):
     result, out = quality_run
-    results = score_texts(out, ["I could not stop shaking while I waited for the phone to ring."], None, None, None,
-                          loader=lambda *a, **k: bundled)
+    results = score_texts(out, ["I could not stop shaking while I waited for the phone to ring."], None, None, None, loader=lambda *a, **k: bundled)
     scores = results[0].to_json()["scores"]
     assert set(scores) == {str(layer) for layer in result.readout.layers}
     assert set(scores[str(result.readout.layers[0])]) == set(result.readout.concepts)
-    centred = score_texts(out, ["I could not stop shaking while I waited for the phone to ring."], None, None, None,
-                          loader=lambda *a, **k: bundled, centered=True)[0].to_json()["scores"]
+    centred = score_texts(
+        out, ["I could not stop shaking while I waited for the phone to ring."], None, None, None, loader=lambda *a, **k: bundled, centered=True
+    )[0].to_json()["scores"]
     offsets = json.loads((out / "extract.json").read_text())["score_offsets"]
     layer = str(result.readout.layers[0])
     for concept, raw in scores[layer].items():

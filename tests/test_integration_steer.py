@@ -14,8 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_steering_toward_a_concept_raises_its_own_readout_most(bundled, starter_corpus, tmp_path):
-    result = run_extract(ExtractConfig(output_dir=tmp_path, corpus=starter_corpus, layers="10,16,22", heads=False),
-                         loader=lambda *a, **k: bundled)
+    result = run_extract(ExtractConfig(output_dir=tmp_path, corpus=starter_corpus, layers="10,16,22", heads=False), loader=lambda *a, **k: bundled)
     baselines = [s.text for s in load_corpus(CORPUS).stories if s.is_baseline]
     shifts = measure(bundled, result.readout, baselines, result.readout.concepts, layer=10, alpha=4.0).to_json()
     rows = shifts["concepts"].values()

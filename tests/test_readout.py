@@ -55,7 +55,10 @@ def test_fp16_scores_match_fp32_directions_within_tolerance(tmp_path):
 @pytest.mark.parametrize(
     "corrupt, fragment",
     [
-        (lambda d: (d / "readout.json").write_text('{"concepts": ["a"], "layers": [1], "hidden_size": 64, "dtype": "float16", "extra": 1}'), "exactly the keys"),
+        (
+            lambda d: (d / "readout.json").write_text('{"concepts": ["a"], "layers": [1], "hidden_size": 64, "dtype": "float16", "extra": 1}'),
+            "exactly the keys",
+        ),
         (lambda d: (d / "readout.json").write_text("{not json"), "not valid JSON"),
         (lambda d: os.remove(d / "readout.safetensors"), "readout.safetensors"),
         (lambda d: save_file({"layer_3.vectors": torch.ones(4, 64, dtype=torch.float16) / 8}, d / "readout.safetensors"), "missing"),

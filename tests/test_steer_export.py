@@ -45,6 +45,7 @@ def test_gguf_control_vector_steers_the_block_it_was_learned_at(tiny_model, tmp_
     assert sorted(slots) == [1, n_layers - 1], "every exported layer must be steerable by llama.cpp"
 
     hf = make_tiny_hf()
+
     def add_after_block(vector):
         v = torch.from_numpy(vector)
         return lambda module, args, output: (output[0] + v, *output[1:]) if isinstance(output, tuple) else output + v
@@ -87,8 +88,10 @@ def test_steering_hook_adds_the_vector_at_every_position(tiny_model):
 
 def test_compare_methods_table(tiny_model, starter_corpus, tmp_path):
     config = ExtractConfig(output_dir=tmp_path, corpus=starter_corpus, layers="1,2", batch_size=8)
-    rows = [row.to_json() for row in compare_methods(config, ["pooled", "mean", "pca", "logistic", "logistic_l1", "subspace"],
-                                                     loader=lambda *a, **k: tiny_model)]
+    rows = [
+        row.to_json()
+        for row in compare_methods(config, ["pooled", "mean", "pca", "logistic", "logistic_l1", "subspace"], loader=lambda *a, **k: tiny_model)
+    ]
     assert [row["method"] for row in rows] == ["pooled", "mean", "pca", "logistic", "logistic_l1", "subspace"]
     for row in rows:
         assert row["best_layer"] in (1, 2) and 0 <= row["auroc"] <= 1 and 0 <= row["top1"] <= 1

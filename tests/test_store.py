@@ -49,8 +49,10 @@ def test_rerun_does_zero_forward_passes_and_changed_text_recaptures_alone(tiny_m
 
 
 def test_store_is_keyed_by_model_pooling_and_length(tiny_model, tmp_path):
-    keys = {ActivationStore(tmp_path, identity, pooling, length).key
-            for identity, pooling, length in [("m1", "last", 64), ("m2", "last", 64), ("m1", "mean", 64), ("m1", "last", 32)]}
+    keys = {
+        ActivationStore(tmp_path, identity, pooling, length).key
+        for identity, pooling, length in [("m1", "last", 64), ("m2", "last", 64), ("m1", "mean", 64), ("m1", "last", 32)]
+    }
     assert len(keys) == 4
 
 
@@ -88,8 +90,7 @@ def damage_shard(shard: Path, damage: str, tmp_path: Path, model) -> None:
     save_file(tensors, shard, metadata=metadata)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "bit_flip", "other_key", "wrong_shape", "wrong_dtype",
-                                    "nan_with_valid_checksum", "no_metadata"])
+@pytest.mark.parametrize("damage", ["garbage", "bit_flip", "other_key", "wrong_shape", "wrong_dtype", "nan_with_valid_checksum", "no_metadata"])
 def test_unusable_shards_are_moved_aside_and_recomputed_bit_for_bit(tiny_model, tmp_path, damage):
     store = new_store(tmp_path, tiny_model)
     clean = run(tiny_model, store)
@@ -111,8 +112,7 @@ def test_unusable_shards_are_moved_aside_and_recomputed_bit_for_bit(tiny_model, 
 def test_killed_run_resumes_losing_at_most_one_batch_and_matches_bit_for_bit(tiny_model, tmp_path):
     root = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
-    worker = subprocess.Popen([sys.executable, "-m", "tests.store_worker", str(root)], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, text=True)
+    worker = subprocess.Popen([sys.executable, "-m", "tests.store_worker", str(root)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     progress = []
     for line in worker.stdout:
         progress.append(line.strip())

@@ -1,9 +1,9 @@
 """amygdala-tl: concept readout vectors for a language model's residual stream.
 
-    import amygdala_tl as at
-    run = at.extract("corpus", "out", layers="12,14")     # learn + export (bundled model by default)
-    scores = run.score(["I kept checking the door."])     # {layer: [n_texts, n_concepts]} as served
-    vectors = at.load_readout("out")                      # the exported files, validated
+import amygdala_tl as at
+run = at.extract("corpus", "out", layers="12,14")     # learn + export (bundled model by default)
+scores = run.score(["I kept checking the door."])     # {layer: [n_texts, n_concepts]} as served
+vectors = at.load_readout("out")                      # the exported files, validated
 """
 
 __version__ = "0.1.0"
@@ -18,6 +18,30 @@ from .model import LoadedModel, load_model, resolve_model_spec  # noqa: E402
 from .pipelines.extract import ExtractConfig, ExtractResult, extract, run_extract  # noqa: E402
 from .rundir import RunRecord  # noqa: E402
 
-__all__ = ["Activations", "Corpus", "ExtractConfig", "ExtractResult", "Head", "LoadedModel", "METHODS", "Method", "MethodInputs",
-           "Readout", "RunRecord", "UserError", "capture", "encode", "extract", "forward", "load_corpus", "load_heldout", "load_model",
-           "load_readout", "register", "resolve_model_spec", "run_extract", "score", "__version__"]
+__all__ = [
+    "Activations",
+    "Corpus",
+    "ExtractConfig",
+    "ExtractResult",
+    "Head",
+    "LoadedModel",
+    "METHODS",
+    "Method",
+    "MethodInputs",
+    "Readout",
+    "RunRecord",
+    "UserError",
+    "capture",
+    "encode",
+    "extract",
+    "forward",
+    "load_corpus",
+    "load_heldout",
+    "load_model",
+    "load_readout",
+    "register",
+    "resolve_model_spec",
+    "run_extract",
+    "score",
+    "__version__",
+]

@@ -7,17 +7,20 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from . import options as opt
 from .circuits.detectors import DETECTORS, thresholds_help
-from .console import progress_bar, progress_callback, say, stdout, user_errors, warn
+from .console import print_table, progress_bar, progress_callback, say, stdout, user_errors, warn
 from .corpus import CONCEPTS
 from .directions.registry import METHODS
 
-app = typer.Typer(help="Concept readout vectors for a language model's residual stream, through TransformerLens.\n\n"
-                       "Start with `amygdala-tl extract` (bundled SmolLM2-135M and the shipped corpus by default).",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Concept readout vectors for a language model's residual stream, through TransformerLens.\n\n"
+    "Start with `amygdala-tl extract` (bundled SmolLM2-135M and the shipped corpus by default).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 corpus_app = typer.Typer(help="Inspect and lint a story corpus.", no_args_is_help=True)
 heads_app = typer.Typer(help="Head-level circuit probing: detectors, ablations, concept circuits.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
@@ -28,39 +31,38 @@ METHOD_HELP = "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
 @app.command()
 def extract(
     model: opt.Model = None,
-    corpus: Annotated[Optional[Path], typer.Option(help="Corpus directory with stories/ and paired/. Default: ./corpus.")] = None,
-    stories_dir: Annotated[Optional[Path], typer.Option(help="Unpaired stories directory (instead of --corpus).")] = None,
-    paired_dir: Annotated[Optional[Path], typer.Option(help="Paired scenarios directory (instead of --corpus).")] = None,
+    corpus: opt.ExtractCorpus = None,
+    stories_dir: opt.StoriesDir = None,
+    paired_dir: opt.PairedDir = None,
     layers: opt.Layers = None,
     output_dir: opt.OutputDir = Path("out"),
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = "pooled",
     l1_c: opt.L1C = 0.05,
-    subspace_k: Annotated[Optional[int], typer.Option(help="Subspace: singular vectors kept per story (default: full rank).")] = None,
-    subspace_eigen_k: Annotated[int, typer.Option(help="Subspace: top eigenvectors of M_pos - M_base combined.")] = 5,
-    heads: Annotated[bool, typer.Option(help="Per-head decomposition from attn.hook_z (same forward pass) -> per_head.json.")] = True,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Activation store (default: OUTPUT_DIR/cache); re-runs reuse it.")] = None,
-    cache: Annotated[bool, typer.Option(help="Use the activation store (--no-cache: capture afresh, store nothing).")] = True,
-    quality_report: Annotated[bool, typer.Option(help="Also write quality.json + report.html (metrics, triage, held-out).")] = False,
-    export_best_layers: Annotated[Optional[int], typer.Option(help="With --quality-report: export only the N best held-out layers.")] = None,
-    pooling: Annotated[str, typer.Option(help="Pool each story at its last real token (what serving reads) or the token mean.")] = "last",
+    subspace_k: opt.SubspaceK = None,
+    subspace_eigen_k: opt.SubspaceEigenK = 5,
+    heads: opt.Heads = True,
+    cache_dir: opt.CacheDir = None,
+    cache: opt.UseCache = True,
+    quality_report: opt.QualityReport = False,
+    export_best_layers: opt.ExportBestLayers = None,
+    pooling: opt.PoolingOption = "last",
     batch_size: opt.BatchSize = 8,
     max_length: opt.MaxLength = 512,
     min_positives: opt.MinPositives = 2,
-    dtype: Annotated[str, typer.Option(help="Model dtype: fp32, bf16 or fp16 (statistics are always fp32/fp64).")] = "fp32",
+    dtype: opt.Dtype = "fp32",
     device: opt.Device = None,
-    device_map: Annotated[Optional[str], typer.Option(help="accelerate dispatch across GPUs, e.g. 'auto' (instead of --device).")] = None,
+    device_map: opt.DeviceMap = None,
     trust_remote_code: opt.TrustRemoteCode = False,
 ) -> None:
     """Learn one direction per concept and layer from the corpus and export it for serving."""
+    options = dict(locals())  # the parameters, named as ExtractConfig's fields
     from .pipelines.extract import ExtractConfig, run_extract
 
+    options["use_cache"] = options.pop("cache")
     if corpus is None and stories_dir is None and paired_dir is None:
-        corpus = opt.DEFAULT_CORPUS
-    config = ExtractConfig(output_dir, model, corpus, stories_dir, paired_dir, layers, method, pooling, batch_size, max_length,
-                           min_positives, dtype, device, device_map, heads, cache_dir, cache, subspace_k, subspace_eigen_k, l1_c,
-                           quality_report, export_best_layers, trust_remote_code)
+        options["corpus"] = opt.DEFAULT_CORPUS
     with user_errors(), progress_bar("capturing") as progress:
-        result = run_extract(config, log=say, on_progress=progress_callback(progress))
+        result = run_extract(ExtractConfig(**options), log=say, on_progress=progress_callback(progress))
     for path in result.files:
         say(f"wrote {path}")
 
@@ -77,12 +79,8 @@ def corpus_check(
     expected = list(CONCEPTS) if expect == "all" else [c.strip() for c in expect.split(",") if c.strip()] if expect else []
     with user_errors():
         stats, problems = check_corpus(corpus, expected, min_positives)
-    table = Table(title=f"corpus {corpus}")
-    for column in ("concept", "positives", "unpaired", "paired", "mean words"):
-        table.add_column(column, justify="left" if column == "concept" else "right")
-    for name, concept in stats.items():
-        table.add_row(name, str(concept.positives), str(concept.unpaired), str(concept.paired), f"{concept.mean_words:.0f}")
-    stdout.print(table)
+    rows = [[name, str(c.positives), str(c.unpaired), str(c.paired), f"{c.mean_words:.0f}"] for name, c in stats.items()]
+    print_table(f"corpus {corpus}", ["concept", "positives", "unpaired", "paired", "mean words"], rows)
     for problem in problems:
         say(f"[red]problem:[/] {problem}")
     say(f"{len(stats)} concepts, {sum(s.positives for s in stats.values())} positive stories, {len(problems)} problems")
@@ -119,8 +117,9 @@ def score(
     model: opt.Model = None,
     top: Annotated[int, typer.Option(help="Concepts shown per layer.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print every score as JSON.")] = False,
-    centered: Annotated[bool, typer.Option("--centered", help="Subtract each concept's corpus offset mu . v_c (from extract.json). "
-                                                              "Serving reports raw scores.")] = False,
+    centered: Annotated[
+        bool, typer.Option("--centered", help="Subtract each concept's corpus offset mu . v_c (from extract.json). Serving reports raw scores.")
+    ] = False,
     device: opt.Device = None,
     trust_remote_code: opt.TrustRemoteCode = False,
 ) -> None:
@@ -154,20 +153,14 @@ def compare_methods_command(
     trust_remote_code: opt.TrustRemoteCode = False,
 ) -> None:
     """One capture, every method, one table: held-out AUROC and top-1 at each method's best layer, and time."""
-    from .pipelines.compare import COMPARE_FILE, compare_methods
+    options = dict(locals())  # the parameters, named as ExtractConfig's fields
+    from .pipelines.compare import COMPARE_FILE, CompareRow, compare_methods
     from .pipelines.extract import ExtractConfig
 
-    config = ExtractConfig(output_dir=output_dir, model=model, corpus=corpus, layers=layers, batch_size=batch_size, max_length=max_length,
-                           min_positives=min_positives, l1_c=l1_c, device=device, trust_remote_code=trust_remote_code)
+    names = [m.strip() for m in options.pop("methods").split(",") if m.strip()]
     with user_errors(), progress_bar("capturing") as progress:
-        rows = compare_methods(config, [m.strip() for m in methods.split(",") if m.strip()], log=say, on_progress=progress_callback(progress))
-    table = Table(title="held-out evaluation by method (best layer)")
-    for column in ("method", "best layer", "AUROC", "top-1", "centred AUROC / top-1", "random AUROC / top-1", "fit s", "held-out s", "protocol"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row.method, str(row.best_layer), f"{row.auroc:.3f}", f"{row.top1:.3f}", f"{row.auroc_centered:.3f} / {row.top1_centered:.3f}",
-                      f"{row.random_auroc:.2f} / {row.random_top1:.3f}", f"{row.fit_s:.2f}", f"{row.heldout_s:.1f}", row.protocol)
-    stdout.print(table)
+        rows = compare_methods(ExtractConfig(**options), names, log=say, on_progress=progress_callback(progress))
+    print_table("held-out evaluation by method (best layer)", CompareRow.COLUMNS, [row.cells() for row in rows], first_left=False)
     say(f"wrote {output_dir / COMPARE_FILE}")
 
 
@@ -181,41 +174,38 @@ def steer(
     max_new_tokens: int = 40,
     temperature: Annotated[float, typer.Option(help="0: greedy; > 0: sampling with --seed.")] = 0.0,
     seed: int = 0,
-    measure: Annotated[bool, typer.Option("--measure", help="Instead of generating: steer toward each concept on the corpus "
-                                                            "baselines and print the readout shift at later exported layers.")] = False,
+    measure: opt.Measure = False,
     corpus: opt.CorpusDir = opt.DEFAULT_CORPUS,
     model: opt.Model = None,
     device: opt.Device = None,
     trust_remote_code: opt.TrustRemoteCode = False,
 ) -> None:
     """Generate with alpha * v added to the residual stream, unsteered and steered side by side."""
-    from .pipelines.steer import run_steer_command
+    from .pipelines.steer import MeasureResult, run_steer_command
 
     with user_errors():
-        result = run_steer_command(vectors, concept, layer, alpha, prompt, max_new_tokens, temperature, seed, measure, corpus, model,
-                                   device, trust_remote_code, log=say)
-    if measure:
-        say(f"readout shift at layers {result.read_at} when steering at layer {layer} (alpha {alpha}), {result.n_texts} baseline texts:")
-        for name, row in result.concepts.items():
-            say(f"  {name:16s} own {row.own_shift:+8.2f}   others {row.others_mean_shift:+8.2f}   own rank {row.rank_of_own}")
+        result = run_steer_command(
+            vectors, concept, layer, alpha, prompt, max_new_tokens, temperature, seed, measure, corpus, model, device, trust_remote_code, log=say
+        )
+    if isinstance(result, MeasureResult):
+        for line in result.summary():
+            say(line)
         return
-    table = Table(title=f"{concept} at layer {layer}, alpha {alpha} (added norm {result.added_norm:.1f})")
-    table.add_column("unsteered")
-    table.add_column("steered")
-    table.add_row(prompt + result.unsteered, prompt + result.steered)
-    stdout.print(table)
+    print_table(
+        f"{concept} at layer {layer}, alpha {alpha} (added norm {result.added_norm:.1f})",
+        ["unsteered", "steered"],
+        [[prompt + result.unsteered, prompt + result.steered]],
+        first_left=False,
+    )
 
 
 @app.command()
 def export(
     concept: Annotated[str, typer.Option(help="Concept to export.")],
     vectors: opt.Vectors = Path("out"),
-    format: Annotated[str, typer.Option(help="gguf-control: a llama.cpp/repeng control vector (direction.<block>, added to that "
-                                             "block's output).")] = "gguf-control",
-    layers: Annotated[Optional[str], typer.Option(help="HF block indices among the exported layers (negative: from the model's end). "
-                                                       "Default: all; block 0 cannot be steered by llama.cpp.")] = None,
-    scale: Annotated[float, typer.Option(help="Multiplies the unit vectors. llama.cpp's --control-vector-scaled S multiplies further: "
-                                              "S = 10 to 30 steers visibly on the bundled model, above 60 breaks the text.")] = 1.0,
+    format: opt.ExportFormat = "gguf-control",
+    layers: opt.ExportLayers = None,
+    scale: opt.Scale = 1.0,
     model_hint: Annotated[Optional[str], typer.Option(help="controlvector.model_hint (default: model_type from extract.json).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Default: VECTORS/<concept>.gguf")] = None,
 ) -> None:
@@ -247,9 +237,8 @@ def heads_detect(
     names = [name.strip() for name in detectors.split(",") if name.strip()]
     with user_errors():
         results, paths = detect(names, model, corpus, text_file, length, n_texts, output_dir, device, trust_remote_code, log=say)
-    for name, result in results.items():
-        top = ", ".join(f"{head} {score:.2f}" for head, score in result.top(3))
-        say(f"{name:16s} flagged {len(result.flagged):3d}  top: {top}")
+    for result in results.values():
+        say(result.summary())
     say(f"wrote {output_dir / 'heads.json'}, {output_dir / 'heads.html'} and {len(paths) - 2} heatmaps")
 
 
@@ -270,11 +259,8 @@ def heads_ablate(
 
     with user_errors():
         results, paths = ablate(heads, prompt, mode, position, top_k, model, output_dir, device, trust_remote_code, log=say)
-    for result in results:
-        say(f"{result.condition}: top-1 changed on {result.top1_changed_fraction:.0%} of prompts")
-        for row in result.prompts:
-            say(f"  {row.prompt[:60]!r}: {row.clean_top1!r} -> {row.ablated_top1!r}, top-1 logit {row.clean_top1_logit_change:+.2f}, "
-                f"KL {row.kl_clean_ablated:.4f}")
+    for line in (line for result in results for line in result.summary()):
+        say(line)
     say(f"wrote {paths[0]} and {paths[1]}")
 
 
@@ -295,11 +281,9 @@ def heads_concept(
     from .pipelines.heads import concept as concept_pipeline
 
     with user_errors():
-        circuit, target = concept_pipeline(concept, layer, vectors, corpus, negatives, from_layer, model, output_dir, device,
-                                           trust_remote_code, log=say)
-    say(f"{concept} at layer {layer}: score gap positives - negatives {circuit.clean_score_gap:.2f}; "
-        f"top-5 heads carry {circuit.top5_share_of_positive_effect:.0%} of the positive ablation effect")
-    say("  by ablation:       " + ", ".join(f"{h} {v:+.2f}" for h, v in circuit.ablation_ranking[:8]))
-    if circuit.diff_of_means_at_layer is not None:
-        say(f"  diff-of-means @L{layer}: " + ", ".join(f"L{layer}H{h} sel {sel:.2f}" for h, _, sel in circuit.diff_of_means_at_layer["top_heads"][:8]))
+        circuit, target = concept_pipeline(
+            concept, layer, vectors, corpus, negatives, from_layer, model, output_dir, device, trust_remote_code, log=say
+        )
+    for line in circuit.summary():
+        say(line)
     say(f"wrote {target}")

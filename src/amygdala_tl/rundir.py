@@ -89,9 +89,17 @@ class RunRecord:
 
     def provenance(self) -> dict[str, str]:
         """The record's key facts as the string-valued safetensors header metadata of the readout."""
-        return {"tool": f"amygdala-tl {self.version}", "created": self.created, "run_id": self.run_id,
-                "model": self.model["location"], "model_identity": self.model["identity"], "hook": self.hook,
-                "method": self.method, "pooling": self.pooling, "corpus_sha256": self.corpus["sha256"]}
+        return {
+            "tool": f"amygdala-tl {self.version}",
+            "created": self.created,
+            "run_id": self.run_id,
+            "model": self.model["location"],
+            "model_identity": self.model["identity"],
+            "hook": self.hook,
+            "method": self.method,
+            "pooling": self.pooling,
+            "corpus_sha256": self.corpus["sha256"],
+        }
 
     def model_location(self) -> str | None:
         """The model the vectors came from, as --model takes it (None: the bundled one)."""
@@ -117,8 +125,9 @@ def recorded_run(vectors_dir: Path, readout: Readout) -> RunRecord | None:
 
 def check_same_run(path: Path, run_id: str | None, record: RunRecord) -> None:
     if run_id != record.run_id:
-        raise UserError(f"{path} does not belong to the run recorded in {SIDECAR_FILE} beside it "
-                        "(a stale or copied-in file): re-run `amygdala-tl extract`")
+        raise UserError(
+            f"{path} does not belong to the run recorded in {SIDECAR_FILE} beside it (a stale or copied-in file): re-run `amygdala-tl extract`"
+        )
 
 
 def read_run_json(output_dir: Path, name: str, record: RunRecord) -> dict | None:

@@ -23,12 +23,33 @@ from .store import ActivationStore
 TokenSink = Callable[[list[int], dict[str, Tensor], Int[Tensor, "batch pos"]], None]
 ProgressCallback = Callable[[int, int], None]
 
-__all__ = ["Activations", "ActivationStore", "Batch", "POOLINGS", "Pooling", "ProgressCallback", "TokenSink", "capture", "encode",
-           "forward", "last_token_resid", "make_batches", "pool", "read_batch"]
+__all__ = [
+    "Activations",
+    "ActivationStore",
+    "Batch",
+    "POOLINGS",
+    "Pooling",
+    "ProgressCallback",
+    "TokenSink",
+    "capture",
+    "encode",
+    "forward",
+    "last_token_resid",
+    "make_batches",
+    "pool",
+    "read_batch",
+]
 
 
-def pooled_batches(model: LoadedModel, token_ids: list[list[int]], hook_names: list[str], *, pooling: Pooling = "last",
-                   batch_size: int = 8, token_sink: TokenSink | None = None) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
+def pooled_batches(
+    model: LoadedModel,
+    token_ids: list[list[int]],
+    hook_names: list[str],
+    *,
+    pooling: Pooling = "last",
+    batch_size: int = 8,
+    token_sink: TokenSink | None = None,
+) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
     """Yield (text indices, {hook name: pooled fp32 CPU [batch, ...]}) batch by batch.
 
     A consumer that persists each batch (the activation store) loses at most one batch to a crash."""
@@ -70,8 +91,14 @@ def capture(
     if on_progress is not None:
         on_progress(done, len(texts))
     sink = (lambda indices, acts, mask: token_sink([missing[i] for i in indices], acts, mask)) if token_sink else None
-    for local, pooled in pooled_batches(model, [token_ids[i] for i in missing], list(shapes), pooling=pooling,  # type: ignore[arg-type]
-                                        batch_size=batch_size, token_sink=sink):
+    for local, pooled in pooled_batches(
+        model,
+        [token_ids[i] for i in missing],
+        list(shapes),
+        pooling=pooling,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        token_sink=sink,
+    ):
         indices = [missing[i] for i in local]
         if store is not None:
             store.write_batch([digests[i] for i in indices], pooled)
@@ -81,14 +108,15 @@ def capture(
         n_passes, done = n_passes + 1, done + len(indices)
         if on_progress is not None:
             on_progress(done, len(texts))
-    activations = assemble(columns, layers, head_layers)
+    activations = assemble(columns, layers, head_layers)  # type: ignore[arg-type]  # every None was filled by a forward pass
     activations.n_tokens, activations.truncated = [len(ids) for ids in token_ids], truncated
     activations.n_forward_passes = n_passes
     return activations
 
 
-def activations_from_store(store: ActivationStore, texts: Sequence[str], layers: list[int], head_layers: Sequence[int],
-                           d_model: int, n_heads: int, d_head: int) -> Activations:
+def activations_from_store(
+    store: ActivationStore, texts: Sequence[str], layers: list[int], head_layers: Sequence[int], d_model: int, n_heads: int, d_head: int
+) -> Activations:
     """Every text's pooled activations from the store alone (for `report`): no model needed."""
     shapes = hook_shapes(layers, head_layers, d_model, n_heads, d_head)
     digests = [text_sha256(text) for text in texts]

@@ -46,21 +46,23 @@ def bos_id(tokenizer) -> int:
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int | None = None, force_bos: bool = False) -> tuple[list[list[int]], list[int]]:
-    """Token ids per text, and the indices of texts longer than `max_length`, which keep their END
-    (leading special tokens kept): the pooled last token is the text's real last token.
+    """Token ids per text, and the indices of texts longer than `max_length`, which keep their END:
+    the special tokens the tokenizer puts before and after the text stay, the text's first tokens go.
 
     Default: the tokenizer's own special tokens, as extraction and serving read text. `force_bos`:
     exactly one BOS (or EOS/pad) first, whatever the tokenizer adds, as the head detectors need."""
-    prefix_ids = [bos_id(tokenizer)] if force_bos else tokenizer("", add_special_tokens=True)["input_ids"]
-    if max_length is not None and max_length <= len(prefix_ids):
-        raise UserError(f"--max-length {max_length} leaves no room for text")
     ids, truncated = [], []
     for index, text in enumerate(texts):
-        tokens = prefix_ids + tokenizer(text, add_special_tokens=False)["input_ids"] if force_bos else tokenizer(text, add_special_tokens=True)["input_ids"]
-        if max_length is not None and len(tokens) > max_length:
-            tokens = tokens[: len(prefix_ids)] + tokens[len(tokens) - (max_length - len(prefix_ids)) :]
+        plain = tokenizer(text, add_special_tokens=False)["input_ids"]
+        full = [bos_id(tokenizer), *plain] if force_bos else tokenizer(text, add_special_tokens=True)["input_ids"]
+        lead = next((i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), 0)
+        trail = len(full) - lead - len(plain)
+        if max_length is not None and max_length <= lead + trail:
+            raise UserError(f"--max-length {max_length} leaves no room for text")
+        if max_length is not None and len(full) > max_length:
+            full = full[:lead] + plain[len(plain) - (max_length - lead - trail) :] + full[len(full) - trail :]
             truncated.append(index)
-        ids.append(tokens)
+        ids.append(full)
     return ids, truncated
 
 
@@ -88,9 +90,7 @@ def last_token_index(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, " 
     return (attention_mask * positions).argmax(dim=-1)
 
 
-def pool(
-    acts: Float[Tensor, "batch pos *feature"], attention_mask: Int[Tensor, "batch pos"], pooling: Pooling
-) -> Float[Tensor, "batch *feature"]:  # noqa: F821 - a jaxtyping shape
+def pool(acts: Float[Tensor, "batch pos *feature"], attention_mask: Int[Tensor, "batch pos"], pooling: Pooling) -> Float[Tensor, "batch *feature"]:  # noqa: F821 - a jaxtyping shape
     """`last`: the real last token (what the serving side reads); `mean`: mean over real tokens."""
     acts = acts.float()
     mask = attention_mask.to(acts.device, acts.dtype)
@@ -132,12 +132,17 @@ def forward(
     last_block = stop_after if stop_after is not None else max((hooks.layer_of(name) for name in read), default=None)
     stop = None if logits or last_block is None or last_block + 1 >= model.facts.n_layers else last_block + 1
     device = model.bridge.cfg.device
-    kwargs = {"attention_mask": attention_mask.to(device)} if attention_mask is not None else {}
+    kwargs: dict = {"attention_mask": attention_mask.to(device)} if attention_mask is not None else {}
     if start_at is not None:
         kwargs["start_at_layer"] = start_at
     with torch.inference_mode(not grad):
-        out = model.bridge.run_with_hooks(tokens.to(device), fwd_hooks=list(interventions) + [(name, keep(name)) for name in read],
-                                          return_type="logits" if logits else None, stop_at_layer=stop, **kwargs)
+        out = model.bridge.run_with_hooks(
+            tokens.to(device),
+            fwd_hooks=list(interventions) + [(name, keep(name)) for name in read],
+            return_type="logits" if logits else None,
+            stop_at_layer=stop,
+            **kwargs,
+        )
     return ForwardResult(store, out if logits else None)
 
 
@@ -146,8 +151,9 @@ def read_batch(model: LoadedModel, batch: Batch, read: Sequence[str], interventi
     return forward(model, batch.input_ids, attention_mask=batch.attention_mask, read=read, interventions=interventions).acts
 
 
-def last_token_resid(model: LoadedModel, batches: Sequence[Batch], layers: Sequence[int],
-                     interventions: Sequence[Intervention] = ()) -> dict[int, Float[Tensor, "n_texts d_model"]]:
+def last_token_resid(
+    model: LoadedModel, batches: Sequence[Batch], layers: Sequence[int], interventions: Sequence[Intervention] = ()
+) -> dict[int, Float[Tensor, "n_texts d_model"]]:
     """Residual at each text's last real token for `layers` (fp32 CPU), optionally under interventions."""
     n_texts = sum(len(batch.indices) for batch in batches)
     out = {layer: torch.zeros(n_texts, model.facts.d_model) for layer in layers}

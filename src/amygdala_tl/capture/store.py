@@ -69,8 +69,9 @@ class ActivationStore:
             except (SafetensorError, OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as error:
                 aside = shard.with_suffix(".corrupt")
                 shard.replace(aside)
-                warnings.warn(f"unusable cache shard {shard.name} ({error}): moved to {aside.name}, its texts are recomputed",
-                              StoreWarning, stacklevel=2)
+                warnings.warn(
+                    f"unusable cache shard {shard.name} ({error}): moved to {aside.name}, its texts are recomputed", StoreWarning, stacklevel=2
+                )
                 continue
             for name, tensor in tensors.items():
                 found[name].update({digest: tensor[row] for row, digest in enumerate(shard_texts) if digest in wanted})

@@ -27,7 +27,7 @@ MODES = ("zero", "mean", "value")
 
 @dataclass(frozen=True)
 class Condition:
-    heads: tuple[Head, ...]
+    heads: tuple[tuple[int, int], ...]  # Head values or plain (layer, head) pairs
     mode: str = "zero"
     position: int | None = None  # None: every position; negative counts from the end
 
@@ -83,7 +83,14 @@ def mean_z(model: LoadedModel, batches: Sequence[Batch], layers: Sequence[int]) 
     return accumulator.means()
 
 
-def head_ablation(layer: int, heads: Sequence[int], replacement: dict[int, Tensor] | None = None, position: int | None = None) -> Intervention:
+def prompt_batches(model: LoadedModel, prompts: Sequence[str]) -> list[Batch]:
+    """One unpadded [BOS] + prompt batch per prompt (the head-probing convention)."""
+    return [Batch([i], tokens, torch.ones_like(tokens)) for i, tokens in enumerate(tokens_of(model, prompt) for prompt in prompts)]
+
+
+def head_ablation(
+    layer: int, heads: Sequence[int], replacement: Float[Tensor, "n_heads d_head"] | None = None, position: int | None = None
+) -> Intervention:
     """Replace these heads' `hook_z` at `position` (None: every position) by their mean (`replacement`) or zero."""
     where = slice(None) if position is None else position
 
@@ -104,6 +111,7 @@ def ablation_hooks(model: LoadedModel, condition: Condition, means: dict[int, Te
     fwd: list[Intervention] = []
     for layer, heads in by_layer.items():
         if condition.mode == "value":
+
             def zero_values(v, hook, heads=heads):
                 v = v.clone()
                 v[:, position, value_slots(model, heads, v.shape[2])] = 0
@@ -159,6 +167,13 @@ class AblationResult:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> list[str]:
+        return [f"{self.condition}: top-1 changed on {self.top1_changed_fraction:.0%} of prompts"] + [
+            f"  {row.prompt[:60]!r}: {row.clean_top1!r} -> {row.ablated_top1!r}, top-1 logit {row.clean_top1_logit_change:+.2f}, "
+            f"KL {row.kl_clean_ablated:.4f}"
+            for row in self.prompts
+        ]
+
 
 def compare(model: LoadedModel, clean: Tensor, ablated: Tensor, k: int) -> dict:
     decode = lambda i: model.tokenizer.decode([int(i)])  # noqa: E731
@@ -187,8 +202,7 @@ def run_ablations(model: LoadedModel, prompts: Sequence[str], conditions: Sequen
         if condition.position is not None and not -shortest <= condition.position < shortest:
             raise UserError(f"--position {condition.position} is outside the shortest prompt ({shortest} tokens with BOS)")
     needs_mean = sorted({layer for c in conditions if c.mode == "mean" for layer, _ in c.heads})
-    batches = [Batch([i], tokens_of(model, prompt), torch.ones_like(tokens_of(model, prompt))) for i, prompt in enumerate(prompts)]
-    means = mean_z(model, batches, needs_mean) if needs_mean else None
+    means = mean_z(model, prompt_batches(model, prompts), needs_mean) if needs_mean else None
     clean = {prompt: final_logits(model, tokens_of(model, prompt), []) for prompt in prompts}
     results = []
     for condition in conditions:
@@ -199,6 +213,9 @@ def run_ablations(model: LoadedModel, prompts: Sequence[str], conditions: Sequen
             tokens_text = [model.tokenizer.decode([t]) for t in tokens[0].tolist()]
             position = None if condition.position is None else condition.position % tokens.shape[1]
             rows.append(PromptAblation(prompt, tokens_text, position, **compare(model, clean[prompt], ablated, k)))
-        results.append(AblationResult(condition.label, condition.mode, [str(Head(*h)) for h in condition.heads],
-                                      sum(r.top1_changed for r in rows) / len(rows), rows))
+        results.append(
+            AblationResult(
+                condition.label, condition.mode, [str(Head(*h)) for h in condition.heads], sum(r.top1_changed for r in rows) / len(rows), rows
+            )
+        )
     return results

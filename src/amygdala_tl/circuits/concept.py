@@ -44,22 +44,34 @@ class ConceptCircuit:
     def to_json(self) -> dict:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
+    def summary(self) -> list[str]:
+        lines = [
+            f"{self.concept} at layer {self.layer}: score gap positives - negatives {self.clean_score_gap:.2f}; "
+            f"top-5 heads carry {self.top5_share_of_positive_effect:.0%} of the positive ablation effect",
+            "  by ablation:       " + ", ".join(f"{h} {v:+.2f}" for h, v in self.ablation_ranking[:8]),
+        ]
+        if self.diff_of_means_at_layer is not None:
+            top = self.diff_of_means_at_layer["top_heads"][:8]
+            lines.append(f"  diff-of-means @L{self.layer}: " + ", ".join(f"L{self.layer}H{h} sel {sel:.2f}" for h, _, sel in top))
+        return lines
 
-def readout_scores(model: LoadedModel, batches: Sequence[Batch], layer: int, vector: Tensor,
-                   intervention: Intervention | None = None) -> Tensor:
+
+def readout_scores(model: LoadedModel, batches: Sequence[Batch], layer: int, vector: Tensor, intervention: Intervention | None = None) -> Tensor:
     """<resid_post[layer] at the last real token, v> per text from full forward passes."""
     resid = last_token_resid(model, batches, [layer], [intervention] if intervention is not None else [])[layer]
     return served_scores(resid, vector[None])[:, 0]
 
 
-def readout_scores_from(model: LoadedModel, batches: Sequence[Batch], starts: list[Tensor], start_layer: int, layer: int,
-                        vector: Tensor, intervention: Intervention) -> Tensor:
+def readout_scores_from(
+    model: LoadedModel, batches: Sequence[Batch], starts: list[Tensor], start_layer: int, layer: int, vector: Tensor, intervention: Intervention
+) -> Tensor:
     """<resid_post[layer] at the last real token, v> per text under `intervention`, each batch resumed from
     its cached residual entering `start_layer`: an ablation at layer l need not recompute the blocks below l."""
     scores = torch.zeros(sum(len(b.indices) for b in batches))
     for batch, start in zip(batches, starts):
-        resid = forward(model, start, attention_mask=batch.attention_mask, start_at=start_layer, interventions=[intervention],
-                        read=[hooks.resid_post(layer)]).acts[hooks.resid_post(layer)]
+        resid = forward(
+            model, start, attention_mask=batch.attention_mask, start_at=start_layer, interventions=[intervention], read=[hooks.resid_post(layer)]
+        ).acts[hooks.resid_post(layer)]
         scores[batch.indices] = served_scores(pool(resid, batch.attention_mask, "last").cpu(), vector[None])[:, 0]
     return scores
 
@@ -112,7 +124,10 @@ def concept_circuit(
     ranking = [[str(head), float(effects.flatten()[i])] for head, i in zip(flat_heads(order, n_heads, z_layers), order)]
     total = effects.clamp_min(0).sum()
     circuit = ConceptCircuit(
-        concept=concept, layer=layer, n_positives=len(pos_idx), n_negatives=len(neg_idx),
+        concept=concept,
+        layer=layer,
+        n_positives=len(pos_idx),
+        n_negatives=len(neg_idx),
         clean_score_gap=float(clean[is_pos].mean() - clean[~is_pos].mean()),
         ablation_ranking=ranking[:15],
         ablation_effects=[[round(float(v), 5) for v in row] for row in effects],
@@ -124,6 +139,7 @@ def concept_circuit(
         w_o = model.bridge.blocks[layer].attn.W_O.detach().float().cpu()
         circuit.diff_of_means_at_layer = head_report(stats, direct_contribution(stats.diff, w_o, vector[None].float()), 0)
         layer_row = z_layers.index(layer)
-        circuit.ablation_at_layer = [[head_name(layer, int(h)), float(effects[layer_row, h])]
-                                     for h in torch.argsort(effects[layer_row], descending=True)]
+        circuit.ablation_at_layer = [
+            [head_name(layer, int(h)), float(effects[layer_row, h])] for h in torch.argsort(effects[layer_row], descending=True)
+        ]
     return circuit

@@ -21,8 +21,15 @@ from .head import flat_heads
 from .patterns import attention_patterns, duplicate_token_detection, induction_detection, previous_token_detection, score_detection
 
 # Flag thresholds, one registry: detectors, `heads detect --help` and the README table read them here.
-THRESHOLDS: dict[str, float] = {"previous_token": 0.4, "induction": 0.3, "duplicate_token": 0.3, "positional": 0.5,
-                                "delimiter": 3.0, "successor": 0.2, "s_inhibition": 0.3}
+THRESHOLDS: dict[str, float] = {
+    "previous_token": 0.4,
+    "induction": 0.3,
+    "duplicate_token": 0.3,
+    "positional": 0.5,
+    "delimiter": 3.0,
+    "successor": 0.2,
+    "s_inhibition": 0.3,
+}
 THRESHOLD_NOTES = {"positional": "peak-offset mass", "delimiter": "mass / delimiter share"}
 
 
@@ -43,13 +50,22 @@ class DetectorResult:
         order = torch.argsort(self.scores.flatten(), descending=True)
         return [str(head) for head, i in zip(flat_heads(order, self.scores.shape[1]), order) if self.scores.flatten()[i] > self.threshold]
 
+    def summary(self) -> str:
+        return f"{self.name:16s} flagged {len(self.flagged):3d}  top: " + ", ".join(f"{head} {score:.2f}" for head, score in self.top(3))
+
     def top(self, k: int = 5) -> list[list]:
         order = torch.argsort(self.scores.flatten(), descending=True)[:k]
         return [[str(head), float(self.scores.flatten()[i])] for head, i in zip(flat_heads(order, self.scores.shape[1]), order)]
 
     def to_dict(self) -> dict:
-        return {"threshold": self.threshold, "data": self.data, "flagged": self.flagged, "top": self.top(),
-                "scores": [[round(float(v), 5) for v in row] for row in self.scores], **self.extra}
+        return {
+            "threshold": self.threshold,
+            "data": self.data,
+            "flagged": self.flagged,
+            "top": self.top(),
+            "scores": [[round(float(v), 5) for v in row] for row in self.scores],
+            **self.extra,
+        }
 
 
 def natural_batch(tokenizer, texts: Sequence[str], length: int, n_texts: int = 32) -> Int[Tensor, "batch pos"]:
@@ -75,6 +91,7 @@ def repeated_random_tokens(tokenizer, batch: int, half: int, seed: int = 0) -> I
 
 # ---- pattern detectors -------------------------------------------------------------------------
 
+
 def previous_token(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: Tensor | None = None) -> DetectorResult:
     """Attention from q to q-1 on natural text, with a random-token control: a head scoring high on
     both is positional; high on text only, content-driven."""
@@ -82,14 +99,21 @@ def previous_token(model: LoadedModel, natural: Int[Tensor, "batch pos"], patter
     text_scores = score_detection(patterns, previous_token_detection(natural))
     control = random_tokens(model.tokenizer, natural.shape[0], natural.shape[1], seed=1)
     control_scores = score_detection(attention_patterns(model, control), previous_token_detection(control))
-    return DetectorResult("previous_token", text_scores, THRESHOLDS["previous_token"], f"{natural.shape[0]} natural texts x {natural.shape[1]} tokens; control: random tokens",
-                          {"random_token_control": [[round(float(v), 5) for v in row] for row in control_scores]})
+    return DetectorResult(
+        "previous_token",
+        text_scores,
+        THRESHOLDS["previous_token"],
+        f"{natural.shape[0]} natural texts x {natural.shape[1]} tokens; control: random tokens",
+        {"random_token_control": [[round(float(v), 5) for v in row] for row in control_scores]},
+    )
 
 
 def induction(model: LoadedModel, batch: int = 8, half: int = 40, seed: int = 0) -> DetectorResult:
     tokens = repeated_random_tokens(model.tokenizer, batch, half, seed)
     scores = score_detection(attention_patterns(model, tokens), induction_detection(tokens))
-    return DetectorResult("induction", scores, THRESHOLDS["induction"], f"{batch} sequences [BOS] x x, x = {half} random tokens; random-pattern level ~{1 / half:.3f}")
+    return DetectorResult(
+        "induction", scores, THRESHOLDS["induction"], f"{batch} sequences [BOS] x x, x = {half} random tokens; random-pattern level ~{1 / half:.3f}"
+    )
 
 
 def duplicate_token(model: LoadedModel, batch: int = 8, half: int = 40, seed: int = 0) -> DetectorResult:
@@ -101,14 +125,24 @@ def duplicate_token(model: LoadedModel, batch: int = 8, half: int = 40, seed: in
 def positional(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: Tensor | None = None, max_offset: int = 8) -> DetectorResult:
     """Attention vs offset q - k per head (queries after BOS); the score is the mass at the peak
     offset. Position 0 (BOS) also counts at offset q for query q; `bos_mass` reports it separately."""
-    patterns = (attention_patterns(model, natural) if patterns is None else patterns).double()  # [L, B, H, Q, K]
-    profile = torch.stack([torch.diagonal(patterns, offset=-offset, dim1=-2, dim2=-1)[..., max(0, 1 - offset):].mean((1, -1))
-                           for offset in range(max_offset + 1)], dim=-1)  # [L, H, offsets]; queries q >= 1
+    patterns = (attention_patterns(model, natural) if patterns is None else patterns).double()  # layer batch head q k
+    profile = torch.stack(
+        [torch.diagonal(patterns, offset=-offset, dim1=-2, dim2=-1)[..., max(0, 1 - offset) :].mean((1, -1)) for offset in range(max_offset + 1)],
+        dim=-1,
+    )  # [L, H, offsets]; queries q >= 1
     bos_mass = patterns[..., 1:, 0].mean((1, -1))
     peak_mass, peak_offset = profile.max(-1)
-    return DetectorResult("positional", peak_mass.float(), THRESHOLDS["positional"], f"{natural.shape[0]} natural texts; offsets 0..{max_offset}, queries after BOS",
-                          {"peak_offset": peak_offset.tolist(), "bos_mass": [[round(float(v), 5) for v in row] for row in bos_mass],
-                           "profile": [[[round(float(v), 4) for v in head] for head in layer] for layer in profile]})
+    return DetectorResult(
+        "positional",
+        peak_mass.float(),
+        THRESHOLDS["positional"],
+        f"{natural.shape[0]} natural texts; offsets 0..{max_offset}, queries after BOS",
+        {
+            "peak_offset": peak_offset.tolist(),
+            "bos_mass": [[round(float(v), 5) for v in row] for row in bos_mass],
+            "profile": [[[round(float(v), 4) for v in head] for head in layer] for layer in profile],
+        },
+    )
 
 
 DELIMITERS = {".", ",", ";", ":", "!", "?", "(", ")", "-", "—", '"', "'"}
@@ -117,26 +151,32 @@ DELIMITERS = {".", ",", ";", ":", "!", "?", "(", ")", "-", "—", '"', "'"}
 def delimiter(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: Tensor | None = None) -> DetectorResult:
     """Attention mass on delimiter keys divided by their share of the keys a query can see (BOS excluded)."""
     pieces = {t: model.tokenizer.decode([t]) for t in set(natural.flatten().tolist())}
-    is_delim = torch.tensor([[pieces[t].strip() in DELIMITERS or "\n" in pieces[t] for t in row] for row in natural.tolist()],
-                            dtype=torch.float64)
+    is_delim = torch.tensor([[pieces[t].strip() in DELIMITERS or "\n" in pieces[t] for t in row] for row in natural.tolist()], dtype=torch.float64)
     is_delim[:, 0] = 0
     patterns = (attention_patterns(model, natural) if patterns is None else patterns).double()
     causal = torch.tril(torch.ones(natural.shape[1], natural.shape[1], dtype=torch.float64))
     causal[:, 0] = 0
     visible = causal.sum(-1).clamp_min(1)  # keys a query sees, BOS excluded
-    share = (causal * is_delim[:, None, :]).sum(-1) / visible  # [B, Q]
+    share = einsum(causal, is_delim, "q k, b k -> b q") / visible
     mass = einsum(patterns, is_delim, "l b h q k, b k -> l b h q")
     valid = share > 0
     ratio = torch.where(valid[None, :, None], mass / share.clamp_min(1e-12)[None, :, None], torch.zeros_like(mass))
     scores = ratio.sum((1, 3)) / valid.sum().clamp_min(1)
-    return DetectorResult("delimiter", scores.float(), THRESHOLDS["delimiter"], f"{natural.shape[0]} natural texts; delimiters {''.join(sorted(DELIMITERS))} and newlines")
+    return DetectorResult(
+        "delimiter",
+        scores.float(),
+        THRESHOLDS["delimiter"],
+        f"{natural.shape[0]} natural texts; delimiters {''.join(sorted(DELIMITERS))} and newlines",
+    )
 
 
 ORDINAL_RUNS = [
-    "1, 2, 3, 4, 5, 6, 7, 8, 9", "A, B, C, D, E, F, G, H, I",
+    "1, 2, 3, 4, 5, 6, 7, 8, 9",
+    "A, B, C, D, E, F, G, H, I",
     "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday",
     "January, February, March, April, May, June, July, August, September",
-    "one, two, three, four, five, six, seven, eight, nine", "first, second, third, fourth, fifth, sixth, seventh",
+    "one, two, three, four, five, six, seven, eight, nine",
+    "first, second, third, fourth, fifth, sixth, seventh",
 ]
 RANDOM_WORDS = "apple, river, stone, window, pencil, garden, rocket, basket, ladder, candle, mirror, blanket, button".split(", ")
 
@@ -160,6 +200,7 @@ def _predecessor_attention(model: LoadedModel, runs: list[list[str]]) -> Float[T
         patterns = attention_patterns(model, torch.tensor([ids]))[:, 0]  # [L, H, Q, K]
         values = torch.stack([patterns[:, :, starts[i], starts[i - 1]] for i in range(1, len(starts))]).mean(0)
         total = values if total is None else total + values
+    assert total is not None, "no runs"
     return total / len(runs)
 
 
@@ -169,7 +210,12 @@ def successor(model: LoadedModel, seed: int = 0) -> DetectorResult:
     generator = torch.Generator().manual_seed(seed)
     controls = [[RANDOM_WORDS[int(i)] for i in torch.randperm(len(RANDOM_WORDS), generator=generator)[: len(run)]] for run in ordinal]
     scores = _predecessor_attention(model, ordinal) - _predecessor_attention(model, controls)
-    return DetectorResult("successor", scores, THRESHOLDS["successor"], f"{len(ordinal)} ordinal runs (digits, letters, weekdays, months, number words, ordinals) minus random-word runs")
+    return DetectorResult(
+        "successor",
+        scores,
+        THRESHOLDS["successor"],
+        f"{len(ordinal)} ordinal runs (digits, letters, weekdays, months, number words, ordinals) minus random-word runs",
+    )
 
 
 NAMES = ["John", "Mary", "Tom", "Anna", "James", "Sarah", "David", "Emma", "Paul", "Lucy", "Mark", "Kate"]
@@ -213,6 +259,10 @@ def s_inhibition(model: LoadedModel) -> DetectorResult:
     names (score near 0). Without path patching this is a candidate list, not a causal label.
     """
     names = single_token_names(model.tokenizer)
+    if len(names) < 2:
+        raise UserError(
+            f"the s_inhibition detector needs two names that are single tokens for this tokenizer; found {len(names)} of {', '.join(NAMES)}"
+        )
     pairs = [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
     total = None
     for a, b in pairs:
@@ -222,15 +272,26 @@ def s_inhibition(model: LoadedModel) -> DetectorResult:
         patterns = attention_patterns(model, torch.tensor([ids]))[:, 0]
         value = patterns[:, :, -1, s2]
         total = value if total is None else total + value
+    assert total is not None
     scores = total / len(pairs)
     copy = ov_copy_scores(model, names)
-    return DetectorResult("s_inhibition", scores, THRESHOLDS["s_inhibition"], f"{len(pairs)} IOI prompts '{IOI_TEMPLATE}' with single-token names",
-                          {"ov_copy_score": [[round(float(v), 4) for v in row] for row in copy]})
+    return DetectorResult(
+        "s_inhibition",
+        scores,
+        THRESHOLDS["s_inhibition"],
+        f"{len(pairs)} IOI prompts '{IOI_TEMPLATE}' with single-token names",
+        {"ov_copy_score": [[round(float(v), 4) for v in row] for row in copy]},
+    )
 
 
 DETECTORS: dict[str, Callable] = {
-    "previous_token": previous_token, "induction": induction, "duplicate_token": duplicate_token,
-    "positional": positional, "delimiter": delimiter, "successor": successor, "s_inhibition": s_inhibition,
+    "previous_token": previous_token,
+    "induction": induction,
+    "duplicate_token": duplicate_token,
+    "positional": positional,
+    "delimiter": delimiter,
+    "successor": successor,
+    "s_inhibition": s_inhibition,
 }
 NEEDS_NATURAL_TEXT = {"previous_token", "positional", "delimiter"}
 

@@ -13,8 +13,9 @@ from ..capture.forward import Intervention, forward
 from ..model import LoadedModel
 
 
-def attention_patterns(model: LoadedModel, tokens: Int[Tensor, "batch pos"], layers: Sequence[int] | None = None,
-                       interventions: Sequence[Intervention] = ()) -> Float[Tensor, "n_pattern_layers batch n_heads q k"]:
+def attention_patterns(
+    model: LoadedModel, tokens: Int[Tensor, "batch pos"], layers: Sequence[int] | None = None, interventions: Sequence[Intervention] = ()
+) -> Float[Tensor, "n_pattern_layers batch n_heads q k"]:
     """`blocks.<l>.attn.hook_pattern` of every layer, one forward pass (equal-length rows, no padding)."""
     layers = list(range(model.facts.n_layers)) if layers is None else list(layers)
     acts = forward(model, tokens, read=[hooks.attn_pattern(layer) for layer in layers], interventions=interventions).acts
@@ -22,7 +23,7 @@ def attention_patterns(model: LoadedModel, tokens: Int[Tensor, "batch pos"], lay
 
 
 def score_detection(
-    patterns: Float[Tensor, "n_layers batch n_heads q k"],
+    patterns: Float[Tensor, "n_pattern_layers batch n_heads q k"],
     detection: Float[Tensor, "batch q k"],
     *,
     exclude_bos: bool = False,

@@ -4,5 +4,20 @@ from .check import check_corpus
 from .concepts import CONCEPTS, SAFE_NAME, names_own_concept
 from .load import BASELINE, NEUTRAL, Corpus, CorpusWarning, Story, load_corpus, load_heldout, read_lines, read_story, select_concepts, text_sha256
 
-__all__ = ["BASELINE", "CONCEPTS", "NEUTRAL", "SAFE_NAME", "Corpus", "CorpusWarning", "Story", "check_corpus", "load_corpus",
-           "load_heldout", "names_own_concept", "read_lines", "read_story", "select_concepts", "text_sha256"]
+__all__ = [
+    "BASELINE",
+    "CONCEPTS",
+    "NEUTRAL",
+    "SAFE_NAME",
+    "Corpus",
+    "CorpusWarning",
+    "Story",
+    "check_corpus",
+    "load_corpus",
+    "load_heldout",
+    "names_own_concept",
+    "read_lines",
+    "read_story",
+    "select_concepts",
+    "text_sha256",
+]

@@ -49,10 +49,11 @@ def check_corpus(corpus_dir: Path, expect: list[str] | None = None, min_positive
     def report(path, error) -> None:
         problems.append(Problem(str(path), str(error).split(":")[0]))
 
-    training, heldout = [], []
-    for sub, lister, bucket in (("stories", story_files, training), ("paired", paired_files, training), ("heldout", heldout_files, heldout)):
-        if (corpus_dir / sub).is_dir():
-            bucket += lister(corpus_dir / sub, on_error=report)
+    def listed(sub: str, lister) -> list[tuple[Path, str, str | None]]:
+        return list(lister(corpus_dir / sub, on_error=report)) if (corpus_dir / sub).is_dir() else []
+
+    training = listed("stories", story_files) + listed("paired", paired_files)
+    heldout = listed("heldout", heldout_files)
     stats: dict[str, ConceptStats] = defaultdict(ConceptStats)
     seen: dict[str, Path] = {}
     texts: list[tuple[Path, str, str | None]] = []  # (file, text, overlap group) for the near-duplicate check

@@ -96,17 +96,17 @@ def text_sha256(text: str) -> str:
 
 
 def load_corpus(
-    corpus_dir: Path | None = None,
-    stories_dir: Path | None = None,
-    paired_dir: Path | None = None,
+    corpus_dir: str | Path | None = None,
+    stories_dir: str | Path | None = None,
+    paired_dir: str | Path | None = None,
 ) -> Corpus:
     """Read and validate a corpus; every problem a user can fix raises UserError naming the file."""
     if corpus_dir is not None:
         corpus_dir = Path(corpus_dir)
         if not corpus_dir.is_dir():
             raise UserError(f"corpus directory not found: {corpus_dir}")
-        stories_dir = stories_dir or corpus_dir / "stories"
-        paired_dir = paired_dir or corpus_dir / "paired"
+        stories_dir = Path(stories_dir or corpus_dir / "stories")
+        paired_dir = Path(paired_dir or corpus_dir / "paired")
         if not stories_dir.is_dir() and not paired_dir.is_dir():
             raise UserError(f"corpus directory has neither stories/ nor paired/: {corpus_dir}")
     if stories_dir is None and paired_dir is None:
@@ -190,8 +190,7 @@ def paired_files(paired_dir: Path, on_error=None) -> list[tuple[Path, str, str]]
     for scenario in sorted(p for p in paired_dir.iterdir() if p.is_dir()):
         files = _existing(sorted(scenario.glob("*.txt")))
         if files and not any(file.stem == BASELINE for file in files):
-            warnings.warn(f"paired scenario without baseline.txt: {scenario} (its framings have no neutral partner)",
-                          CorpusWarning, stacklevel=2)
+            warnings.warn(f"paired scenario without baseline.txt: {scenario} (its framings have no neutral partner)", CorpusWarning, stacklevel=2)
         for file in files:
             try:
                 label = BASELINE if file.stem == BASELINE else _check_name(file.stem, file)
@@ -219,7 +218,7 @@ def heldout_files(heldout_dir: Path, on_error=None) -> list[tuple[Path, str, Non
     return entries
 
 
-def load_heldout(heldout_dir: Path) -> list[Story]:
+def load_heldout(heldout_dir: str | Path) -> list[Story]:
     """The development test set: evaluation only, never trained on (labels: concepts or NEUTRAL)."""
     heldout_dir = Path(heldout_dir)
     if not heldout_dir.is_dir():
@@ -245,9 +244,7 @@ def _reject_shared_texts(stories: list[Story]) -> None:
     for story in stories:
         other = first_seen.setdefault(story.sha256, story)
         if other.label != story.label:
-            raise UserError(
-                f"the same text is labelled {other.label!r} in {other.path} and {story.label!r} in {story.path}"
-            )
+            raise UserError(f"the same text is labelled {other.label!r} in {other.path} and {story.label!r} in {story.path}")
 
 
 def _drop_same_label_duplicates(stories: list[Story]) -> list[Story]:

@@ -27,9 +27,7 @@ class HeadStats:
     diff: Float[Tensor, "n_concepts n_heads d_head"]
 
 
-def head_stats(
-    z: Float[Tensor, "n_texts n_heads d_head"], membership: Bool[Tensor, "n_concepts n_texts"]
-) -> HeadStats:
+def head_stats(z: Float[Tensor, "n_texts n_heads d_head"], membership: Bool[Tensor, "n_concepts n_texts"]) -> HeadStats:
     """All concepts at once from per-text pooled z; sums in fp64."""
     z64, member = z.double(), membership.double()
     n_texts = z.shape[0]

@@ -27,9 +27,7 @@ def class_means(
     return pos_sum / n_pos, (total - pos_sum) / n_neg
 
 
-def diff_of_means(
-    acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"]
-) -> Float[Tensor, "n_concepts d_model"]:
+def diff_of_means(acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"]) -> Float[Tensor, "n_concepts d_model"]:
     """Unnormalized mean(P) - mean(N) per concept (fp64): the held-out code reuses it."""
     pos_mean, neg_mean = class_means(acts, membership)
     return pos_mean - neg_mean
@@ -40,7 +38,7 @@ def normalize(vectors: Float[Tensor, "... d"], eps: float = 1e-12) -> Float[Tens
 
 
 def pooled_directions(
-    acts: Float[Tensor, "n_layers n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"]
-) -> Float[Tensor, "n_layers n_concepts d_model"]:
+    acts: Float[Tensor, "n_target_layers n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"]
+) -> Float[Tensor, "n_target_layers n_concepts d_model"]:
     """Unit diff-of-means direction of every concept at every layer (fp32)."""
     return torch.stack([normalize(diff_of_means(layer_acts, membership)).float() for layer_acts in acts])

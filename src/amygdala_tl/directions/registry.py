@@ -41,8 +41,9 @@ class MethodInputs:
 
 
 Fit = Callable[[Float[Tensor, "n_texts d_model"], Bool[Tensor, "n_concepts n_texts"], MethodInputs], Float[Tensor, "n_concepts d_model"]]
-Diagnose = Callable[[Float[Tensor, "n_texts d_model"], Bool[Tensor, "n_concepts n_texts"], MethodInputs],
-                    tuple[Float[Tensor, "n_concepts d_model"], list[dict]]]
+Diagnose = Callable[
+    [Float[Tensor, "n_texts d_model"], Bool[Tensor, "n_concepts n_texts"], MethodInputs], tuple[Float[Tensor, "n_concepts d_model"], list[dict]]
+]
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,13 @@ class Method:
 
 def _subspace_diagnose(acts, membership, inputs: MethodInputs):
     result = subspace_directions(inputs.bases, membership, diff_of_means(acts, membership), inputs.eigen_k)
-    diagnostics = [{"eigvals": [round(float(v), 6) for v in result.eigvals[c]],
-                    "eigengap": float(result.eigengap[c]) if math.isfinite(float(result.eigengap[c])) else None}
-                   for c in range(membership.shape[0])]
+    diagnostics = [
+        {
+            "eigvals": [round(float(v), 6) for v in result.eigvals[c]],
+            "eigengap": float(result.eigengap[c]) if math.isfinite(float(result.eigengap[c])) else None,
+        }
+        for c in range(membership.shape[0])
+    ]
     return result.directions, diagnostics
 
 
@@ -71,18 +76,45 @@ def register(method: Method) -> Method:
     return method
 
 
-register(Method("pooled", lambda acts, membership, inputs: normalize(diff_of_means(acts, membership)).float(),
-                "normalize(mean(P) - mean(N)), fp64", exact_loo=True))
-register(Method("subspace", lambda acts, membership, inputs: _subspace_diagnose(acts, membership, inputs)[0],
-                "top eigenvectors of mean_pos V V^T - mean_neg V V^T over per-story token subspaces",
-                needs_tokens=True, diagnose=_subspace_diagnose))
+register(
+    Method(
+        "pooled",
+        lambda acts, membership, inputs: normalize(diff_of_means(acts, membership)).float(),
+        "normalize(mean(P) - mean(N)), fp64",
+        exact_loo=True,
+    )
+)
+register(
+    Method(
+        "subspace",
+        lambda acts, membership, inputs: _subspace_diagnose(acts, membership, inputs)[0],
+        "top eigenvectors of mean_pos V V^T - mean_neg V V^T over per-story token subspaces",
+        needs_tokens=True,
+        diagnose=_subspace_diagnose,
+    )
+)
 register(Method("mean", lambda acts, membership, inputs: mean_directions(acts, membership), "steering-vectors' mean aggregator"))
-register(Method("pca", lambda acts, membership, inputs: pca_aligned(acts, membership, inputs.partner),
-                "first principal component of the deltas (framing - baseline, story - mean(N))"))
-register(Method("logistic", lambda acts, membership, inputs: logistic_aligned(acts, membership, "l2"),
-                "class-balanced L2 logistic regression weights (sklearn)"))
-register(Method("logistic_l1", lambda acts, membership, inputs: logistic_aligned(acts, membership, "l1", inputs.l1_c),
-                "class-balanced L1 logistic regression weights (sparse; --l1-c)"))
+register(
+    Method(
+        "pca",
+        lambda acts, membership, inputs: pca_aligned(acts, membership, inputs.partner),
+        "first principal component of the deltas (framing - baseline, story - mean(N))",
+    )
+)
+register(
+    Method(
+        "logistic",
+        lambda acts, membership, inputs: logistic_aligned(acts, membership, "l2"),
+        "class-balanced L2 logistic regression weights (sklearn)",
+    )
+)
+register(
+    Method(
+        "logistic_l1",
+        lambda acts, membership, inputs: logistic_aligned(acts, membership, "l1", inputs.l1_c),
+        "class-balanced L1 logistic regression weights (sparse; --l1-c)",
+    )
+)
 
 
 def get_method(method: str | Method | Fit) -> Method:
@@ -97,7 +129,7 @@ def get_method(method: str | Method | Fit) -> Method:
 
 
 def as_method(fit: Fit, name: str | None = None) -> Method:
-    return Method(name or getattr(fit, "__name__", "custom"), fit, "a user-supplied callable")
+    return Method(name or str(getattr(fit, "__name__", "custom")), fit, "a user-supplied callable")
 
 
 @dataclass
@@ -115,8 +147,9 @@ class MethodContext:
         return MethodInputs(self.partner, bases, self.eigen_k, self.l1_c)  # type: ignore[arg-type]
 
 
-def learn(context: MethodContext, acts: Activations, membership: Bool[Tensor, "n_concepts n_texts"]
-          ) -> tuple[Float[Tensor, "n_target_layers n_concepts d_model"], list[dict] | None]:
+def learn(
+    context: MethodContext, acts: Activations, membership: Bool[Tensor, "n_concepts n_texts"]
+) -> tuple[Float[Tensor, "n_target_layers n_concepts d_model"], list[dict] | None]:
     """Directions at every captured layer, and per concept {layer: diagnostics} when the method has them."""
     method, directions = context.method, []
     diagnostics: list[dict] | None = [{} for _ in range(membership.shape[0])] if method.diagnose else None

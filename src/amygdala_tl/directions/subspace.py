@@ -49,7 +49,7 @@ class SubspaceResult:
     eigengap: Float[Tensor, " n_concepts"]  # lambda_k - lambda_{k+1}, relative to |lambda_1|
 
 
-def shared_projector_sum(bases: list[Float[Tensor, "d_model k"]], chunk_columns: int = 4096) -> Float[Tensor, "d_model d_model"]:
+def shared_projector_sum(bases: list[Float[Tensor, "d_model _k"]], chunk_columns: int = 4096) -> Float[Tensor, "d_model d_model"]:
     """S = sum_i V_i V_i^T: fp32 products over chunks of stories (BLAS speed), accumulated in fp64."""
     d = bases[0].shape[0]
     total = torch.zeros(d, d, dtype=torch.float64)
@@ -70,7 +70,7 @@ def shared_projector_sum(bases: list[Float[Tensor, "d_model k"]], chunk_columns:
 
 
 def subspace_directions(
-    bases: list[Float[Tensor, "d_model k"]],
+    bases: list[Float[Tensor, "d_model _k"]],
     membership: Bool[Tensor, "n_concepts n_texts"],
     reference: Float[Tensor, "n_concepts d_model"],
     eigen_k: int = 5,
@@ -125,15 +125,14 @@ def _top_lanczos(own, shared, a, b, n_eig, n_exact):
     order = np.argsort(values)[::-1]
     values, vectors = values[order].astype(np.float64) - shift, vectors[:, order].astype(np.float64)
     if n_eig > n_exact:
-        more = np.sort(eigsh(operator, k=n_eig, which="LA", tol=1e-4, ncv=min(d - 1, max(2 * n_eig + 1, 60)),
-                             return_eigenvectors=False))[::-1] - shift
+        more = (
+            np.sort(eigsh(operator, k=n_eig, which="LA", tol=1e-4, ncv=min(d - 1, max(2 * n_eig + 1, 60)), return_eigenvectors=False))[::-1] - shift
+        )
         values = np.concatenate([values, more[n_exact:]])
     return torch.from_numpy(values.copy()), torch.from_numpy(vectors.copy())
 
 
-def combine(
-    values: Float[Tensor, " k"], vectors: Float[Tensor, "d_model k"], reference: Float[Tensor, " d_model"]
-) -> Float[Tensor, " d_model"]:
+def combine(values: Float[Tensor, " k"], vectors: Float[Tensor, "d_model k"], reference: Float[Tensor, " d_model"]) -> Float[Tensor, " d_model"]:
     """Sign-align each eigenvector with the reference, weight by clamped eigenvalue, sum, normalize.
 
     If no eigenvalue is positive (positives share no extra subspace), the top eigenvector is used.

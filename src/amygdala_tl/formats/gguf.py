@@ -24,8 +24,10 @@ from ..errors import UserError
 from .readout import Readout
 
 ARCH = "controlvector"
-SCALE_HINT = ("the vectors are unit-norm: on the bundled SmolLM2-135M, llama.cpp's --control-vector-scaled "
-              "S changed the text visibly at S = 10 to 30 and broke it above 60 (residual norms there are 130 to 390)")
+SCALE_HINT = (
+    "the vectors are unit-norm: on the bundled SmolLM2-135M, llama.cpp's --control-vector-scaled "
+    "S changed the text visibly at S = 10 to 30 and broke it above 60 (residual norms there are 130 to 390)"
+)
 
 
 def gguf_layer_index(block: int) -> int:
@@ -35,8 +37,9 @@ def gguf_layer_index(block: int) -> int:
     return block
 
 
-def write_control_vector(readout: Readout, concept: str, path: Path, model_hint: str, layers: list[int] | None = None,
-                         scale: float = 1.0, n_layers: int | None = None) -> Path:
+def write_control_vector(
+    readout: Readout, concept: str, path: Path, model_hint: str, layers: list[int] | None = None, scale: float = 1.0, n_layers: int | None = None
+) -> Path:
     """Write one concept's vectors at `layers` (default: every exported layer) as a control-vector GGUF."""
     from gguf import GGUFWriter
 
@@ -78,10 +81,18 @@ def read_control_vector(path: Path) -> tuple[str, dict[int, np.ndarray]]:
     from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
-    arch = bytes(reader.get_field("general.architecture").parts[-1]).decode()
+
+    def field(name: str) -> str:
+        found = reader.get_field(name)
+        if found is None:
+            raise UserError(f"{path} has no {name} field: not a control vector")
+        return bytes(found.parts[-1]).decode()
+
+    arch = field("general.architecture")
     if arch != ARCH:
         raise UserError(f"{path} is a {arch!r} GGUF, not a control vector")
-    hint = bytes(reader.get_field(f"{ARCH}.model_hint").parts[-1]).decode()
-    vectors = {int(t.name.split(".")[1]): np.asarray(t.data, dtype=np.float32).reshape(-1).copy()
-               for t in reader.tensors if t.name.startswith("direction.")}
+    hint = field(f"{ARCH}.model_hint")
+    vectors = {
+        int(t.name.split(".")[1]): np.asarray(t.data, dtype=np.float32).reshape(-1).copy() for t in reader.tensors if t.name.startswith("direction.")
+    }
     return hint, vectors

@@ -47,7 +47,7 @@ class Readout:
 def build_readout(
     concepts: list[str],
     layers: list[int],
-    directions: Float[Tensor, "n_layers n_concepts hidden_size"],
+    directions: Float[Tensor, "n_target_layers n_concepts hidden_size"],
     metadata: dict[str, str] | None = None,
 ) -> Readout:
     """Normalize in fp32, then cast to fp16, as the format requires."""
@@ -65,8 +65,7 @@ def _tensors(readout: Readout) -> dict[str, Tensor]:
 def readout_payloads(readout: Readout) -> dict[str, bytes]:
     """{file name: bytes} of the two serving files."""
     metadata = {key: str(value) for key, value in readout.metadata.items()}
-    return {VECTORS_FILE: save_safetensors_bytes(_tensors(readout), metadata=metadata),
-            MANIFEST_FILE: atomic.dumps_json(readout.manifest()).encode()}
+    return {VECTORS_FILE: save_safetensors_bytes(_tensors(readout), metadata=metadata), MANIFEST_FILE: atomic.dumps_json(readout.manifest()).encode()}
 
 
 def write_readout(readout: Readout, output_dir: Path) -> tuple[Path, Path]:
@@ -76,7 +75,7 @@ def write_readout(readout: Readout, output_dir: Path) -> tuple[Path, Path]:
     return output_dir / VECTORS_FILE, output_dir / MANIFEST_FILE
 
 
-def load_readout(path: Path) -> Readout:
+def load_readout(path: str | Path) -> Readout:
     """Load and validate an export (a directory holding both files, or either file's path)."""
     path = Path(path)
     directory = path if path.is_dir() else path.parent

@@ -46,12 +46,21 @@ def save_weights(store: ActivationStore, weights: LayerWeights) -> None:
             store.save_weights(layer, entry)
 
 
-def head_analysis(weights: LayerWeights, acts: Activations, membership: Bool[Tensor, "n_concepts n_texts"],
-                  directions: Float[Tensor, "n_target_layers n_concepts d_model"], concepts: list[str], skipped: list[int]) -> dict:
+def head_analysis(
+    weights: LayerWeights,
+    acts: Activations,
+    membership: Bool[Tensor, "n_concepts n_texts"],
+    directions: Float[Tensor, "n_target_layers n_concepts d_model"],
+    concepts: list[str],
+    skipped: list[int],
+) -> dict:
     """per_head.json: top heads, concentration and direct contribution per concept and head layer."""
     n_heads = acts.z.shape[2] if acts.z is not None else 0
-    report: dict = {"skipped_layers": [{"layer": layer, "reason": "no standard attention (no attn.hook_z)"} for layer in skipped],
-                    "n_heads": n_heads, "concepts": {concept: {} for concept in concepts}}
+    report: dict = {
+        "skipped_layers": [{"layer": layer, "reason": "no standard attention (no attn.hook_z)"} for layer in skipped],
+        "n_heads": n_heads,
+        "concepts": {concept: {} for concept in concepts},
+    }
     for slot, layer in enumerate(acts.head_layers):
         assert acts.z is not None
         stats = head_stats(acts.z[slot], membership)
@@ -61,8 +70,31 @@ def head_analysis(weights: LayerWeights, acts: Activations, membership: Bool[Ten
     return report
 
 
-def quality_inputs(corpus: Corpus, concepts: list[str], acts: Activations, directions: Float[Tensor, "n_target_layers n_concepts d_model"],
-                   weights: LayerWeights, n_layers: int, method: str, per_head: dict | None, subspace: dict | None,
-                   fit: Fit | None, heldout: dict | None = None) -> QualityInputs:
-    return QualityInputs(concepts, acts.layers, n_layers, corpus.stories, acts.resid, corpus.membership(concepts), directions,
-                         {layer: weights[layer].get("W_out") for layer in acts.layers}, per_head, subspace, method, fit, heldout)
+def quality_inputs(
+    corpus: Corpus,
+    concepts: list[str],
+    acts: Activations,
+    directions: Float[Tensor, "n_target_layers n_concepts d_model"],
+    weights: LayerWeights,
+    n_layers: int,
+    method: str,
+    per_head: dict | None,
+    subspace: dict | None,
+    fit: Fit | None,
+    heldout: dict | None = None,
+) -> QualityInputs:
+    return QualityInputs(
+        concepts,
+        acts.layers,
+        n_layers,
+        corpus.stories,
+        acts.resid,
+        corpus.membership(concepts),
+        directions,
+        {layer: weights[layer].get("W_out") for layer in acts.layers},
+        per_head,
+        subspace,
+        method,
+        fit,
+        heldout,
+    )

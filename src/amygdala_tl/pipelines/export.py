@@ -12,8 +12,15 @@ from .vectors import open_vectors
 FORMATS = ("gguf-control",)
 
 
-def export_control_vector(vectors_dir: Path, concept: str, layers: str | None = None, scale: float = 1.0,
-                          model_hint: str | None = None, output: Path | None = None, format: str = "gguf-control") -> tuple[Path, str]:
+def export_control_vector(
+    vectors_dir: Path,
+    concept: str,
+    layers: str | None = None,
+    scale: float = 1.0,
+    model_hint: str | None = None,
+    output: Path | None = None,
+    format: str = "gguf-control",
+) -> tuple[Path, str]:
     """Write VECTORS/<concept>.gguf (or `output`); `layers` are HF block indices, negatives from the recorded model's end."""
     if format not in FORMATS:
         raise UserError(f"unknown --format {format!r}: choose {', '.join(FORMATS)}")

@@ -96,9 +96,14 @@ def check_options(config: ExtractConfig) -> Method:
     method = get_method(config.method)
     if config.pooling not in POOLINGS:
         raise UserError(f"unknown --pooling {config.pooling!r}: choose one of {', '.join(POOLINGS)}")
-    for name, value in (("--batch-size", config.batch_size), ("--max-length", config.max_length),
-                        ("--min-positives", config.min_positives), ("--subspace-eigen-k", config.subspace_eigen_k),
-                        ("--subspace-k", config.subspace_k), ("--export-best-layers", config.export_best_layers)):
+    for name, value in (
+        ("--batch-size", config.batch_size),
+        ("--max-length", config.max_length),
+        ("--min-positives", config.min_positives),
+        ("--subspace-eigen-k", config.subspace_eigen_k),
+        ("--subspace-k", config.subspace_k),
+        ("--export-best-layers", config.export_best_layers),
+    ):
         if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     if config.quality_report and config.min_positives < 2:
@@ -127,24 +132,33 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
         parse_layers(config.layers, n_layers)  # out-of-range layers fail before the load
     log(f"corpus: {len(corpus.stories)} texts, {len(concepts)} concepts with >= {config.min_positives} positives")
     log(f"loading {spec.display} ({config.dtype})")
-    model = (loader or load_model)(spec, dtype=dtype, device=config.device, device_map=config.device_map,
-                                   trust_remote_code=config.trust_remote_code)
+    model = (loader or load_model)(spec, dtype=dtype, device=config.device, device_map=config.device_map, trust_remote_code=config.trust_remote_code)
     layers = parse_layers(config.layers, model.facts.n_layers)
-    log(f"model: {model.facts.n_layers} layers, d_model {model.facts.d_model}, {model.facts.n_heads} heads; "
-        f"target {', '.join(describe_layer(layer, model.facts.n_layers) for layer in layers)}")
+    log(
+        f"model: {model.facts.n_layers} layers, d_model {model.facts.d_model}, {model.facts.n_heads} heads; "
+        f"target {', '.join(describe_layer(layer, model.facts.n_layers) for layer in layers)}"
+    )
     return Prepared(corpus, concepts, model, layers, method)
 
 
-def extract(corpus: str | Path | None = "corpus", output_dir: str | Path = "out", model: str | None = None, *,
-            log: Log = lambda _: None, loader: Callable[..., LoadedModel] | None = None, **options) -> ExtractResult:
+def extract(
+    corpus: str | Path | None = "corpus",
+    output_dir: str | Path = "out",
+    model: str | None = None,
+    *,
+    log: Log = lambda _: None,
+    loader: Callable[..., LoadedModel] | None = None,
+    **options,
+) -> ExtractResult:
     """The Python entry point: `amygdala_tl.extract(corpus, output_dir, model, layers="12,14", method="pooled", ...)`;
     every ExtractConfig field is a keyword (`method` also takes a Method or a plain fit callable)."""
     config = ExtractConfig(output_dir=Path(output_dir), model=model, corpus=Path(corpus) if corpus is not None else None, **options)
     return run_extract(config, log=log, loader=loader)
 
 
-def run_extract(config: ExtractConfig, log: Log = lambda _: None, on_progress: ProgressCallback | None = None,
-                loader: Callable[..., LoadedModel] | None = None) -> ExtractResult:
+def run_extract(
+    config: ExtractConfig, log: Log = lambda _: None, on_progress: ProgressCallback | None = None, loader: Callable[..., LoadedModel] | None = None
+) -> ExtractResult:
     """Run the whole extraction; `loader` defaults to model.load_model (tests inject a cached model)."""
     started = time.perf_counter()
     prepared = prepare(config, log, loader)
@@ -158,8 +172,18 @@ def run_extract(config: ExtractConfig, log: Log = lambda _: None, on_progress: P
     weights = model_weights(model, layers)
     if store is not None:
         save_weights(store, weights)
-    acts = capture(model, corpus.texts, layers, pooling=config.pooling, head_layers=head_layers, batch_size=config.batch_size,
-                   max_length=config.max_length, token_sink=collector, store=store, on_progress=on_progress)
+    acts = capture(
+        model,
+        corpus.texts,
+        layers,
+        pooling=config.pooling,
+        head_layers=head_layers,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        token_sink=collector,
+        store=store,
+        on_progress=on_progress,
+    )
     log(f"forward passes: {acts.n_forward_passes} batches" + (f" (cache: {store.dir})" if store is not None else ""))
     for index in acts.truncated:
         log(f"truncated to its last {config.max_length} tokens: {corpus.stories[index].path}")
@@ -176,12 +200,23 @@ def run_extract(config: ExtractConfig, log: Log = lambda _: None, on_progress: P
     learned = time.perf_counter()
 
     record = run_record(config, method, model, corpus, concepts, layers, acts)
-    payloads = {name: json_payload(payload, record.run_id) for name, payload in ((PER_HEAD_FILE, per_head), (SUBSPACE_FILE, subspace))
-                if payload is not None}
+    payloads = {
+        name: json_payload(payload, record.run_id) for name, payload in ((PER_HEAD_FILE, per_head), (SUBSPACE_FILE, subspace)) if payload is not None
+    }
     quality, export_layers = None, layers
     if config.quality_report:
-        inputs = quality_inputs(corpus, concepts, acts, served_directions, weights, model.facts.n_layers, method.name, per_head,
-                                subspace, None if method.exact_loo else heldout_fit(context, layers))
+        inputs = quality_inputs(
+            corpus,
+            concepts,
+            acts,
+            served_directions,
+            weights,
+            model.facts.n_layers,
+            method.name,
+            per_head,
+            subspace,
+            None if method.exact_loo else heldout_fit(context, layers),
+        )
         quality, quality_files = quality_payloads(inputs, model.facts.n_heads, record.run_id)
         payloads |= quality_files
         for line in summary_lines(quality, model.facts.n_layers):
@@ -196,8 +231,12 @@ def run_extract(config: ExtractConfig, log: Log = lambda _: None, on_progress: P
     readout = build_readout(concepts, export_layers, directions[slots], metadata=record.provenance())
     all_layers.metadata = {"run_id": record.run_id}
     payloads |= readout_payloads(readout) | {DIRECTIONS_FILE: directions_payload(all_layers)}
-    record.timings = {"load_s": round(loaded - started, 3), "capture_s": round(captured - loaded, 3),
-                      "directions_s": round(learned - captured, 3), "total_s": round(time.perf_counter() - started, 3)}
+    record.timings = {
+        "load_s": round(loaded - started, 3),
+        "capture_s": round(captured - loaded, 3),
+        "directions_s": round(learned - captured, 3),
+        "total_s": round(time.perf_counter() - started, 3),
+    }
     files = commit_run(Path(config.output_dir), payloads, record)
     return ExtractResult(readout, acts, corpus, concepts, record, model, per_head, subspace, quality, files)
 
@@ -215,8 +254,10 @@ def check_directions(directions: torch.Tensor, acts: Activations, membership: to
                 problem = "is degenerate (its positive and negative texts have the same mean activation)"
             else:
                 continue
-            raise UserError(f"the {method} direction for {concept!r} at layer {layer} {problem}; nothing was written "
-                            "(a --max-length too small to keep the stories' text gives this)")
+            raise UserError(
+                f"the {method} direction for {concept!r} at layer {layer} {problem}; nothing was written "
+                "(a --max-length too small to keep the stories' text gives this)"
+            )
 
 
 def open_store(config: ExtractConfig, model_identity: str) -> ActivationStore | None:
@@ -229,16 +270,24 @@ def cache_root(config: ExtractConfig) -> Path:
     return Path(config.cache_dir) if config.cache_dir else Path(config.output_dir) / "cache"
 
 
-def run_record(config: ExtractConfig, method: Method, model: LoadedModel, corpus: Corpus, concepts: list[str],
-               layers: list[int], acts: Activations) -> RunRecord:
+def run_record(
+    config: ExtractConfig, method: Method, model: LoadedModel, corpus: Corpus, concepts: list[str], layers: list[int], acts: Activations
+) -> RunRecord:
     """Provenance: enough to know exactly what produced a readout, to reproduce it, and for `report`."""
     n_layers = model.facts.n_layers
     return RunRecord(
         tool="amygdala-tl",
         version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        model={"source": model.spec.kind, "location": model.spec.location, "label": model.spec.label,
-               "identity": model.identity, "dtype": config.dtype, "model_type": model_type(model), **model.facts.to_dict()},
+        model={
+            "source": model.spec.kind,
+            "location": model.spec.location,
+            "label": model.spec.label,
+            "identity": model.identity,
+            "dtype": config.dtype,
+            "model_type": model_type(model),
+            **model.facts.to_dict(),
+        },
         hook=hooks.RESID_POST,
         method=method.name,
         subspace={"subspace_k": config.subspace_k, "subspace_eigen_k": config.subspace_eigen_k} if method.needs_tokens else None,
@@ -250,11 +299,14 @@ def run_record(config: ExtractConfig, method: Method, model: LoadedModel, corpus
         layers=[{"layer": layer, "relative_depth": round(relative_depth(layer, n_layers), 4)} for layer in layers],
         head_layers=acts.head_layers,
         concepts={c: corpus.n_positives(c) for c in concepts},
-        corpus={"root": str(Path(corpus.root).resolve()), "sha256": corpus.fingerprint(), "n_texts": len(corpus.stories),
-                **{key: str(Path(getattr(config, key)).resolve()) if getattr(config, key) else None
-                   for key in ("corpus", "stories_dir", "paired_dir")},
-                "n_baselines": sum(s.is_baseline for s in corpus.stories),
-                "skipped_empty": [str(p) for p in corpus.skipped]},
+        corpus={
+            "root": str(Path(corpus.root).resolve()),
+            "sha256": corpus.fingerprint(),
+            "n_texts": len(corpus.stories),
+            **{key: str(Path(getattr(config, key)).resolve()) if getattr(config, key) else None for key in ("corpus", "stories_dir", "paired_dir")},
+            "n_baselines": sum(s.is_baseline for s in corpus.stories),
+            "skipped_empty": [str(p) for p in corpus.skipped],
+        },
         truncated=[str(corpus.stories[i].path) for i in acts.truncated],
         cache={"dir": str(cache_root(config).resolve()), "enabled": config.use_cache},
         n_forward_passes=acts.n_forward_passes,
@@ -267,8 +319,10 @@ def score_offsets(acts: Activations, directions: torch.Tensor, concepts: list[st
 
     Raw served scores carry this per-concept offset; subtracting it (`score --centered`) makes
     concepts comparable with each other (held-out top-1 rises several-fold on the bundled model)."""
-    return {str(layer): {c: round(float(value), 4) for c, value in zip(concepts, directions[slot] @ acts.resid[slot].mean(0))}
-            for slot, layer in enumerate(acts.layers)}
+    return {
+        str(layer): {c: round(float(value), 4) for c, value in zip(concepts, directions[slot] @ acts.resid[slot].mean(0))}
+        for slot, layer in enumerate(acts.layers)
+    }
 
 
 def model_type(model: LoadedModel) -> str:

@@ -19,15 +19,27 @@ from .vectors import load_model_for, open_vectors
 Loader = Callable[..., LoadedModel]
 
 
-def load_named(model: str | None, device: str | None, trust_remote_code: bool, log: Callable[[str], None], loader: Loader = load_model) -> LoadedModel:
+def load_named(
+    model: str | None, device: str | None, trust_remote_code: bool, log: Callable[[str], None], loader: Loader = load_model
+) -> LoadedModel:
     spec = resolve_model_spec(model)
     log(f"loading {spec.display}")
     return loader(spec, device=device, trust_remote_code=trust_remote_code)
 
 
-def detect(detectors: list[str], model: str | None, corpus: Path, text_file: Path | None, length: int, n_texts: int,
-           output_dir: Path, device: str | None = None, trust_remote_code: bool = False, log=lambda _: None,
-           loader: Loader = load_model) -> tuple[dict[str, DetectorResult], list[Path]]:
+def detect(
+    detectors: list[str],
+    model: str | None,
+    corpus: Path,
+    text_file: Path | None,
+    length: int,
+    n_texts: int,
+    output_dir: Path,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    log=lambda _: None,
+    loader: Loader = load_model,
+) -> tuple[dict[str, DetectorResult], list[Path]]:
     """Score every head with each detector: heads.json, heads_<detector>.png, heads.html."""
     texts = read_lines(text_file, "--text-file") if text_file is not None else load_corpus(corpus).texts
     check_detectors(detectors)
@@ -47,23 +59,46 @@ def parse_conditions(heads: str, mode: str, position: int | None) -> list[Condit
     return conditions
 
 
-def ablate(heads: str, prompts: list[str], mode: str, position: int | None, top_k: int, model: str | None, output_dir: Path,
-           device: str | None = None, trust_remote_code: bool = False, log=lambda _: None,
-           loader: Loader = load_model) -> tuple[list[AblationResult], list[Path]]:
+def ablate(
+    heads: str,
+    prompts: list[str],
+    mode: str,
+    position: int | None,
+    top_k: int,
+    model: str | None,
+    output_dir: Path,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    log=lambda _: None,
+    loader: Loader = load_model,
+) -> tuple[list[AblationResult], list[Path]]:
     """Ablate heads for one next-token prediction per prompt; ablations.json and ablations.html."""
     conditions = parse_conditions(heads, mode, position)
     check_output_dir(output_dir)
     loaded = load_named(model, device, trust_remote_code, log, loader)
     results = run_ablations(loaded, prompts, conditions, top_k)
-    files = [(output_dir / "ablations.json", atomic.dumps_json([r.to_json() for r in results]).encode()),
-             (output_dir / "ablations.html", ablation_html([r.to_json() for r in results]).encode())]
+    files = [
+        (output_dir / "ablations.json", atomic.dumps_json([r.to_json() for r in results]).encode()),
+        (output_dir / "ablations.html", ablation_html([r.to_json() for r in results]).encode()),
+    ]
     atomic.commit_all(files)
     return results, [path for path, _ in files]
 
 
-def concept(concept: str, layer: int, vectors_dir: Path, corpus: Path, negatives: int, from_layer: int, model: str | None,
-            output_dir: Path | None, device: str | None = None, trust_remote_code: bool = False, log=lambda _: None,
-            loader: Loader = load_model) -> tuple[ConceptCircuit, Path]:
+def concept(
+    concept: str,
+    layer: int,
+    vectors_dir: Path,
+    corpus: Path,
+    negatives: int,
+    from_layer: int,
+    model: str | None,
+    output_dir: Path | None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    log=lambda _: None,
+    loader: Loader = load_model,
+) -> tuple[ConceptCircuit, Path]:
     """Rank heads by the causal effect of mean-ablating them on a concept's readout, beside diff-of-means."""
     vectors = open_vectors(vectors_dir)
     vectors.check_concept(concept)
@@ -78,7 +113,6 @@ def concept(concept: str, layer: int, vectors_dir: Path, corpus: Path, negatives
     check_output_dir(target.parent)
     loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
     vector = vectors.readout.vectors[layer][vectors.readout.concepts.index(concept)].float()
-    circuit = concept_circuit(loaded, loaded_corpus, concept, layer, vector, negatives, range(from_layer, layer + 1),
-                              max_length=vectors.max_length)
+    circuit = concept_circuit(loaded, loaded_corpus, concept, layer, vector, negatives, range(from_layer, layer + 1), max_length=vectors.max_length)
     atomic.write_json(target, circuit.to_json())
     return circuit, target

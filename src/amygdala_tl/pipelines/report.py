@@ -31,8 +31,10 @@ def corpus_of(record: RunRecord, corpus_dir: Path | None):
 def previous_heldout(output_dir: Path, record: RunRecord) -> dict:
     quality = read_run_json(output_dir, QUALITY_FILE, record)
     if quality is None or "heldout" not in quality:
-        raise UserError(f"the {record.method} method's held-out evaluation needs the model; run `extract --quality-report` "
-                        f"({output_dir / QUALITY_FILE} is missing)")
+        raise UserError(
+            f"the {record.method} method's held-out evaluation needs the model; run `extract --quality-report` "
+            f"({output_dir / QUALITY_FILE} is missing)"
+        )
     return quality["heldout"]
 
 
@@ -47,8 +49,10 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
         raise UserError(f"unknown --concept {head_concept!r}")
     store = ActivationStore(Path(cache_dir or record.cache["dir"]), model["identity"], record.pooling, record.max_length)
     if not store.dir.is_dir():
-        raise UserError(f"the activation cache {store.dir.parent} has no entries for this run (key {store.key}); "
-                        "pass the --cache-dir extract used, or re-run `amygdala-tl extract`")
+        raise UserError(
+            f"the activation cache {store.dir.parent} has no entries for this run (key {store.key}); "
+            "pass the --cache-dir extract used, or re-run `amygdala-tl extract`"
+        )
     acts = activations_from_store(store, corpus.texts, layers, record.head_layers, model["d_model"], model["n_heads"], model["d_head"])
     directions = load_directions(output_dir / DIRECTIONS_FILE)
     check_same_run(output_dir / DIRECTIONS_FILE, directions.metadata.get("run_id"), record)
@@ -62,9 +66,19 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
     method = get_method(record.method)
     subspace = read_run_json(output_dir, SUBSPACE_FILE, record) if method.needs_tokens else None
     context = MethodContext(method, corpus.baseline_partner(), l1_c=record.l1_c)
-    inputs = quality_inputs(corpus, concepts, acts, served_directions, weights, model["n_layers"], method.name, per_head, subspace,
-                            fit=None if method.exact_loo or method.needs_tokens else heldout_fit(context, layers),
-                            heldout=previous_heldout(output_dir, record) if method.needs_tokens else None)
+    inputs = quality_inputs(
+        corpus,
+        concepts,
+        acts,
+        served_directions,
+        weights,
+        model["n_layers"],
+        method.name,
+        per_head,
+        subspace,
+        fit=None if method.exact_loo or method.needs_tokens else heldout_fit(context, layers),
+        heldout=previous_heldout(output_dir, record) if method.needs_tokens else None,
+    )
     quality, payloads = quality_payloads(inputs, model["n_heads"], record.run_id, head_concept)
     kept = {name: (output_dir / name).read_bytes() for name in record.files if name != SIDECAR_FILE and name not in payloads}
     paths = commit_run(output_dir, kept | payloads, record)

@@ -31,9 +31,17 @@ def read_texts(texts: list[str], file: Path | None) -> list[str]:
     return texts
 
 
-def score_texts(vectors_dir: Path, texts: list[str], file: Path | None, model: str | None, device: str | None,
-                loader=load_model, centered: bool = False, trust_remote_code: bool = False,
-                warn: Callable[[str], None] = lambda message: None) -> list[TextScores]:
+def score_texts(
+    vectors_dir: Path,
+    texts: list[str],
+    file: Path | None,
+    model: str | None,
+    device: str | None,
+    loader=load_model,
+    centered: bool = False,
+    trust_remote_code: bool = False,
+    warn: Callable[[str], None] = lambda message: None,
+) -> list[TextScores]:
     """Serving-convention scores of each text; `centered` subtracts each concept's corpus offset.
 
     A text longer than extract's --max-length keeps its end, as extract did (`warn` names it)."""
@@ -49,6 +57,11 @@ def score_texts(vectors_dir: Path, texts: list[str], file: Path | None, model: s
         warn(f"text {index + 1} is longer than {vectors.max_length} tokens: scored on its last {vectors.max_length}, as extract read the corpus")
     scores = score(readout, {layer: acts.at(layer) for layer in readout.layers})
     shift = (lambda layer, concept: offsets[layer][concept]) if offsets else (lambda layer, concept: 0.0)
-    return [TextScores(text, centered, {str(layer): {c: round(float(v) - shift(layer, c), 4) for c, v in zip(readout.concepts, scores[layer][i])}
-                                        for layer in readout.layers})
-            for i, text in enumerate(texts)]
+    return [
+        TextScores(
+            text,
+            centered,
+            {str(layer): {c: round(float(v) - shift(layer, c), 4) for c, v in zip(readout.concepts, scores[layer][i])} for layer in readout.layers},
+        )
+        for i, text in enumerate(texts)
+    ]

@@ -44,8 +44,9 @@ def steering_hook(layer: int, vector: Float[Tensor, " d_model"], scale: float) -
     return (hooks.resid_post(layer), add)
 
 
-def generate(model: LoadedModel, prompt: str, interventions: Sequence[Intervention], max_new_tokens: int = 40,
-             temperature: float = 0.0, seed: int = 0) -> str:
+def generate(
+    model: LoadedModel, prompt: str, interventions: Sequence[Intervention], max_new_tokens: int = 40, temperature: float = 0.0, seed: int = 0
+) -> str:
     """Greedy (temperature 0) or sampled continuation; a full forward per token keeps interventions exact."""
     tokens = prompt_tokens(model, prompt)[None]
     generator = torch.Generator().manual_seed(seed)
@@ -71,8 +72,7 @@ def concept_vector(readout: Readout, concept: str, layer: int) -> Float[Tensor, 
     return readout.vectors[layer][readout.concepts.index(concept)].float()
 
 
-def check_steer_args(readout: Readout, concept: str, layer: int, alpha: float, temperature: float,
-                     max_new_tokens: int, measure: bool) -> None:
+def check_steer_args(readout: Readout, concept: str, layer: int, alpha: float, temperature: float, max_new_tokens: int, measure: bool) -> None:
     """Everything `steer` can check before the model loads."""
     if concept != "all" or not measure:
         concept_vector(readout, concept, layer)
@@ -100,17 +100,39 @@ class SteerResult:
         return asdict(self)
 
 
-def steer(model: LoadedModel, readout: Readout, concept: str, layer: int, alpha: float, prompt: str,
-          max_new_tokens: int = 40, temperature: float = 0.0, seed: int = 0) -> SteerResult:
+def steer(
+    model: LoadedModel,
+    readout: Readout,
+    concept: str,
+    layer: int,
+    alpha: float,
+    prompt: str,
+    max_new_tokens: int = 40,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> SteerResult:
     vector = concept_vector(readout, concept, layer)
     scale = alpha * mean_resid_norm(model, prompt_tokens(model, prompt), layer)
-    return SteerResult(prompt, concept, layer, alpha, scale,
-                       generate(model, prompt, [], max_new_tokens, temperature, seed),
-                       generate(model, prompt, [steering_hook(layer, vector, scale)], max_new_tokens, temperature, seed))
+    return SteerResult(
+        prompt,
+        concept,
+        layer,
+        alpha,
+        scale,
+        generate(model, prompt, [], max_new_tokens, temperature, seed),
+        generate(model, prompt, [steering_hook(layer, vector, scale)], max_new_tokens, temperature, seed),
+    )
 
 
-def readout_at_layers(model: LoadedModel, texts: Sequence[str], readout: Readout, layers: list[int],
-                      interventions: Sequence[Intervention], batch_size: int = 8, max_length: int = 512) -> dict[int, Tensor]:
+def readout_at_layers(
+    model: LoadedModel,
+    texts: Sequence[str],
+    readout: Readout,
+    layers: list[int],
+    interventions: Sequence[Intervention],
+    batch_size: int = 8,
+    max_length: int = 512,
+) -> dict[int, Tensor]:
     """Serving-convention scores [n_texts, n_concepts] at `layers`, under optional interventions."""
     token_ids, _ = encode(model.tokenizer, texts, max_length)
     resid = last_token_resid(model, make_batches(token_ids, batch_size, model.tokenizer.pad_token_id), layers, interventions)
@@ -135,6 +157,13 @@ class MeasureResult:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> list[str]:
+        head = f"readout shift at layers {self.read_at} when steering at layer {self.layer} (alpha {self.alpha}), {self.n_texts} baseline texts:"
+        return [head] + [
+            f"  {name:16s} own {row.own_shift:+8.2f}   others {row.others_mean_shift or 0:+8.2f}   own rank {row.rank_of_own}"
+            for name, row in self.concepts.items()
+        ]
+
 
 def measure(model: LoadedModel, readout: Readout, texts: Sequence[str], concepts: Sequence[str], layer: int, alpha: float) -> MeasureResult:
     """Steer toward each concept at `layer` on neutral texts; readout shift of every concept at later layers.
@@ -158,9 +187,23 @@ def measure(model: LoadedModel, readout: Readout, texts: Sequence[str], concepts
     return MeasureResult(layer, alpha, later, len(texts), rows)
 
 
-def run_steer_command(vectors_dir: Path, concept: str, layer: int, alpha: float, prompt: str, max_new_tokens: int, temperature: float,
-                      seed: int, measure_shift: bool, corpus: Path, model: str | None, device: str | None, trust_remote_code: bool = False,
-                      log: Callable[[str], None] = lambda _: None, loader: Callable[..., LoadedModel] = load_model) -> SteerResult | MeasureResult:
+def run_steer_command(
+    vectors_dir: Path,
+    concept: str,
+    layer: int,
+    alpha: float,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    measure_shift: bool,
+    corpus: Path,
+    model: str | None,
+    device: str | None,
+    trust_remote_code: bool = False,
+    log: Callable[[str], None] = lambda _: None,
+    loader: Callable[..., LoadedModel] = load_model,
+) -> SteerResult | MeasureResult:
     """`steer`: every argument checked against the vectors (and the corpus for --measure) before the model loads."""
     vectors = open_vectors(vectors_dir)
     check_steer_args(vectors.readout, concept, layer, alpha, temperature, max_new_tokens, measure_shift)

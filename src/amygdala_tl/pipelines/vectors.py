@@ -42,8 +42,14 @@ def open_vectors(directory: Path) -> Vectors:
     return Vectors(Path(directory), readout, recorded_run(directory, readout))
 
 
-def load_model_for(vectors: Vectors, model: str | None, device: str | None, trust_remote_code: bool = False,
-                   loader: Callable[..., LoadedModel] = load_model, log: Callable[[str], None] = lambda _: None) -> LoadedModel:
+def load_model_for(
+    vectors: Vectors,
+    model: str | None,
+    device: str | None,
+    trust_remote_code: bool = False,
+    loader: Callable[..., LoadedModel] = load_model,
+    log: Callable[[str], None] = lambda _: None,
+) -> LoadedModel:
     """The model the vectors were learned on (or `model`), its depth checked before the load, its width after."""
     spec = resolve_model_spec(model or (vectors.record.model_location() if vectors.record else None))
     n_layers = preflight(spec, device, trust_remote_code)
@@ -52,8 +58,9 @@ def load_model_for(vectors: Vectors, model: str | None, device: str | None, trus
     log(f"loading {spec.display}")
     loaded = loader(spec, device=device, trust_remote_code=trust_remote_code)
     if loaded.facts.d_model != vectors.readout.hidden_size:
-        raise UserError(f"the vectors in {vectors.directory} have hidden size {vectors.readout.hidden_size}, "
-                        f"the model {spec.display} has {loaded.facts.d_model}")
+        raise UserError(
+            f"the vectors in {vectors.directory} have hidden size {vectors.readout.hidden_size}, the model {spec.display} has {loaded.facts.d_model}"
+        )
     if max(vectors.readout.layers) >= loaded.facts.n_layers:
         raise UserError(f"the vectors use layer {max(vectors.readout.layers)}, the model has {loaded.facts.n_layers} layers")
     return loaded

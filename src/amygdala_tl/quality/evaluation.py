@@ -39,9 +39,16 @@ class ServedEvaluation:
     confusions: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"mean_auroc": self.mean_auroc, "top1": self.top1, "random_auroc": self.random_auroc,
-                "random_top1": self.random_top1, "n_texts": self.n_texts, "n_concepts_evaluated": self.n_concepts_evaluated,
-                "per_concept": self.per_concept, "confusions": self.confusions}
+        return {
+            "mean_auroc": self.mean_auroc,
+            "top1": self.top1,
+            "random_auroc": self.random_auroc,
+            "random_top1": self.random_top1,
+            "n_texts": self.n_texts,
+            "n_concepts_evaluated": self.n_concepts_evaluated,
+            "per_concept": self.per_concept,
+            "confusions": self.confusions,
+        }
 
 
 def zscore(scores: Float[Tensor, "n_texts n_concepts"]) -> Float[Tensor, "n_texts n_concepts"]:
@@ -59,8 +66,11 @@ def rank_metrics(z: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n
         positives = y == c
         if positives.all():
             continue
-        per_concept[concepts[c]] = {"auroc": float(roc_auc_score(positives, s[:, c])), "top1": float((predicted[positives] == c).mean()),
-                                    "n": int(positives.sum())}
+        per_concept[concepts[c]] = {
+            "auroc": float(roc_auc_score(positives, s[:, c])),
+            "top1": float((predicted[positives] == c).mean()),
+            "n": int(positives.sum()),
+        }
     labelled = y >= 0
     confused = Counter((concepts[t], concepts[p]) for t, p in zip(y[labelled], predicted[labelled]) if t != p)
     return {
@@ -71,8 +81,9 @@ def rank_metrics(z: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n
     }
 
 
-def random_baseline(hidden: Float[Tensor, "n_texts d_model"], labels: Int[Tensor, " n_texts"], concepts: list[str],
-                    seeds: int = N_RANDOM_SEEDS) -> tuple[float | None, float | None]:
+def random_baseline(
+    hidden: Float[Tensor, "n_texts d_model"], labels: Int[Tensor, " n_texts"], concepts: list[str], seeds: int = N_RANDOM_SEEDS
+) -> tuple[float | None, float | None]:
     """Mean AUROC and top-1 of random unit directions (as many as concepts), read the same way."""
     aurocs, top1s = [], []
     for seed in range(seeds):
@@ -85,10 +96,19 @@ def random_baseline(hidden: Float[Tensor, "n_texts d_model"], labels: Int[Tensor
     return (float(np.mean(aurocs)), float(np.mean(top1s))) if aurocs else (None, None)
 
 
-def evaluate_served(hidden: Float[Tensor, "n_texts d_model"], vectors: Float[Tensor, "n_concepts d_model"],
-                    labels: Int[Tensor, " n_texts"], concepts: list[str]) -> ServedEvaluation:
+def evaluate_served(
+    hidden: Float[Tensor, "n_texts d_model"], vectors: Float[Tensor, "n_concepts d_model"], labels: Int[Tensor, " n_texts"], concepts: list[str]
+) -> ServedEvaluation:
     """Figures for one layer: `labels[t]` is the row of text t's concept in `vectors`, -1 for neutral texts."""
     result = rank_metrics(zscore(served_scores(hidden, vectors)), labels, concepts)
     random_auroc, random_top1 = random_baseline(hidden, labels, concepts)
-    return ServedEvaluation(result["mean_auroc"], result["top1"], random_auroc, random_top1, int(labels.shape[0]),
-                            len(result["per_concept"]), result["per_concept"], result["confusions"])
+    return ServedEvaluation(
+        result["mean_auroc"],
+        result["top1"],
+        random_auroc,
+        random_top1,
+        int(labels.shape[0]),
+        len(result["per_concept"]),
+        result["per_concept"],
+        result["confusions"],
+    )

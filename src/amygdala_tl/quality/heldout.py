@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from einops import einsum, rearrange, reduce
 from jaxtyping import Bool, Float, Int
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
@@ -31,7 +32,9 @@ def labels_of(membership: Bool[Tensor, "n_concepts n_texts"]) -> Int[Tensor, " n
 
 
 def loo_pooled_scores(
-    acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], chunk_bytes: int = 1 << 28,
+    acts: Float[Tensor, "n_texts d_model"],
+    membership: Bool[Tensor, "n_concepts n_texts"],
+    chunk_bytes: int = 1 << 28,
     centered: bool = False,
 ) -> Float[Tensor, "n_texts n_concepts"]:
     """score[t, c] = x_t . normalize(mean(P_c \\ t) - mean(N_c \\ t)), for every text t, in fp64.
@@ -42,22 +45,22 @@ def loo_pooled_scores(
     member = membership.double()
     n_texts, d = x.shape
     n_concepts = member.shape[0]
-    pos_sum = member @ x  # [C, d]
-    n_pos = member.sum(-1)  # [C]
-    total = x.sum(0)
+    pos_sum = einsum(member, x, "concept text, text d -> concept d")
+    n_pos = reduce(member, "concept text -> concept", "sum")
+    total = reduce(x, "text d -> d", "sum")
     scores = torch.empty(n_texts, n_concepts, dtype=torch.float64)
     step = max(1, chunk_bytes // (8 * n_concepts * d * 3))
     for start in range(0, n_texts, step):
         rows = slice(start, min(start + step, n_texts))
-        xt = x[rows]  # [b, d]
-        own = member[:, rows].T  # [b, C]: 1 where text t is concept c's positive
-        pos_sum_t = pos_sum[None] - own[..., None] * xt[:, None, :]
-        n_pos_t = (n_pos[None] - own).clamp_min(1)
-        neg_sum_t = (total - xt)[:, None, :] - pos_sum_t
-        n_neg_t = (n_texts - 1 - n_pos[None] + own).clamp_min(1)
-        diff = pos_sum_t / n_pos_t[..., None] - neg_sum_t / n_neg_t[..., None]
-        probe = xt - (total - xt) / (n_texts - 1) if centered else xt
-        scores[rows] = torch.einsum("bcd,bd->bc", normalize(diff), probe)
+        held = x[rows]
+        own = rearrange(member[:, rows], "concept held -> held concept")  # 1 where the held text is the concept's positive
+        pos_sum_without = rearrange(pos_sum, "concept d -> 1 concept d") - einsum(own, held, "held concept, held d -> held concept d")
+        n_pos_without = (rearrange(n_pos, "concept -> 1 concept") - own).clamp_min(1)
+        neg_sum_without = rearrange(total - held, "held d -> held 1 d") - pos_sum_without
+        n_neg_without = (n_texts - 1 - rearrange(n_pos, "concept -> 1 concept") + own).clamp_min(1)
+        diff = pos_sum_without / n_pos_without[..., None] - neg_sum_without / n_neg_without[..., None]
+        probe = held - (total - held) / (n_texts - 1) if centered else held
+        scores[rows] = einsum(normalize(diff), probe, "held concept d, held d -> held concept")
     return scores.float()
 
 
@@ -73,8 +76,9 @@ def grouped_folds(membership: Bool[Tensor, "n_concepts n_texts"]) -> list[list[i
     return [sorted(fold) for fold in folds if fold]
 
 
-def fold_refit_scores(slot: int, acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], fit: Fit,
-                      centered: bool = False) -> Float[Tensor, "n_texts n_concepts"]:
+def fold_refit_scores(
+    slot: int, acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], fit: Fit, centered: bool = False
+) -> Float[Tensor, "n_texts n_concepts"]:
     """Scores of every text from directions refit without its fold (centred: minus the kept texts' mean)."""
     scores = torch.empty(acts.shape[0], membership.shape[0])
     for fold in grouped_folds(membership):
@@ -119,7 +123,7 @@ def random_floor(acts: Float[Tensor, "n_texts d_model"], labels, evaluable, n_co
 
 
 def heldout_evaluation(
-    acts: Float[Tensor, "n_layers n_texts d_model"],
+    acts: Float[Tensor, "n_target_layers n_texts d_model"],
     layers: list[int],
     membership: Bool[Tensor, "n_concepts n_texts"],
     concepts: list[str],
@@ -147,8 +151,9 @@ def heldout_evaluation(
             "random_top1": random_top1,
             "mean_auroc_centered": centered_result["mean_auroc"],
             "top1_centered": centered_result["top1"],
-            "per_concept": {concepts[c]: {"auroc": result["per_concept_auroc"][c], "top1": result["per_concept_top1"][c]}
-                            for c in result["per_concept_auroc"]},
+            "per_concept": {
+                concepts[c]: {"auroc": result["per_concept_auroc"][c], "top1": result["per_concept_top1"][c]} for c in result["per_concept_auroc"]
+            },
         }
     ranked = sorted(layers, key=lambda layer: -(report["layers"][str(layer)]["mean_auroc"] or 0))
     report["recommended_layers"] = ranked
@@ -158,6 +163,8 @@ def heldout_evaluation(
 
 def heldout_line(layer: int, block: dict, describe: Callable[[int], str]) -> str:
     """`layer 15 (52%): AUROC 0.91, top-1 0.48 (random 0.50 / 0.02)`."""
-    return (f"{describe(layer)}: AUROC {block['mean_auroc']:.2f}, top-1 {block['top1']:.2f} "
-            f"(random {block['random_auroc']:.2f} / {block['random_top1']:.2f}); "
-            f"centred: AUROC {block['mean_auroc_centered']:.2f}, top-1 {block['top1_centered']:.2f}")
+    return (
+        f"{describe(layer)}: AUROC {block['mean_auroc']:.2f}, top-1 {block['top1']:.2f} "
+        f"(random {block['random_auroc']:.2f} / {block['random_top1']:.2f}); "
+        f"centred: AUROC {block['mean_auroc_centered']:.2f}, top-1 {block['top1_centered']:.2f}"
+    )

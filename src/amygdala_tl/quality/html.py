@@ -27,8 +27,10 @@ def heldout_plot(quality: dict) -> str:
     layers = quality["layers"]
     blocks = [quality["heldout"]["layers"][str(layer)] for layer in layers]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for ax, key, floor, title in ((axes[0], "mean_auroc", "random_auroc", "held-out AUROC (one-vs-rest)"),
-                                  (axes[1], "top1", "random_top1", "held-out top-1 accuracy")):
+    for ax, key, floor, title in (
+        (axes[0], "mean_auroc", "random_auroc", "held-out AUROC (one-vs-rest)"),
+        (axes[1], "top1", "random_top1", "held-out top-1 accuracy"),
+    ):
         ax.plot(layers, [b[key] for b in blocks], "o-", label=f"{quality['method']} (raw, as served)")
         ax.plot(layers, [b[key + "_centered"] for b in blocks], "^-", label="centred (offset mu.v removed)")
         ax.plot(layers, [b[floor] for b in blocks], "s--", color="grey", label="random directions")
@@ -101,9 +103,12 @@ def triage_table(quality: dict) -> str:
             f"<tr><td>{html.escape(concept)}</td><td>{bucket_of.get(concept, '')}</td><td>{entry['n_positive_stories']}</td>"
             f"<td>{_fmt(heldout.get('auroc'))}</td><td>{_fmt(heldout.get('top1'))}</td>"
             f"<td>{block['first_pc_variance_ratio']:.2f}</td><td>{_fmt(block['best_neuron_cosine'])}</td>"
-            f"<td>{html.escape(nearest[0])} ({nearest[1]:.2f})</td><td>{_fmt(r2)}</td><td class=small>{outliers}</td></tr>"
+            f"<td>{html.escape(str(nearest[0]))} ({nearest[1]:.2f})</td><td>{_fmt(r2)}</td><td class=small>{outliers}</td></tr>"
         )
-    header = "".join(f"<th>{h}</th>" for h in ("concept", "triage", "stories", "AUROC", "top-1", "first PC", "best neuron cos", "nearest", "ridge R²", "outlier stories"))
+    header = "".join(
+        f"<th>{h}</th>"
+        for h in ("concept", "triage", "stories", "AUROC", "top-1", "first PC", "best neuron cos", "nearest", "ridge R²", "outlier stories")
+    )
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -131,10 +136,13 @@ def render_html(quality: dict, directions_by_layer: dict[int, np.ndarray], n_hea
         f"<section id=cosines><h2>Concept similarity</h2><img alt='cosine matrix' src='{cosine_plot(matrix, concepts, best)}'></section>",
         f"<section id=pca><h2>Concept map</h2><img alt='PCA map' src='{pca_plot(directions_by_layer[best], concepts, best)}'></section>",
         "<section id=heads><h2>Per-head selectivity</h2>"
-        + (f"<img alt='head selectivity' src='{heads_uri}'>" if heads_uri else "<p>No per-head decomposition in this run.</p>") + "</section>",
+        + (f"<img alt='head selectivity' src='{heads_uri}'>" if heads_uri else "<p>No per-head decomposition in this run.</p>")
+        + "</section>",
         f"<section id=triage><h2>Triage and outliers (layer {quality['middle_layer']})</h2>{triage_table(quality)}</section>",
     ]
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
-             "th{background:#f3f3f3;position:sticky;top:0}.small{font-size:11px}img{max-width:100%}section{margin-bottom:2.5em}")
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
+        "th{background:#f3f3f3;position:sticky;top:0}.small{font-size:11px}img{max-width:100%}section{margin-bottom:2.5em}"
+    )
     return f"<!doctype html><html lang=en><head><meta charset=utf-8><title>amygdala-tl quality report</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"

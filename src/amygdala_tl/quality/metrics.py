@@ -17,7 +17,7 @@ from torch import Tensor
 RIDGE_LAMBDA = 0.01
 
 
-def nullable(value: float) -> float | None:
+def nullable(value: float | Tensor) -> float | None:
     """Strict JSON: undefined metrics are null, never NaN."""
     value = float(value)
     return value if math.isfinite(value) else None
@@ -44,7 +44,7 @@ def story_statistics(
     several = positives.shape[0] > 1
     stats = {
         "story_projection_mean": float(projections.mean()),
-        "story_projection_std": nullable(projections.std()) if several else None,
+        "story_projection_std": nullable(float(projections.std())) if several else None,
         "story_projection_min": float(projections.min()),
         "story_projection_max": float(projections.max()),
         "story_alignment_mean": float(alignment.mean()),

@@ -30,9 +30,9 @@ class QualityInputs:
     layers: list[int]
     n_layers: int
     stories: list[Story]
-    acts: Float[Tensor, "n_layers n_texts d_model"]
+    acts: Float[Tensor, "n_target_layers n_texts d_model"]
     membership: Bool[Tensor, "n_concepts n_texts"]
-    directions: Float[Tensor, "n_layers n_concepts d_model"]
+    directions: Float[Tensor, "n_target_layers n_concepts d_model"]
     w_out: dict[int, Tensor | None]
     per_head: dict | None = None
     subspace: dict | None = None
@@ -77,8 +77,9 @@ def build_quality(inputs: QualityInputs) -> dict:
 
 def triage(report: dict, middle: int) -> dict:
     """Buckets at the middle target layer, as methods.md defines them (redundant counted on its own)."""
-    buckets: dict[str, list[str]] = {name: [] for name in
-                                     ("too_few_stories", "contaminated", "clean_single_neuron", "clean_low_dim_circuit", "fragmented", "mixed", "redundant")}
+    buckets: dict[str, list[str]] = {
+        name: [] for name in ("too_few_stories", "contaminated", "clean_single_neuron", "clean_low_dim_circuit", "fragmented", "mixed", "redundant")
+    }
     for concept, entry in report["concepts"].items():
         block = entry["per_layer"][str(middle)]
         r_squared = entry["linear_combination"][str(middle)]["r_squared"]
