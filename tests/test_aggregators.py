@@ -66,3 +66,34 @@ def test_pca_uses_the_paired_baseline_when_there_is_one():
     partner = torch.tensor([2, 2, -1, -1, -1, -1, -1, -1])
     direction = aggregate("pca", acts, membership, partner)[0]
     assert abs(float(direction[2])) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_lda_equals_sklearns_lda_when_shrinkage_vanishes():
+    """With many texts per dimension, Ledoit-Wolf shrinks (almost) nothing, and our whitened diff-of-means
+    is sklearn's LinearDiscriminantAnalysis(solver='lsqr') coefficient: the pooled within-class covariance
+    (sklearn: class covariances averaged by priors) solved against the class-mean difference."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    generator = torch.Generator().manual_seed(3)
+    d, n_pos, n_neg = 6, 3000, 5000
+    mixing = torch.eye(d) + 0.6 * torch.randn(d, d, generator=generator)  # correlated, well-conditioned features
+    pos = torch.randn(n_pos, d, generator=generator) @ mixing + 0.5
+    neg = torch.randn(n_neg, d, generator=generator) @ mixing
+    acts = torch.cat([pos, neg])
+    membership = torch.zeros(1, n_pos + n_neg, dtype=torch.bool)
+    membership[0, :n_pos] = True
+    ours = aggregate("lda", acts, membership)[0].double()
+    reference = LinearDiscriminantAnalysis(solver="lsqr").fit(acts.double().numpy(), membership[0].numpy()).coef_[0]
+    reference = torch.from_numpy(reference) / torch.linalg.norm(torch.from_numpy(reference))
+    assert float(ours @ reference) == pytest.approx(1.0, abs=3e-3)  # what is left is the shrinkage (intensity ~1e-3)
+    pooled = diff_of_means(acts, membership)[0]
+    assert float(ours @ (pooled / pooled.norm())) < 0.95  # whitening really moved it away from diff-of-means
+
+
+def test_lda_shrinks_toward_diff_of_means_when_texts_are_few():
+    """d > n: the within-class covariance is singular; Ledoit-Wolf shrinkage keeps the solve defined and
+    the direction stays a finite unit vector aligned with diff-of-means."""
+    acts, membership, signal = data(d=80, n_pos=6, n_neg=20)
+    direction = aggregate("lda", acts, membership)[0]
+    assert torch.isfinite(direction).all() and direction.norm() == pytest.approx(1.0, abs=1e-5)
+    assert float(direction @ diff_of_means(acts, membership)[0].float()) > 0 and float(direction @ signal) > 0.3

@@ -83,7 +83,7 @@ def test_report_reproduces_a_refit_method_run_from_separate_dirs(starter_corpus,
     )
     run_extract(config, loader=lambda *a, **k: tiny_model)
     original = (out / "quality.json").read_text()
-    assert json.loads(original)["heldout"]["protocol"] == "grouped leave-one-out"
+    assert json.loads(original)["heldout"]["protocol"] == "grouped cross-validation"
     monkeypatch.setattr("amygdala_tl.model.load_model", never_load)
     run_report(out)
     assert (out / "quality.json").read_text() == original

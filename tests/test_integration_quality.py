@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from amygdala_tl.pipelines import report as report_module
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
@@ -102,3 +103,40 @@ def test_score_matches_the_exported_vectors(quality_run, bundled):
     layer = str(result.readout.layers[0])
     for concept, raw in scores[layer].items():
         assert centred[layer][concept] == pytest.approx(raw - offsets[layer][concept], abs=2e-4)
+
+
+def test_evaluate_reads_the_exported_files_as_the_server_does(quality_run, bundled, hf_reference, tmp_path):
+    """`evaluate` against an independent reading: plain HF forward hooks on model.layers[idx] (the serving
+    convention), the fp16 rows from the safetensors file, per-concept z-scores, sklearn's AUROC."""
+    import numpy as np
+    from safetensors.torch import load_file
+    from sklearn.metrics import roc_auc_score
+
+    from amygdala_tl.pipelines.evaluate import evaluate_vectors
+
+    from .conftest import CORPUS
+    from .test_integration_extract import hf_last_token_outputs
+
+    result, out = quality_run
+    heldout = tmp_path / "heldout"
+    for concept in ("calm", "afraid", "joyful", "bored", "_neutral"):
+        for story in sorted((CORPUS / "heldout" / concept).glob("*.txt"))[:2]:
+            (heldout / concept).mkdir(parents=True, exist_ok=True)
+            shutil.copy(story, heldout / concept / story.name)
+    evaluation = evaluate_vectors(out, heldout, loader=lambda *a, **k: bundled)
+    assert evaluation.n_texts == 10 and evaluation.n_neutral == 2 and evaluation.concepts_covered == ["afraid", "bored", "calm", "joyful"]
+
+    texts = [(p.parent.name, p.read_text().strip()) for p in sorted(heldout.rglob("*.txt"))]
+    texts.sort(key=lambda item: item[1])
+    concepts = result.readout.concepts
+    tensors = load_file(out / "readout.safetensors")
+    for layer in result.readout.layers:
+        hidden = torch.stack([hf_last_token_outputs(hf_reference, bundled.tokenizer, text, [layer])[layer] for _, text in texts]).double()
+        scores = (hidden @ tensors[f"layer_{layer}.vectors"].double().T).numpy()
+        z = (scores - scores.mean(0)) / scores.std(0, ddof=1)
+        labels = np.array([concepts.index(c) if c in concepts else -1 for c, _ in texts])
+        aurocs = [roc_auc_score(labels == concepts.index(c), z[:, concepts.index(c)]) for c in evaluation.concepts_covered]
+        figures = evaluation.layers[layer]
+        assert figures.mean_auroc == pytest.approx(float(np.mean(aurocs)), abs=1e-3)
+        assert figures.top1 == pytest.approx(float((z.argmax(1)[labels >= 0] == labels[labels >= 0]).mean()), abs=1e-6)
+        assert 0 <= figures.random_auroc <= 1 and figures.n_concepts_evaluated == 4

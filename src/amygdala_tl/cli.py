@@ -14,13 +14,7 @@ from .console import print_table, progress_bar, progress_callback, say, stdout, 
 from .corpus import CONCEPTS
 from .directions.registry import METHODS
 
-app = typer.Typer(
-    help="Concept readout vectors for a language model's residual stream, through TransformerLens.\n\n"
-    "Start with `amygdala-tl extract` (bundled SmolLM2-135M and the shipped corpus by default).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+app = typer.Typer(help=opt.APP_HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 corpus_app = typer.Typer(help="Inspect and lint a story corpus.", no_args_is_help=True)
 heads_app = typer.Typer(help="Head-level circuit probing: detectors, ablations, concept circuits.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
@@ -53,6 +47,7 @@ def extract(
     device: opt.Device = None,
     device_map: opt.DeviceMap = None,
     trust_remote_code: opt.TrustRemoteCode = False,
+    heldout: opt.ExtractHeldout = None,
 ) -> None:
     """Learn one direction per concept and layer from the corpus and export it for serving."""
     options = dict(locals())  # the parameters, named as ExtractConfig's fields
@@ -98,12 +93,10 @@ def report(
     """Rebuild quality.json and report.html from the activation store, without loading the model."""
     from .pipelines.report import run_report
     from .quality.output import summary_lines
-    from .rundir import RunRecord
 
     with user_errors():
         quality, paths = run_report(output_dir, corpus, cache_dir, concept)
-        n_layers = RunRecord.read(output_dir).model["n_layers"]
-    for line in summary_lines(quality, n_layers):
+    for line in summary_lines(quality):
         say(line)
     for path in paths:
         say(f"wrote {path}")
@@ -116,7 +109,7 @@ def score(
     file: Annotated[Optional[Path], typer.Option(help="Score each non-empty line of this file.")] = None,
     model: opt.Model = None,
     top: Annotated[int, typer.Option(help="Concepts shown per layer.")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="Print every score as JSON.")] = False,
+    as_json: opt.AsJson = False,
     centered: Annotated[
         bool, typer.Option("--centered", help="Subtract each concept's corpus offset mu . v_c (from extract.json). Serving reports raw scores.")
     ] = False,
@@ -131,11 +124,29 @@ def score(
     if as_json:
         typer.echo(json.dumps([result.to_json() for result in results], indent=2))
         return
-    for result in results:
-        stdout.print(f"[bold]{result.text[:100]}[/]", highlight=False)
-        for layer, scores in result.scores.items():
-            ranked = sorted(scores.items(), key=lambda item: -item[1])[:top]
-            stdout.print(f"  layer {layer}: " + ", ".join(f"{name} {value:+.2f}" for name, value in ranked), highlight=False)
+    for line in (line for result in results for line in result.summary(top)):
+        stdout.print(line, highlight=False)
+
+
+@app.command()
+def evaluate(
+    vectors: opt.Vectors = Path("out"),
+    heldout: opt.Heldout = opt.DEFAULT_HELDOUT,
+    model: opt.Model = None,
+    as_json: opt.AsJson = False,
+    device: opt.Device = None,
+    trust_remote_code: opt.TrustRemoteCode = False,
+) -> None:
+    """The exported vectors on a separately written test set, read as the server reads them (z-scored per concept)."""
+    from .pipelines.evaluate import COLUMNS, evaluate_vectors
+
+    with user_errors():
+        result = evaluate_vectors(vectors, heldout, model, device, trust_remote_code, log=say)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    print_table(result.title(), COLUMNS, result.rows(), first_left=False)
+    say(f"best layer {result.best_layer} (*); AUROC one-vs-rest per concept, top-1 among all {result.concepts_exported} exported concepts")
 
 
 @app.command("compare-methods")

@@ -7,7 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
+APP_HELP = (
+    "Concept readout vectors for a language model's residual stream, through TransformerLens.\n\n"
+    "Start with `amygdala-tl extract` (bundled SmolLM2-135M and the shipped corpus by default)."
+)
 DEFAULT_CORPUS = Path("corpus")
+DEFAULT_HELDOUT = DEFAULT_CORPUS / "heldout"
 
 Model = Annotated[
     Optional[str],
@@ -68,4 +73,10 @@ Scale = Annotated[
         help="Multiplies the unit vectors. llama.cpp's --control-vector-scaled S multiplies further: "
         "S = 10 to 30 steers visibly on the bundled model, above 60 breaks the text."
     ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print every figure as JSON.")]
+Heldout = Annotated[Path, typer.Option(help="Development test set: <concept>/*.txt and _neutral/*.txt, never trained on.")]
+ExtractHeldout = Annotated[
+    Optional[Path],
+    typer.Option(help="With --quality-report: development test set to lead the report (default: CORPUS/heldout when present). Never trained on."),
 ]

@@ -79,6 +79,11 @@ class Corpus:
         baselines = {s.scenario: i for i, s in enumerate(self.stories) if s.is_baseline}
         return torch.tensor([baselines.get(s.scenario, -1) if s.scenario and not s.is_baseline else -1 for s in self.stories])
 
+    def groups(self) -> list[int]:
+        """Cross-validation group of each text: a paired scenario's baseline and framings share one (same events)."""
+        scenarios: dict[str, int] = {}
+        return [scenarios.setdefault(s.scenario, len(self.stories) + len(scenarios)) if s.scenario else i for i, s in enumerate(self.stories)]
+
     def require(self, concept: str) -> None:
         if concept not in self.concepts:
             raise UserError(f"unknown concept {concept!r}; the corpus has: {', '.join(self.concepts)}")

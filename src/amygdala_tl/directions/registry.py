@@ -19,6 +19,7 @@ from torch import Tensor
 from ..capture.activations import Activations
 from ..errors import UserError
 from .aggregators import DEFAULT_L1_C, logistic_aligned, mean_directions, pca_aligned
+from .lda import lda_directions
 from .pooled import diff_of_means, normalize
 from .subspace import SubspaceCollector, subspace_directions
 
@@ -82,6 +83,13 @@ register(
         lambda acts, membership, inputs: normalize(diff_of_means(acts, membership)).float(),
         "normalize(mean(P) - mean(N)), fp64",
         exact_loo=True,
+    )
+)
+register(
+    Method(
+        "lda",
+        lambda acts, membership, inputs: lda_directions(acts, membership),
+        "whitened diff-of-means: Sigma^-1 (mean(P) - mean(N)), Sigma the Ledoit-Wolf-shrunk within-class covariance",
     )
 )
 register(

@@ -6,17 +6,21 @@ the model (and stores it), `report` reads it back from the activation store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
 from .. import hooks
 from ..capture import Activations
 from ..capture.store import ActivationStore
-from ..corpus import Corpus
+from ..corpus import Corpus, load_heldout
 from ..directions.heads import direct_contribution, head_report, head_stats
 from ..model import LoadedModel
 from ..quality.heldout import Fit
-from ..quality.report import QualityInputs
+from ..quality.report import DevSet, QualityInputs
 
 LayerWeights = dict[int, dict[str, Tensor]]
 
@@ -82,6 +86,7 @@ def quality_inputs(
     subspace: dict | None,
     fit: Fit | None,
     heldout: dict | None = None,
+    dev: DevSet | None = None,
 ) -> QualityInputs:
     return QualityInputs(
         concepts,
@@ -97,4 +102,21 @@ def quality_inputs(
         method,
         fit,
         heldout,
+        corpus.groups(),
+        dev,
     )
+
+
+def heldout_dir_of(corpus_dir: Path | None, given: Path | None) -> Path | None:
+    """The development test set: --heldout, else <corpus>/heldout when it exists."""
+    if given is not None:
+        return Path(given)
+    default = Path(corpus_dir) / "heldout" if corpus_dir is not None else None
+    return default if default is not None and default.is_dir() else None
+
+
+def dev_set(directory: Path, concepts: list[str], read: Callable[[list[str]], Tensor]) -> DevSet:
+    """The development test set's last-token activations ([n_target_layers, n_dev, d_model], from `read`) and labels."""
+    stories = load_heldout(directory)
+    labels = torch.tensor([concepts.index(s.label) if s.label in concepts else -1 for s in stories])
+    return DevSet(read([s.text for s in stories]), labels, str(Path(directory).resolve()))

@@ -8,12 +8,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import torch
+
 from .. import atomic
 from ..capture import capture
 from ..directions.registry import MethodContext, get_method, heldout_fit, learn
 from ..directions.subspace import SubspaceCollector
 from ..model import LoadedModel
-from ..quality.heldout import heldout_evaluation
+from ..quality.heldout import cv_evaluation, development_set_evaluation, leading_heldout
+from .analysis import dev_set, heldout_dir_of
 from .extract import ExtractConfig, Log, open_store, prepare
 
 COMPARE_FILE = "compare.json"
@@ -21,7 +24,8 @@ COMPARE_FILE = "compare.json"
 
 @dataclass
 class CompareRow:
-    """One method's held-out figures at its best layer (compare.json's `methods` entries)."""
+    """One method's held-out figures at its best layer (compare.json's `methods` entries): the development
+    test set when the corpus has one, else grouped cross-validation, read as the server reads."""
 
     method: str
     best_layer: int
@@ -30,8 +34,8 @@ class CompareRow:
     random_auroc: float
     random_top1: float
     protocol: str
-    auroc_centered: float
-    top1_centered: float
+    cv_auroc: float
+    cv_top1: float
     fit_s: float
     heldout_s: float
     per_layer: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -41,8 +45,8 @@ class CompareRow:
         "best layer",
         "AUROC",
         "top-1",
-        "centred AUROC / top-1",
         "random AUROC / top-1",
+        "grouped CV AUROC / top-1",
         "fit s",
         "held-out s",
         "protocol",
@@ -57,8 +61,8 @@ class CompareRow:
             str(self.best_layer),
             f"{self.auroc:.3f}",
             f"{self.top1:.3f}",
-            f"{self.auroc_centered:.3f} / {self.top1_centered:.3f}",
             f"{self.random_auroc:.2f} / {self.random_top1:.3f}",
+            f"{self.cv_auroc:.3f} / {self.cv_top1:.3f}",
             f"{self.fit_s:.2f}",
             f"{self.heldout_s:.1f}",
             self.protocol,
@@ -68,10 +72,12 @@ class CompareRow:
 def compare_methods(
     config: ExtractConfig, methods: list[str], log: Log = lambda _: None, on_progress=None, loader: Callable[..., LoadedModel] | None = None
 ) -> list[CompareRow]:
+    """One capture, every method: each learns every layer and is scored on the held-out protocols."""
     chosen = [get_method(name) for name in methods]
     prepared = prepare(config, log, loader)
     corpus, concepts, model, layers = prepared.corpus, prepared.concepts, prepared.model, prepared.layers
     collector = SubspaceCollector(layers, len(corpus.stories), config.subspace_k) if any(m.needs_tokens for m in chosen) else None
+    store = open_store(config, model.identity)
     acts = capture(
         model,
         corpus.texts,
@@ -80,20 +86,30 @@ def compare_methods(
         batch_size=config.batch_size,
         max_length=config.max_length,
         token_sink=collector,
-        store=open_store(config, model.identity),
+        store=store,
         on_progress=on_progress,
     )
-    membership = corpus.membership(concepts)
+    dev = None
+    if (heldout_dir := heldout_dir_of(config.corpus, config.heldout)) is not None:
+        last_store = store if config.pooling == "last" else open_store(config, model.identity, pooling="last")
+        dev = dev_set(
+            heldout_dir,
+            concepts,
+            lambda texts: capture(model, texts, layers, batch_size=config.batch_size, max_length=config.max_length, store=last_store).resid,
+        )
+    membership, groups, n_layers = corpus.membership(concepts), corpus.groups(), model.facts.n_layers
     rows = []
     for method in chosen:
         started = time.perf_counter()
         context = MethodContext(method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c)
-        learn(context, acts, membership)  # timed: the cost of fitting every layer once
+        directions, _ = learn(context, acts, membership)  # timed: the cost of fitting every layer once
         learned = time.perf_counter()
-        heldout = heldout_evaluation(
-            acts.resid, layers, membership, concepts, model.facts.n_layers, None if method.exact_loo else heldout_fit(context, layers)
-        )
-        best = heldout["layers"][str(heldout["best_layer"])]
+        served_directions = torch.stack([row.half().float() for row in directions])
+        cv = cv_evaluation(acts.resid, layers, membership, concepts, groups, n_layers, None if method.exact_loo else heldout_fit(context, layers))
+        dev_block = development_set_evaluation(dev.acts, layers, served_directions, dev.labels, concepts, n_layers) if dev else None
+        heldout = leading_heldout(None, cv, dev_block)
+        best_layer = str(heldout["best_layer"])
+        best, best_cv = heldout["layers"][best_layer], cv["layers"][best_layer]
         rows.append(
             CompareRow(
                 method.name,
@@ -103,19 +119,24 @@ def compare_methods(
                 best["random_auroc"],
                 best["random_top1"],
                 heldout["protocol"],
-                best["mean_auroc_centered"],
-                best["top1_centered"],
+                best_cv["mean_auroc"],
+                best_cv["top1"],
                 round(learned - started, 3),
                 round(time.perf_counter() - learned, 3),
                 {
-                    layer: {key: block[key] for key in ("mean_auroc", "top1", "mean_auroc_centered", "top1_centered")}
+                    layer: {
+                        "auroc": block["mean_auroc"],
+                        "top1": block["top1"],
+                        "cv_auroc": cv["layers"][layer]["mean_auroc"],
+                        "cv_top1": cv["layers"][layer]["top1"],
+                    }
                     for layer, block in heldout["layers"].items()
                 },
             )
         )
         log(
-            f"{method.name}: best layer {heldout['best_layer']}, AUROC {best['mean_auroc']:.3f}, top-1 {best['top1']:.3f} "
-            f"(centred {best['mean_auroc_centered']:.3f} / {best['top1_centered']:.3f})"
+            f"{method.name}: best layer {best_layer}, AUROC {best['mean_auroc']:.3f}, top-1 {best['top1']:.3f} ({heldout['protocol']}; "
+            f"grouped CV {best_cv['mean_auroc']:.3f} / {best_cv['top1']:.3f})"
         )
     atomic.write_json(
         Path(config.output_dir) / COMPARE_FILE, {"layers": layers, "n_concepts": len(concepts), "methods": [row.to_json() for row in rows]}

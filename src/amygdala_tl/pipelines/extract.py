@@ -28,7 +28,7 @@ from ..model import LoadedModel, check_output_dir, describe_layer, load_model, p
 from ..preflight import preflight
 from ..quality.output import quality_payloads, served, summary_lines
 from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
-from .analysis import head_analysis, model_weights, quality_inputs, save_weights
+from .analysis import dev_set, head_analysis, heldout_dir_of, model_weights, quality_inputs, save_weights
 
 Log = Callable[[str], None]
 DEGENERATE_RELATIVE_GAP = 1e-6  # |mean(P) - mean(N)| below this share of the mean activation norm: no signal
@@ -59,6 +59,7 @@ class ExtractConfig:
     quality_report: bool = False
     export_best_layers: int | None = None
     trust_remote_code: bool = False
+    heldout: Path | None = None  # development test set for the quality report (default: <corpus>/heldout if present)
 
 
 @dataclass
@@ -204,6 +205,16 @@ def run_extract(
         name: json_payload(payload, record.run_id) for name, payload in ((PER_HEAD_FILE, per_head), (SUBSPACE_FILE, subspace)) if payload is not None
     }
     quality, export_layers = None, layers
+    dev = None
+    if config.quality_report and (heldout := heldout_dir_of(config.corpus, config.heldout)) is not None:
+        last_store = store if config.pooling == "last" else open_store(config, model.identity, pooling="last")
+        dev = dev_set(
+            heldout,
+            concepts,
+            lambda texts: capture(model, texts, layers, batch_size=config.batch_size, max_length=config.max_length, store=last_store).resid,
+        )
+        record.heldout = dev.directory
+        log(f"development test set: {dev.acts.shape[1]} texts from {heldout} (evaluation only, never trained on)")
     if config.quality_report:
         inputs = quality_inputs(
             corpus,
@@ -216,10 +227,11 @@ def run_extract(
             per_head,
             subspace,
             None if method.exact_loo else heldout_fit(context, layers),
+            dev=dev,
         )
         quality, quality_files = quality_payloads(inputs, model.facts.n_heads, record.run_id)
         payloads |= quality_files
-        for line in summary_lines(quality, model.facts.n_layers):
+        for line in summary_lines(quality):
             log(line)
         if config.export_best_layers:
             export_layers = sorted(quality["heldout"]["recommended_layers"][: config.export_best_layers])
@@ -260,10 +272,10 @@ def check_directions(directions: torch.Tensor, acts: Activations, membership: to
             )
 
 
-def open_store(config: ExtractConfig, model_identity: str) -> ActivationStore | None:
+def open_store(config: ExtractConfig, model_identity: str, pooling: str | None = None) -> ActivationStore | None:
     if not config.use_cache:
         return None
-    return ActivationStore(cache_root(config), model_identity, config.pooling, config.max_length)
+    return ActivationStore(cache_root(config), model_identity, pooling or config.pooling, config.max_length)
 
 
 def cache_root(config: ExtractConfig) -> Path:

@@ -16,8 +16,9 @@ from ..directions.registry import MethodContext, get_method, heldout_fit
 from ..errors import UserError
 from ..formats.readout import load_directions
 from ..quality.output import quality_payloads, served
+from ..quality.report import DevSet
 from ..rundir import DIRECTIONS_FILE, QUALITY_FILE, SIDECAR_FILE, SUBSPACE_FILE, RunRecord, check_same_run, commit_run, read_run_json
-from .analysis import head_analysis, quality_inputs, stored_weights
+from .analysis import dev_set, head_analysis, quality_inputs, stored_weights
 
 
 def corpus_of(record: RunRecord, corpus_dir: Path | None):
@@ -36,6 +37,19 @@ def previous_heldout(output_dir: Path, record: RunRecord) -> dict:
             f"({output_dir / QUALITY_FILE} is missing)"
         )
     return quality["heldout"]
+
+
+def stored_dev_set(record: RunRecord, store: ActivationStore, concepts: list[str], layers: list[int]) -> DevSet | None:
+    """The development test set extract scored, read back from the store (its last-token activations)."""
+    if record.heldout is None:
+        return None
+    model = record.model
+    last = store if record.pooling == "last" else ActivationStore(store.dir.parent, model["identity"], "last", record.max_length)
+    return dev_set(
+        Path(record.heldout),
+        concepts,
+        lambda texts: activations_from_store(last, texts, layers, [], model["d_model"], model["n_heads"], model["d_head"]).resid,
+    )
 
 
 def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path | None = None, head_concept: str | None = None):
@@ -78,6 +92,7 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
         subspace,
         fit=None if method.exact_loo or method.needs_tokens else heldout_fit(context, layers),
         heldout=previous_heldout(output_dir, record) if method.needs_tokens else None,
+        dev=stored_dev_set(record, store, concepts, layers),
     )
     quality, payloads = quality_payloads(inputs, model["n_heads"], record.run_id, head_concept)
     kept = {name: (output_dir / name).read_bytes() for name in record.files if name != SIDECAR_FILE and name not in payloads}

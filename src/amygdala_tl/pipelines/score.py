@@ -23,6 +23,14 @@ class TextScores:
     def to_json(self) -> dict:
         return {"text": self.text, "centered": self.centered, "scores": self.scores}
 
+    def summary(self, top: int = 5) -> list[str]:
+        """The text, then the `top` concepts per layer."""
+        lines = [f"[bold]{self.text[:100]}[/]"]
+        for layer, scores in self.scores.items():
+            ranked = sorted(scores.items(), key=lambda item: -item[1])[:top]
+            lines.append(f"  layer {layer}: " + ", ".join(f"{name} {value:+.2f}" for name, value in ranked))
+        return lines
+
 
 def read_texts(texts: list[str], file: Path | None) -> list[str]:
     texts = list(texts) + (read_lines(file, "--file") if file is not None else [])

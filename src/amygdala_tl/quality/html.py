@@ -31,8 +31,10 @@ def heldout_plot(quality: dict) -> str:
         (axes[0], "mean_auroc", "random_auroc", "held-out AUROC (one-vs-rest)"),
         (axes[1], "top1", "random_top1", "held-out top-1 accuracy"),
     ):
-        ax.plot(layers, [b[key] for b in blocks], "o-", label=f"{quality['method']} (raw, as served)")
-        ax.plot(layers, [b[key + "_centered"] for b in blocks], "^-", label="centred (offset mu.v removed)")
+        ax.plot(layers, [b[key] for b in blocks], "o-", label=f"{quality['method']}: {quality['heldout']['protocol']}")
+        cv = quality["heldout"].get("protocols", {}).get("grouped_cv")
+        if cv is not None and cv is not quality["heldout"]["layers"] and quality["heldout"]["protocol"] != cv["protocol"]:
+            ax.plot(layers, [cv["layers"][str(layer)][key] for layer in layers], "^-", label="grouped cross-validation")
         ax.plot(layers, [b[floor] for b in blocks], "s--", color="grey", label="random directions")
         ax.set_xlabel("layer")
         ax.set_title(title)
@@ -132,7 +134,12 @@ def render_html(quality: dict, directions_by_layer: dict[int, np.ndarray], n_hea
         f"layers {', '.join(map(str, quality['layers']))}. Best layer <b>{best}</b>: held-out AUROC <b>{best_block['mean_auroc']:.3f}</b>, "
         f"top-1 <b>{best_block['top1']:.3f}</b> (random {best_block['random_auroc']:.2f} / {best_block['random_top1']:.3f}).</p>"
         f"<p>Triage at layer {triage['layer']}: {counts}.</p></section>",
-        f"<section id=heldout><h2>Held-out evaluation</h2><p>Protocol: {html.escape(quality['heldout'].get('protocol', 'leave-one-out'))}: each story is held out (alone, or with one story of every other concept), every direction is re-derived without it, and it is scored against every concept.</p><img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
+        f"<section id=heldout><h2>Held-out evaluation</h2><p>Leading figure: {html.escape(quality['heldout'].get('protocol', ''))}. "
+        "Scored as a client of the server scores: the raw dot product of each text's last-token residual with each exported fp16 row, "
+        "each concept's scores z-scored over the evaluation texts, one-vs-rest AUROC per concept and top-1 among every concept. "
+        "Grouped cross-validation holds a paired scenario's texts out together.</p>"
+        + (f"<p><b>{html.escape(quality['heldout']['disagreement'])}</b></p>" if quality["heldout"].get("disagreement") else "")
+        + f"<img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
         f"<section id=cosines><h2>Concept similarity</h2><img alt='cosine matrix' src='{cosine_plot(matrix, concepts, best)}'></section>",
         f"<section id=pca><h2>Concept map</h2><img alt='PCA map' src='{pca_plot(directions_by_layer[best], concepts, best)}'></section>",
         "<section id=heads><h2>Per-head selectivity</h2>"

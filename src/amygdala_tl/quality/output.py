@@ -19,8 +19,8 @@ def quality_payloads(inputs: QualityInputs, n_heads: int | None, run_id: str, he
     return quality, {QUALITY_FILE: json_payload(quality, run_id), HTML_FILE: page.encode()}
 
 
-def summary_lines(quality: dict, n_layers: int, samples: int = 4) -> list[str]:
-    triage = quality["triage"]
+def summary_lines(quality: dict, samples: int = 4) -> list[str]:
+    triage, n_layers = quality["triage"], quality["n_layers"]
     lines = [f"triage at {describe_layer(triage['layer'], n_layers)}:"]
     for name, members in triage.items():
         if isinstance(members, list) and members:
@@ -31,6 +31,8 @@ def summary_lines(quality: dict, n_layers: int, samples: int = 4) -> list[str]:
         lines.append("  " + heldout_line(layer, quality["heldout"]["layers"][str(layer)], lambda l: describe_layer(l, n_layers)))
     best = quality["heldout"]["recommended_layers"]
     lines.append(f"recommended layers (best held-out AUROC first): {', '.join(map(str, best))}")
+    if quality["heldout"].get("disagreement"):
+        lines.append(f"note: {quality['heldout']['disagreement']}")
     return lines
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..corpus import Story
-from .heldout import Fit, heldout_evaluation
+from .heldout import Fit, cv_evaluation, development_set_evaluation, heldout_evaluation, leading_heldout
 from .metrics import concept_metrics, cosine_matrix, linear_combination, nearest_concepts
 
 CONTAMINATED_COSINE = 0.8
@@ -39,6 +39,29 @@ class QualityInputs:
     method: str = "pooled"
     fit: Fit | None = None  # None: held-out via the exact leave-one-out diff-of-means
     heldout: dict | None = None  # a held-out block computed earlier (report on a subspace run)
+    groups: list[int] | None = None  # cross-validation groups: a paired scenario's texts share one
+    dev: DevSet | None = None  # the development test set's last-token activations, when there is one
+
+
+@dataclass
+class DevSet:
+    """The development test set as `evaluate` reads it: last-token activations, row of each text's concept (-1: neutral)."""
+
+    acts: Float[Tensor, "n_target_layers n_dev d_model"]
+    labels: Int[Tensor, " n_dev"]
+    directory: str
+
+
+def heldout_block(inputs: QualityInputs) -> dict:
+    concepts, layers = inputs.concepts, inputs.layers
+    groups = inputs.groups if inputs.groups is not None else list(range(inputs.acts.shape[1]))
+    cv = cv_evaluation(inputs.acts, layers, inputs.membership, concepts, groups, inputs.n_layers, inputs.fit)
+    loo = heldout_evaluation(inputs.acts, layers, inputs.membership, concepts, inputs.n_layers) if inputs.fit is None else None
+    dev = None
+    if inputs.dev is not None:
+        dev = development_set_evaluation(inputs.dev.acts, layers, inputs.directions, inputs.dev.labels, concepts, inputs.n_layers)
+        dev["directory"] = inputs.dev.directory
+    return leading_heldout(loo, cv, dev)
 
 
 def middle_layer(layers: list[int]) -> int:
@@ -49,7 +72,7 @@ def build_quality(inputs: QualityInputs) -> dict:
     concepts, layers = inputs.concepts, inputs.layers
     middle = middle_layer(layers)
     cosines = {layer: cosine_matrix(inputs.directions[slot]) for slot, layer in enumerate(layers)}
-    report: dict = {"method": inputs.method, "layers": layers, "middle_layer": middle, "concepts": {}}
+    report: dict = {"method": inputs.method, "layers": layers, "n_layers": inputs.n_layers, "middle_layer": middle, "concepts": {}}
     for c, concept in enumerate(concepts):
         positive = inputs.membership[c]
         paths = [str(story.path) for story, keep in zip(inputs.stories, positive.tolist()) if keep]
@@ -68,7 +91,7 @@ def build_quality(inputs: QualityInputs) -> dict:
             entry["subspace_eigvals"] = {layer: block["eigvals"] for layer, block in inputs.subspace["concepts"].get(concept, {}).items()}
         report["concepts"][concept] = entry
     report["triage"] = triage(report, middle)
-    report["heldout"] = inputs.heldout or heldout_evaluation(inputs.acts, layers, inputs.membership, concepts, inputs.n_layers, inputs.fit)
+    report["heldout"] = inputs.heldout or heldout_block(inputs)
     if inputs.per_head is not None:
         report["per_head_skipped_layers"] = inputs.per_head.get("skipped_layers", [])
     report["cosine_matrices"] = {str(layer): [[round(float(v), 4) for v in row] for row in matrix] for layer, matrix in cosines.items()}

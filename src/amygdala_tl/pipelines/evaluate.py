@@ -1,0 +1,103 @@
+"""`evaluate`: the exported vectors on a development test set, read exactly as the server reads them.
+
+Only the exported files are read (fp16 rows, the layers they hold); each evaluation text is run
+through the model once (the activation store keeps it) and read at its last real token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..capture import ActivationStore, capture
+from ..corpus import NEUTRAL, load_heldout
+from ..model import LoadedModel, describe_layer, load_model
+from ..quality.evaluation import ServedEvaluation, evaluate_served
+from .vectors import load_model_for, open_vectors
+
+DEFAULT_HELDOUT = Path("corpus/heldout")
+
+
+@dataclass
+class Evaluation:
+    """Per exported layer, the served-view figures on one evaluation set (evaluate --json)."""
+
+    heldout: str
+    n_texts: int
+    n_neutral: int
+    concepts_covered: list[str]
+    concepts_exported: int
+    layers: dict[int, ServedEvaluation] = field(default_factory=dict)
+    skipped_concepts: list[str] = field(default_factory=list)  # in the set but not exported: read as neutral texts
+
+    @property
+    def best_layer(self) -> int:
+        return max(self.layers, key=lambda layer: self.layers[layer].mean_auroc or 0.0)
+
+    def to_json(self) -> dict:
+        return {
+            "heldout": self.heldout,
+            "n_texts": self.n_texts,
+            "n_neutral": self.n_neutral,
+            "concepts_covered": self.concepts_covered,
+            "concepts_exported": self.concepts_exported,
+            "skipped_concepts": self.skipped_concepts,
+            "best_layer": self.best_layer,
+            "layers": {str(layer): result.to_json() for layer, result in self.layers.items()},
+        }
+
+    def title(self) -> str:
+        return (
+            f"{self.heldout}: {self.n_texts} texts ({self.n_neutral} neutral), "
+            f"{len(self.concepts_covered)} of {self.concepts_exported} exported concepts"
+        )
+
+    def rows(self, n_layers: int | None = None) -> list[list[str]]:
+        describe = (lambda layer: describe_layer(layer, n_layers)) if n_layers else (lambda layer: f"layer {layer}")
+        return [
+            [
+                describe(layer) + (" *" if layer == self.best_layer else ""),
+                f"{r.mean_auroc:.3f}",
+                f"{r.top1:.3f}",
+                f"{r.random_auroc:.2f} / {r.random_top1:.3f}",
+                ", ".join(f"{c['concept']}->{c['read_as']} {c['count']}" for c in r.confusions[:3]),
+            ]
+            for layer, r in self.layers.items()
+        ]
+
+
+COLUMNS = ["layer", "AUROC", "top-1", "random AUROC / top-1", "most confused (concept->read as)"]
+
+
+def evaluate_vectors(
+    vectors_dir: Path,
+    heldout_dir: Path = DEFAULT_HELDOUT,
+    model: str | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    batch_size: int = 8,
+    log: Callable[[str], None] = lambda _: None,
+    loader: Callable[..., LoadedModel] = load_model,
+) -> Evaluation:
+    vectors = open_vectors(vectors_dir)
+    readout = vectors.readout
+    stories = load_heldout(heldout_dir)
+    covered = sorted({s.label for s in stories if s.label != NEUTRAL})
+    skipped = [c for c in covered if c not in readout.concepts]
+    labels = torch.tensor([readout.concepts.index(s.label) if s.label in readout.concepts else -1 for s in stories])
+    loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
+    store = None
+    if vectors.record is not None and vectors.record.cache.get("enabled"):
+        store = ActivationStore(Path(vectors.record.cache["dir"]), loaded.identity, "last", vectors.max_length)
+    acts = capture(
+        loaded, [s.text for s in stories], readout.layers, pooling="last", batch_size=batch_size, max_length=vectors.max_length, store=store
+    )
+    result = Evaluation(
+        str(heldout_dir), len(stories), sum(s.label == NEUTRAL for s in stories), covered, len(readout.concepts), skipped_concepts=skipped
+    )
+    for layer in readout.layers:
+        result.layers[layer] = evaluate_served(acts.at(layer), readout.vectors[layer], labels, readout.concepts)
+    return result
