@@ -97,3 +97,26 @@ def test_lda_shrinks_toward_diff_of_means_when_texts_are_few():
     direction = aggregate("lda", acts, membership)[0]
     assert torch.isfinite(direction).all() and direction.norm() == pytest.approx(1.0, abs=1e-5)
     assert float(direction @ diff_of_means(acts, membership)[0].float()) > 0 and float(direction @ signal) > 0.3
+
+
+@pytest.mark.parametrize("method", ["pooled", "lda", "logistic"])
+def test_denoising_removes_the_neutral_texts_top_components(method):
+    """With denoise_k, a nuisance direction shared by neutral texts and stories is projected out: the learned
+    direction is orthogonal to the neutral texts' top principal components and still finds the planted one."""
+    from amygdala_tl.directions.registry import fit_layer, neutral_components
+
+    generator = torch.Generator().manual_seed(5)
+    acts, membership, signal = data(seed=5, d=40, n_pos=12, n_neg=60)
+    nuisance = torch.zeros(40)
+    nuisance[7] = 1.0
+    acts = acts + 6 * torch.randn(acts.shape[0], 1, generator=generator) * nuisance  # style variance, no concept
+    neutral = torch.zeros(acts.shape[0], dtype=torch.bool)
+    neutral[-20:] = True  # the last negatives play the scenario baselines
+    inputs = MethodInputs(torch.full((acts.shape[0],), -1), neutral=neutral, denoise_k=2)
+    direction = fit_layer(METHODS[method], acts, membership, inputs)[0].double()
+    basis = neutral_components(acts, neutral, 2)
+    plain = fit_layer(METHODS[method], acts, membership, MethodInputs(torch.full((acts.shape[0],), -1)))[0].double()
+    assert (direction @ basis).abs().max() < 1e-6
+    if method == "pooled":  # diff-of-means reads the nuisance; lda and logistic discount it on their own
+        assert abs(float(direction[7])) < 0.5 * abs(float(plain[7]))
+    assert direction.norm() == pytest.approx(1.0, abs=1e-6) and float(direction @ signal.double()) > 0.5

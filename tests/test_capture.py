@@ -30,7 +30,15 @@ def test_mean_pooling_ignores_padding():
     torch.testing.assert_close(pool(acts, mask, "last"), torch.stack([acts[0, 1], acts[1, 2]]))
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_second_half_pooling_averages_the_second_half_of_the_real_tokens():
+    acts = torch.arange(2 * 5 * 2, dtype=torch.float32).reshape(2, 5, 2)
+    right = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])  # 4 real tokens -> the last 2; 5 -> the last 3
+    torch.testing.assert_close(pool(acts, right, "second_half"), torch.stack([acts[0, 2:4].mean(0), acts[1, 2:5].mean(0)]))
+    left = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])  # padding on the left: the same real tokens count
+    torch.testing.assert_close(pool(acts, left, "second_half"), torch.stack([acts[0, 3:5].mean(0), acts[1, 2:5].mean(0)]))
+
+
+@pytest.mark.parametrize("pooling", ["last", "second_half", "mean"])
 def test_batched_padded_capture_equals_one_text_at_a_time(tiny_model, pooling):
     layers = [0, 2]
     batched = capture(tiny_model, TEXTS, layers, pooling=pooling, batch_size=3, head_layers=layers)

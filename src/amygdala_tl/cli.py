@@ -11,7 +11,6 @@ import typer
 from . import options as opt
 from .circuits.detectors import DETECTORS, thresholds_help
 from .console import print_table, progress_bar, progress_callback, say, stdout, user_errors, warn
-from .corpus import CONCEPTS
 from .directions.registry import METHODS
 
 app = typer.Typer(help=opt.APP_HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -32,6 +31,7 @@ def extract(
     output_dir: opt.OutputDir = Path("out"),
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = "pooled",
     l1_c: opt.L1C = 0.05,
+    denoise_k: opt.DenoiseK = 0,
     subspace_k: opt.SubspaceK = None,
     subspace_eigen_k: opt.SubspaceEigenK = 5,
     heads: opt.Heads = True,
@@ -58,8 +58,7 @@ def extract(
         options["corpus"] = opt.DEFAULT_CORPUS
     with user_errors(), progress_bar("capturing") as progress:
         result = run_extract(ExtractConfig(**options), log=say, on_progress=progress_callback(progress))
-    for path in result.files:
-        say(f"wrote {path}")
+    say("\n".join(f"wrote {path}" for path in result.files))
 
 
 @corpus_app.command("check")
@@ -69,15 +68,15 @@ def corpus_check(
     min_positives: Annotated[int, typer.Option(help="Minimum positive stories for each expected concept.")] = 1,
 ) -> None:
     """Per-concept counts, and every problem by file (held-out set included): exits 1 if there is any."""
-    from .corpus import check_corpus
+    from .corpus import CONCEPTS, check_corpus
 
     expected = list(CONCEPTS) if expect == "all" else [c.strip() for c in expect.split(",") if c.strip()] if expect else []
     with user_errors():
         stats, problems = check_corpus(corpus, expected, min_positives)
     rows = [[name, str(c.positives), str(c.unpaired), str(c.paired), f"{c.mean_words:.0f}"] for name, c in stats.items()]
     print_table(f"corpus {corpus}", ["concept", "positives", "unpaired", "paired", "mean words"], rows)
-    for problem in problems:
-        say(f"[red]problem:[/] {problem}")
+    for line in (f"[red]problem:[/] {problem}" for problem in problems):
+        say(line)
     say(f"{len(stats)} concepts, {sum(s.positives for s in stats.values())} positive stories, {len(problems)} problems")
     if problems:
         raise typer.Exit(1)

@@ -80,3 +80,10 @@ ExtractHeldout = Annotated[
     Optional[Path],
     typer.Option(help="With --quality-report: development test set to lead the report (default: CORPUS/heldout when present). Never trained on."),
 ]
+DenoiseK = Annotated[
+    int,
+    typer.Option(
+        help="Project the top-k principal components of the scenario baselines (neutral text) out of "
+        "the activations before learning and out of the directions after (0: off)."
+    ),
+]

@@ -60,6 +60,7 @@ class RunRecord:
     score_offsets: dict[str, dict[str, float]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     subspace: dict | None = None  # subspace_k, subspace_eigen_k (subspace runs only)
+    denoise_k: int = 0  # neutral principal components projected out before learning
     heldout: str | None = None  # the development test set the quality report was scored on (absolute path)
 
     @property

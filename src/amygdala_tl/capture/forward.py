@@ -19,8 +19,8 @@ from .. import hooks
 from ..errors import UserError
 from ..model import LoadedModel
 
-Pooling = Literal["last", "mean"]
-POOLINGS: tuple[str, ...] = ("last", "mean")
+Pooling = Literal["last", "second_half", "mean"]
+POOLINGS: tuple[str, ...] = ("last", "second_half", "mean")
 Intervention = tuple[str, Callable[..., Tensor | None]]  # (hook name, TransformerLens hook function)
 
 
@@ -91,12 +91,18 @@ def last_token_index(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, " 
 
 
 def pool(acts: Float[Tensor, "batch pos *feature"], attention_mask: Int[Tensor, "batch pos"], pooling: Pooling) -> Float[Tensor, "batch *feature"]:  # noqa: F821 - a jaxtyping shape
-    """`last`: the real last token (what the serving side reads); `mean`: mean over real tokens."""
+    """`last`: the real last token (what the serving side reads); `mean`: the mean over real tokens;
+    `second_half`: the mean over the second half of each text's real tokens (a training window: every
+    text counts once however long it is)."""
     acts = acts.float()
     mask = attention_mask.to(acts.device, acts.dtype)
     if pooling == "last":
         rows = torch.arange(acts.shape[0], device=acts.device)
         return acts[rows, last_token_index(mask.long())]
+    if pooling == "second_half":
+        index = mask.cumsum(-1)  # 1-based rank of each real token; padding repeats the last rank
+        mask = mask * (index > (mask.sum(-1, keepdim=True) // 2)).to(mask.dtype)
+        pooling = "mean"
     if pooling == "mean":
         flat = rearrange(acts, "batch pos ... -> batch pos (...)")
         summed = einsum(flat, mask, "batch pos f, batch pos -> batch f") / mask.sum(-1, keepdim=True)

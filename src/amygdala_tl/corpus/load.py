@@ -79,6 +79,10 @@ class Corpus:
         baselines = {s.scenario: i for i, s in enumerate(self.stories) if s.is_baseline}
         return torch.tensor([baselines.get(s.scenario, -1) if s.scenario and not s.is_baseline else -1 for s in self.stories])
 
+    def neutral_mask(self) -> Bool[Tensor, " n_texts"]:
+        """The scenario baselines: texts that frame no concept."""
+        return torch.tensor([s.is_baseline for s in self.stories], dtype=torch.bool)
+
     def groups(self) -> list[int]:
         """Cross-validation group of each text: a paired scenario's baseline and framings share one (same events)."""
         scenarios: dict[str, int] = {}

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..capture.activations import Activations
 from ..errors import UserError
-from .aggregators import DEFAULT_L1_C, logistic_aligned, mean_directions, pca_aligned
+from .aggregators import DEFAULT_L1_C, align, logistic_aligned, mean_directions, pca_aligned
 from .lda import lda_directions
 from .pooled import diff_of_means, normalize
 from .subspace import SubspaceCollector, subspace_directions
@@ -32,13 +32,36 @@ class MethodInputs:
     bases: list[Tensor] = field(default_factory=list)  # per-story token bases at this layer (needs_tokens methods)
     eigen_k: int = 5
     l1_c: float = DEFAULT_L1_C
+    neutral: Bool[Tensor, " n_texts"] | None = None  # texts that frame no concept (the scenario baselines)
+    denoise_k: int = 0  # project out the top-k principal components of the neutral texts before and after fitting
 
     def subset(self, kept: Int[Tensor, " n_kept"]) -> MethodInputs:
         """The inputs of the kept texts only (held-out refits), partner indices renumbered."""
         remap = torch.full((len(self.partner),), -1, dtype=torch.long)
         remap[kept] = torch.arange(len(kept))
         partner = torch.where(self.partner[kept] >= 0, remap[self.partner[kept].clamp_min(0)], torch.tensor(-1))
-        return replace(self, partner=partner, bases=[self.bases[i] for i in kept.tolist()] if self.bases else [])
+        bases = [self.bases[i] for i in kept.tolist()] if self.bases else []
+        return replace(self, partner=partner, bases=bases, neutral=self.neutral[kept] if self.neutral is not None else None)
+
+
+def neutral_components(acts: Float[Tensor, "n_texts d_model"], neutral: Bool[Tensor, " n_texts"], k: int) -> Float[Tensor, "d_model k"]:
+    """Top-k principal directions of the neutral texts (centred): variance no concept owns (style, topic, length)."""
+    x = acts[neutral].double()
+    _, _, vh = torch.linalg.svd(x - x.mean(0), full_matrices=False)
+    return vh[:k].T
+
+
+def fit_layer(
+    method: Method, acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], inputs: MethodInputs
+) -> Float[Tensor, "n_concepts d_model"]:
+    """`method.fit`, with the neutral texts' top principal components projected out first when asked
+    (the emotion-vector recipe): out of the activations before fitting and out of the directions after."""
+    if inputs.denoise_k == 0 or inputs.neutral is None or not inputs.neutral.any():
+        return method.fit(acts, membership, inputs)
+    basis = neutral_components(acts, inputs.neutral, inputs.denoise_k)
+    project = lambda x: x.double() - (x.double() @ basis) @ basis.T
+    directions = project(method.fit(project(acts).float(), membership, inputs))
+    return align(directions, diff_of_means(acts, membership)).float()
 
 
 Fit = Callable[[Float[Tensor, "n_texts d_model"], Bool[Tensor, "n_concepts n_texts"], MethodInputs], Float[Tensor, "n_concepts d_model"]]
@@ -149,10 +172,12 @@ class MethodContext:
     collector: SubspaceCollector | None = None
     eigen_k: int = 5
     l1_c: float = DEFAULT_L1_C
+    neutral: Bool[Tensor, " n_texts"] | None = None
+    denoise_k: int = 0
 
     def inputs(self, layer: int) -> MethodInputs:
         bases = list(self.collector.bases[layer]) if self.collector is not None else []
-        return MethodInputs(self.partner, bases, self.eigen_k, self.l1_c)  # type: ignore[arg-type]
+        return MethodInputs(self.partner, bases, self.eigen_k, self.l1_c, self.neutral, self.denoise_k)  # type: ignore[arg-type]
 
 
 def learn(
@@ -167,7 +192,7 @@ def learn(
             for c, entry in enumerate(per_concept):
                 diagnostics[c][str(layer)] = entry
         else:
-            layer_directions = method.fit(acts.resid[slot], membership, context.inputs(layer))
+            layer_directions = fit_layer(method, acts.resid[slot], membership, context.inputs(layer))
         directions.append(layer_directions.float())
     return torch.stack(directions), diagnostics
 
@@ -176,6 +201,6 @@ def heldout_fit(context: MethodContext, layers: list[int]):
     """The refit function for held-out evaluation: (slot, acts, membership, kept) -> directions."""
 
     def fit(slot: int, acts: Tensor, membership: Tensor, kept: Tensor) -> Tensor:
-        return context.method.fit(acts, membership, context.inputs(layers[slot]).subset(kept))
+        return fit_layer(context.method, acts, membership, context.inputs(layers[slot]).subset(kept))
 
     return fit

@@ -101,7 +101,9 @@ def compare_methods(
     rows = []
     for method in chosen:
         started = time.perf_counter()
-        context = MethodContext(method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c)
+        context = MethodContext(
+            method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c, corpus.neutral_mask(), config.denoise_k
+        )
         directions, _ = learn(context, acts, membership)  # timed: the cost of fitting every layer once
         learned = time.perf_counter()
         served_directions = torch.stack([row.half().float() for row in directions])

@@ -59,6 +59,7 @@ class ExtractConfig:
     quality_report: bool = False
     export_best_layers: int | None = None
     trust_remote_code: bool = False
+    denoise_k: int = 0  # project out the top-k principal components of the scenario baselines (0: off)
     heldout: Path | None = None  # development test set for the quality report (default: <corpus>/heldout if present)
 
 
@@ -107,6 +108,8 @@ def check_options(config: ExtractConfig) -> Method:
     ):
         if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
+    if config.denoise_k < 0:
+        raise UserError(f"--denoise-k must be 0 or more, got {config.denoise_k}")
     if config.quality_report and config.min_positives < 2:
         raise UserError("--quality-report needs --min-positives 2 or more: held-out evaluation leaves one story out")
     if not math.isfinite(config.l1_c) or config.l1_c <= 0:
@@ -191,7 +194,9 @@ def run_extract(
     captured = time.perf_counter()
 
     membership = corpus.membership(concepts)
-    context = MethodContext(method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c)
+    context = MethodContext(
+        method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c, corpus.neutral_mask(), config.denoise_k
+    )
     directions, diagnostics = learn(context, acts, membership)
     check_directions(directions, acts, membership, concepts, method.name)
     subspace = {"eigen_k": config.subspace_eigen_k, "concepts": dict(zip(concepts, diagnostics))} if diagnostics is not None else None
@@ -304,6 +309,7 @@ def run_record(
         method=method.name,
         subspace={"subspace_k": config.subspace_k, "subspace_eigen_k": config.subspace_eigen_k} if method.needs_tokens else None,
         l1_c=config.l1_c,
+        denoise_k=config.denoise_k,
         pooling=config.pooling,
         max_length=config.max_length,
         min_positives=config.min_positives,

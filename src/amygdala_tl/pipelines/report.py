@@ -79,7 +79,7 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
     per_head = head_analysis(weights, acts, membership, served_directions, concepts, skipped) if record.heads else None
     method = get_method(record.method)
     subspace = read_run_json(output_dir, SUBSPACE_FILE, record) if method.needs_tokens else None
-    context = MethodContext(method, corpus.baseline_partner(), l1_c=record.l1_c)
+    context = MethodContext(method, corpus.baseline_partner(), l1_c=record.l1_c, neutral=corpus.neutral_mask(), denoise_k=record.denoise_k)
     inputs = quality_inputs(
         corpus,
         concepts,
