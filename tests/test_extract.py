@@ -54,7 +54,7 @@ def test_layer_out_of_range_is_a_user_error(starter_corpus, tmp_path, tiny_model
 
 
 def test_extract_on_tiny_model_writes_a_consistent_export(starter_corpus, tmp_path, tiny_model):
-    config = ExtractConfig(output_dir=tmp_path / "out", corpus=starter_corpus, layers="-1,1", batch_size=4)
+    config = ExtractConfig(output_dir=tmp_path / "out", corpus=starter_corpus, layers="-1,1", batch_size=4, method="pooled")
     result = run_extract(config, loader=lambda *a, **k: tiny_model)
     readout = load_readout(tmp_path / "out")
     assert readout.layers == [1, 2] and readout.concepts == sorted(["calm", "afraid", "grateful", "furious", "bored", "joyful"])

@@ -29,7 +29,7 @@ def extract(
     paired_dir: opt.PairedDir = None,
     layers: opt.Layers = None,
     output_dir: opt.OutputDir = Path("out"),
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "pooled",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "lda",
     l1_c: opt.L1C = 0.05,
     denoise_k: opt.DenoiseK = 0,
     subspace_k: opt.SubspaceK = None,

@@ -37,5 +37,7 @@ def shrunk_covariance(residuals: Float[Tensor, "n_texts d_model"]) -> Float[Tens
 def lda_directions(acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"]) -> Float[Tensor, "n_concepts d_model"]:
     diff = diff_of_means(acts, membership)
     covariance = shrunk_covariance(within_class_residuals(acts, membership))
-    whitened = torch.linalg.solve(covariance, diff.T).T
+    # a vanishing ridge keeps the solve defined when every text is identical (then diff is 0 and extract refuses it)
+    ridge = 1e-12 * max(float(covariance.trace()) / covariance.shape[0], 1e-200)
+    whitened = torch.linalg.solve(covariance + ridge * torch.eye(covariance.shape[0], dtype=covariance.dtype), diff.T).T
     return align(whitened, diff)

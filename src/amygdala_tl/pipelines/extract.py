@@ -42,7 +42,7 @@ class ExtractConfig:
     stories_dir: Path | None = None
     paired_dir: Path | None = None
     layers: str | None = None
-    method: str | Method | Fit = "pooled"
+    method: str | Method | Fit = "lda"
     pooling: str = "last"
     batch_size: int = 8
     max_length: int = 512
