@@ -35,7 +35,7 @@ test-fast: install
 	$(VENV)/bin/python -m pytest -q tests -m "not integration"
 
 bench: install
-	for bench in benchmarks/bench_*.py; do $(PY) $$bench || exit 1; done
+	for bench in benchmarks/bench_*.py; do $(PY) -m benchmarks.$$(basename $$bench .py) || exit 1; done
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
