@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from amygdala_tl.capture import ActivationStore, capture
-from amygdala_tl.corpus import load_corpus, select_concepts
+from amygdala_tl.corpus import load_corpus, load_heldout, select_concepts
 from amygdala_tl.directions.registry import METHODS, MethodInputs, fit_layer
 from amygdala_tl.model import load_model, parse_layers, resolve_model_spec
 from amygdala_tl.pipelines.analysis import dev_set
@@ -44,7 +44,8 @@ def main() -> None:
     started = time.perf_counter()
     train = {pooling: capture(model, corpus.texts, layers, pooling=pooling, store=store) for pooling, store in stores.items()}
     last_store = stores.get("last") or ActivationStore(args.cache, model.identity, "last", default.max_length)
-    dev = dev_set(Path(args.corpus) / "heldout", concepts, lambda texts: capture(model, texts, layers, store=last_store).resid)
+    heldout = Path(args.corpus) / "heldout"
+    dev = dev_set(load_heldout(heldout), heldout, concepts, lambda texts: capture(model, texts, layers, store=last_store).resid)
     print(
         f"captured {len(corpus.texts)} training texts x {len(stores)} poolings and {dev.acts.shape[1]} development texts "
         f"in {time.perf_counter() - started:.0f} s; layers {layers}"

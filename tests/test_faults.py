@@ -252,3 +252,75 @@ def test_score_truncates_a_long_text_as_extract_did_and_says_so(starter_corpus, 
     warnings: list[str] = []
     results = score_texts(out, ["the cat sat " * 400, "the dog"], None, None, None, loader=lambda *a, **k: tiny_model, warn=warnings.append)
     assert len(results) == 2 and len(warnings) == 1 and "text 1" in warnings[0] and "32" in warnings[0]
+
+
+# ---- the development test set and cross-validation: checked before the model, never trained on ------------
+
+
+def heldout_copy(starter_corpus: Path, concept: str, text: str, name: str = "h.txt") -> Path:
+    return write(starter_corpus / "heldout" / concept / name, text)
+
+
+def test_a_heldout_text_that_is_also_a_training_text_is_refused_before_the_load(starter_corpus, tmp_path):
+    training = sorted((starter_corpus / "stories" / "calm").glob("*.txt"))[0]
+    copy = heldout_copy(starter_corpus, "calm", training.read_text())
+    with pytest.raises(UserError, match=f"{copy}.*same text as training story"):
+        run_extract(ExtractConfig(output_dir=tmp_path / "out", corpus=starter_corpus, quality_report=True), loader=never_load)
+
+
+def test_cross_validation_folds_always_leave_every_concept_a_training_story():
+    """Small corpora with paired scenarios used to give folds that emptied a concept (a crash after the
+    whole capture) or held one text (a NaN z-score). Every fold now keeps each concept in training and
+    holds two texts or more, or the corpus is refused with a one-line error."""
+    import random
+
+    from amygdala_tl.quality.heldout import cv_folds
+
+    for seed in range(40):
+        rng = random.Random(seed)
+        n_concepts, groups, labels = rng.randint(2, 4), [], []
+        for concept in range(n_concepts):  # one to three unpaired stories each
+            for _ in range(rng.randint(1, 3)):
+                groups.append(len(groups) + 1000)
+                labels.append(concept)
+        for scenario in range(rng.randint(1, 3)):  # scenarios: a baseline and a framing of some concepts
+            framed = rng.sample(range(n_concepts), rng.randint(1, n_concepts))
+            groups += [scenario] * (len(framed) + 1)
+            labels += [*framed, -1]
+        membership = torch.tensor([[label == c for label in labels] for c in range(n_concepts)])
+        try:
+            folds = cv_folds(membership, groups)
+        except UserError:
+            continue
+        for held in folds:
+            kept = torch.ones(len(labels), dtype=torch.bool)
+            kept[torch.from_numpy(held)] = False
+            assert len(held) >= 2 and bool(membership[:, kept].any(1).all()), f"layout {seed}"
+
+
+def test_report_leads_with_the_test_set_and_refuses_an_edited_one(starter_corpus, tmp_path, tiny_model, monkeypatch):
+    from amygdala_tl.pipelines.report import run_report
+
+    heldout_copy(starter_corpus, "calm", "the quiet room was warm and the tea was slow in the morning light")
+    heldout_copy(starter_corpus, "afraid", "the cold night and the dog at the door and the road was dark")
+    heldout_copy(starter_corpus, "_neutral", "the table had a cup and a chair by the window")
+    out = tmp_path / "out"
+    result = run_extract(ExtractConfig(output_dir=out, corpus=starter_corpus, layers="1,2", quality_report=True), loader=lambda *a, **k: tiny_model)
+    heldout = result.quality["heldout"]
+    assert heldout["protocol"] == "development test set" and heldout["protocols"]["grouped_cv"]["protocol"] == "grouped cross-validation"
+    assert result.record.heldout_sha256 and heldout["layers"]["1"]["n_texts"] == 3
+    monkeypatch.setattr("amygdala_tl.model.load_model", never_load)
+    assert run_report(out)[0]["heldout"]["layers"] == heldout["layers"]  # from the store, no model
+    heldout_copy(starter_corpus, "joyful", "the sun on the river and the bread was warm", "moved.txt")
+    with pytest.raises(UserError, match="changed since extract"):
+        run_report(out)
+
+
+def test_denoising_never_projects_out_more_directions_than_the_neutral_texts_span():
+    from amygdala_tl.directions.registry import neutral_components
+
+    acts = torch.randn(10, 6, generator=torch.Generator().manual_seed(0))
+    one, three = torch.zeros(10, dtype=torch.bool), torch.zeros(10, dtype=torch.bool)
+    one[0], three[:3] = True, True
+    assert neutral_components(acts, one, 4).shape == (6, 0)  # one text spans no direction around its own mean
+    assert neutral_components(acts, three, 4).shape == (6, 2)

@@ -61,6 +61,7 @@ class RunRecord:
     files: list[str] = field(default_factory=list)
     subspace: dict | None = None  # subspace_k, subspace_eigen_k (subspace runs only)
     denoise_k: int = 0  # neutral principal components projected out before learning
+    heldout_sha256: str | None = None  # fingerprint of its (label, text) pairs: `report` refuses an edited set
     heldout: str | None = None  # the development test set the quality report was scored on (absolute path)
 
     @property

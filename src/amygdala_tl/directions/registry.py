@@ -47,8 +47,9 @@ class MethodInputs:
 def neutral_components(acts: Float[Tensor, "n_texts d_model"], neutral: Bool[Tensor, " n_texts"], k: int) -> Float[Tensor, "d_model k"]:
     """Top-k principal directions of the neutral texts (centred): variance no concept owns (style, topic, length)."""
     x = acts[neutral].double()
-    _, _, vh = torch.linalg.svd(x - x.mean(0), full_matrices=False)
-    return vh[:k].T
+    _, singular, vh = torch.linalg.svd(x - x.mean(0), full_matrices=False)
+    real = int((singular > singular.max().clamp_min(1e-300) * 1e-6).sum())  # n neutral texts span at most n - 1 directions
+    return vh[: min(k, real)].T
 
 
 def fit_layer(

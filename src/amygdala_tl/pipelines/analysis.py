@@ -6,6 +6,7 @@ the model (and stores it), `report` reads it back from the activation store.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from torch import Tensor
 from .. import hooks
 from ..capture import Activations
 from ..capture.store import ActivationStore
-from ..corpus import Corpus, load_heldout
+from ..corpus import NEUTRAL, Corpus, Story, load_heldout
 from ..directions.heads import direct_contribution, head_report, head_stats
+from ..errors import UserError
 from ..model import LoadedModel
 from ..quality.heldout import Fit
 from ..quality.report import DevSet, QualityInputs
@@ -115,8 +117,32 @@ def heldout_dir_of(corpus_dir: Path | None, given: Path | None) -> Path | None:
     return default if default is not None and default.is_dir() else None
 
 
-def dev_set(directory: Path, concepts: list[str], read: Callable[[list[str]], Tensor]) -> DevSet:
-    """The development test set's last-token activations ([n_target_layers, n_dev, d_model], from `read`) and labels."""
+def load_dev_stories(directory: Path, corpus: Corpus, concepts: list[str], log: Callable[[str], None]) -> list[Story] | None:
+    """The development test set, checked before any model loads: never a training text, at least one exported
+    concept to score (else None: the report falls back to cross-validation, and says why)."""
     stories = load_heldout(directory)
+    training = {story.sha256: story.path for story in corpus.stories}
+    if leaked := next((story for story in stories if story.sha256 in training), None):
+        raise UserError(
+            f"held-out text {leaked.path} is the same text as training story {training[leaked.sha256]}: the test set must never be trained on"
+        )
+    covered = sorted({s.label for s in stories if s.label != NEUTRAL})
+    if skipped := [c for c in covered if c not in concepts]:
+        log(f"development test set: {', '.join(skipped)} not exported; their texts are read as neutral")
+    if not any(s.label in concepts for s in stories):
+        log(f"development test set {directory} has no text of an exported concept: the report leads with cross-validation")
+        return None
+    return stories
+
+
+def heldout_fingerprint(stories: list[Story]) -> str:
+    digest = hashlib.sha256()
+    for story in sorted(stories, key=lambda s: (s.label, s.sha256)):
+        digest.update(f"{story.label}\0{story.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def dev_set(stories: list[Story], directory: Path, concepts: list[str], read: Callable[[list[str]], Tensor]) -> DevSet:
+    """The development test set's last-token activations ([n_target_layers, n_dev, d_model], from `read`) and labels."""
     labels = torch.tensor([concepts.index(s.label) if s.label in concepts else -1 for s in stories])
     return DevSet(read([s.text for s in stories]), labels, str(Path(directory).resolve()))

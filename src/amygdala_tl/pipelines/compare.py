@@ -16,7 +16,7 @@ from ..directions.registry import MethodContext, get_method, heldout_fit, learn
 from ..directions.subspace import SubspaceCollector
 from ..model import LoadedModel
 from ..quality.heldout import cv_evaluation, development_set_evaluation, leading_heldout
-from .analysis import dev_set, heldout_dir_of
+from .analysis import dev_set
 from .extract import ExtractConfig, Log, open_store, prepare
 
 COMPARE_FILE = "compare.json"
@@ -74,7 +74,7 @@ def compare_methods(
 ) -> list[CompareRow]:
     """One capture, every method: each learns every layer and is scored on the held-out protocols."""
     chosen = [get_method(name) for name in methods]
-    prepared = prepare(config, log, loader)
+    prepared = prepare(config, log, loader, evaluate=True)
     corpus, concepts, model, layers = prepared.corpus, prepared.concepts, prepared.model, prepared.layers
     collector = SubspaceCollector(layers, len(corpus.stories), config.subspace_k) if any(m.needs_tokens for m in chosen) else None
     store = open_store(config, model.identity)
@@ -90,10 +90,11 @@ def compare_methods(
         on_progress=on_progress,
     )
     dev = None
-    if (heldout_dir := heldout_dir_of(config.corpus, config.heldout)) is not None:
+    if prepared.dev_stories is not None and prepared.dev_dir is not None:
         last_store = store if config.pooling == "last" else open_store(config, model.identity, pooling="last")
         dev = dev_set(
-            heldout_dir,
+            prepared.dev_stories,
+            prepared.dev_dir,
             concepts,
             lambda texts: capture(model, texts, layers, batch_size=config.batch_size, max_length=config.max_length, store=last_store).resid,
         )

@@ -14,6 +14,7 @@ import torch
 
 from ..capture import ActivationStore, capture
 from ..corpus import NEUTRAL, load_heldout
+from ..errors import UserError
 from ..model import LoadedModel, describe_layer, load_model
 from ..quality.evaluation import ServedEvaluation, evaluate_served
 from .vectors import load_model_for, open_vectors
@@ -88,6 +89,8 @@ def evaluate_vectors(
     covered = sorted({s.label for s in stories if s.label != NEUTRAL})
     skipped = [c for c in covered if c not in readout.concepts]
     labels = torch.tensor([readout.concepts.index(s.label) if s.label in readout.concepts else -1 for s in stories])
+    if not (labels >= 0).any():
+        raise UserError(f"{heldout_dir} has no text of a concept in {vectors_dir}/readout.json: nothing to score")
     loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
     store = None
     if vectors.record is not None and vectors.record.cache.get("enabled"):

@@ -17,7 +17,7 @@ import torch
 
 from .. import __version__, hooks
 from ..capture import POOLINGS, Activations, ActivationStore, ProgressCallback, capture
-from ..corpus import Corpus, load_corpus, select_concepts
+from ..corpus import Corpus, Story, load_corpus, select_concepts
 from ..directions.aggregators import DEFAULT_L1_C
 from ..directions.pooled import diff_of_means
 from ..directions.registry import Fit, Method, MethodContext, get_method, heldout_fit, learn
@@ -26,9 +26,10 @@ from ..errors import UserError
 from ..formats.readout import Readout, build_readout, directions_payload, readout_payloads, score
 from ..model import LoadedModel, check_output_dir, describe_layer, load_model, parse_dtype, parse_layers, relative_depth, resolve_model_spec
 from ..preflight import preflight
+from ..quality.heldout import cv_folds
 from ..quality.output import quality_payloads, served, summary_lines
 from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
-from .analysis import dev_set, head_analysis, heldout_dir_of, model_weights, quality_inputs, save_weights
+from .analysis import dev_set, head_analysis, heldout_dir_of, heldout_fingerprint, load_dev_stories, model_weights, quality_inputs, save_weights
 
 Log = Callable[[str], None]
 DEGENERATE_RELATIVE_GAP = 1e-6  # |mean(P) - mean(N)| below this share of the mean activation norm: no signal
@@ -91,6 +92,8 @@ class Prepared:
     model: LoadedModel
     layers: list[int]
     method: Method
+    dev_stories: list[Story] | None = None  # the development test set (evaluation only), when the run scores one
+    dev_dir: Path | None = None
 
 
 def check_options(config: ExtractConfig) -> Method:
@@ -110,6 +113,8 @@ def check_options(config: ExtractConfig) -> Method:
             raise UserError(f"{name} must be at least 1, got {value}")
     if config.denoise_k < 0:
         raise UserError(f"--denoise-k must be 0 or more, got {config.denoise_k}")
+    if config.denoise_k and method.needs_tokens:
+        raise UserError(f"--denoise-k does not apply to the {method.name} method (it learns from per-token activations)")
     if config.quality_report and config.min_positives < 2:
         raise UserError("--quality-report needs --min-positives 2 or more: held-out evaluation leaves one story out")
     if not math.isfinite(config.l1_c) or config.l1_c <= 0:
@@ -124,12 +129,16 @@ def check_options(config: ExtractConfig) -> Method:
     return method
 
 
-def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] | None) -> Prepared:
-    """Validate options and corpus (before the model), load the model, resolve the layers."""
+def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] | None, evaluate: bool = False) -> Prepared:
+    """Validate options, corpus and (when the run evaluates) its folds and test set before the model; load it; resolve layers."""
     method = check_options(config)
     dtype = parse_dtype(config.dtype)
-    corpus = load_corpus(config.corpus, config.stories_dir, config.paired_dir)
+    corpus = load_corpus(*(Path(p).resolve() if p is not None else None for p in (config.corpus, config.stories_dir, config.paired_dir)))
     concepts = select_concepts(corpus, config.min_positives)
+    dev_dir = heldout_dir_of(config.corpus, config.heldout) if evaluate else None
+    dev_stories = load_dev_stories(dev_dir, corpus, concepts, log) if dev_dir is not None else None
+    if evaluate:
+        cv_folds(corpus.membership(concepts), corpus.groups())  # a corpus too small to cross-validate fails now
     spec = resolve_model_spec(config.model)
     n_layers = preflight(spec, config.device, config.trust_remote_code)
     if n_layers is not None:
@@ -142,7 +151,7 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
         f"model: {model.facts.n_layers} layers, d_model {model.facts.d_model}, {model.facts.n_heads} heads; "
         f"target {', '.join(describe_layer(layer, model.facts.n_layers) for layer in layers)}"
     )
-    return Prepared(corpus, concepts, model, layers, method)
+    return Prepared(corpus, concepts, model, layers, method, dev_stories, dev_dir)
 
 
 def extract(
@@ -165,7 +174,7 @@ def run_extract(
 ) -> ExtractResult:
     """Run the whole extraction; `loader` defaults to model.load_model (tests inject a cached model)."""
     started = time.perf_counter()
-    prepared = prepare(config, log, loader)
+    prepared = prepare(config, log, loader, evaluate=config.quality_report)
     corpus, concepts, model, layers, method = prepared.corpus, prepared.concepts, prepared.model, prepared.layers, prepared.method
     loaded = time.perf_counter()
 
@@ -211,15 +220,16 @@ def run_extract(
     }
     quality, export_layers = None, layers
     dev = None
-    if config.quality_report and (heldout := heldout_dir_of(config.corpus, config.heldout)) is not None:
+    if prepared.dev_stories is not None and prepared.dev_dir is not None:
         last_store = store if config.pooling == "last" else open_store(config, model.identity, pooling="last")
         dev = dev_set(
-            heldout,
+            prepared.dev_stories,
+            prepared.dev_dir,
             concepts,
             lambda texts: capture(model, texts, layers, batch_size=config.batch_size, max_length=config.max_length, store=last_store).resid,
         )
-        record.heldout = dev.directory
-        log(f"development test set: {dev.acts.shape[1]} texts from {heldout} (evaluation only, never trained on)")
+        record.heldout, record.heldout_sha256 = dev.directory, heldout_fingerprint(prepared.dev_stories)
+        log(f"development test set: {dev.acts.shape[1]} texts from {prepared.dev_dir} (evaluation only, never trained on)")
     if config.quality_report:
         inputs = quality_inputs(
             corpus,

@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..capture import ActivationStore, activations_from_store
-from ..corpus import load_corpus
-from ..directions.registry import MethodContext, get_method, heldout_fit
+from ..corpus import load_corpus, load_heldout
+from ..directions.registry import METHODS, MethodContext, get_method, heldout_fit
 from ..errors import UserError
 from ..formats.readout import load_directions
 from ..quality.output import quality_payloads, served
 from ..quality.report import DevSet
 from ..rundir import DIRECTIONS_FILE, QUALITY_FILE, SIDECAR_FILE, SUBSPACE_FILE, RunRecord, check_same_run, commit_run, read_run_json
-from .analysis import dev_set, head_analysis, quality_inputs, stored_weights
+from .analysis import dev_set, head_analysis, heldout_fingerprint, quality_inputs, stored_weights
 
 
 def corpus_of(record: RunRecord, corpus_dir: Path | None):
@@ -44,8 +44,12 @@ def stored_dev_set(record: RunRecord, store: ActivationStore, concepts: list[str
     if record.heldout is None:
         return None
     model = record.model
+    stories = load_heldout(record.heldout)
+    if record.heldout_sha256 is not None and heldout_fingerprint(stories) != record.heldout_sha256:
+        raise UserError(f"the development test set {record.heldout} changed since extract: re-run `amygdala-tl extract --quality-report`")
     last = store if record.pooling == "last" else ActivationStore(store.dir.parent, model["identity"], "last", record.max_length)
     return dev_set(
+        stories,
         Path(record.heldout),
         concepts,
         lambda texts: activations_from_store(last, texts, layers, [], model["d_model"], model["n_heads"], model["d_head"]).resid,
@@ -77,6 +81,8 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
     membership = corpus.membership(concepts)
     skipped = [layer for layer in layers if layer not in record.head_layers]
     per_head = head_analysis(weights, acts, membership, served_directions, concepts, skipped) if record.heads else None
+    if record.method not in METHODS:
+        raise UserError(f"the run used a user-supplied method ({record.method!r}): `report` cannot refit it; re-run extract from Python")
     method = get_method(record.method)
     subspace = read_run_json(output_dir, SUBSPACE_FILE, record) if method.needs_tokens else None
     context = MethodContext(method, corpus.baseline_partner(), l1_c=record.l1_c, neutral=corpus.neutral_mask(), denoise_k=record.denoise_k)

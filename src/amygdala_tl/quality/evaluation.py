@@ -54,7 +54,8 @@ class ServedEvaluation:
 def zscore(scores: Float[Tensor, "n_texts n_concepts"]) -> Float[Tensor, "n_texts n_concepts"]:
     """Each concept's scores standardized over the evaluation texts (what a client of raw scores does)."""
     scores = scores.double()
-    return ((scores - scores.mean(0)) / scores.std(0).clamp_min(1e-12)).float()
+    spread = scores.std(0) if scores.shape[0] > 1 else torch.ones(scores.shape[1], dtype=scores.dtype)
+    return ((scores - scores.mean(0)) / spread.clamp_min(1e-12)).float()
 
 
 def rank_metrics(z: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n_texts"], concepts: list[str]) -> dict:

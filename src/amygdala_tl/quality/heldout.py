@@ -8,6 +8,7 @@ come from one vectorized pass. Other methods pass a `fit` function and are refit
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -18,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from ..directions.pooled import diff_of_means, normalize
+from ..errors import UserError
 from ..formats.readout import served_scores
 from ..model import relative_depth
 
@@ -172,9 +174,19 @@ def cv_folds(membership: Bool[Tensor, "n_concepts n_texts"], groups: list[int], 
     from sklearn.model_selection import StratifiedGroupKFold
 
     labels = labels_of(membership).numpy()
-    n_splits = max(2, min(n_splits, int(membership.sum(-1).min())))
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return [held for _, held in splitter.split(np.zeros(len(labels)), labels, groups)]
+    member = membership.numpy()
+    for splits in range(max(2, min(n_splits, int(membership.sum(-1).min()))), 1, -1):
+        for attempt in range(20):  # the shuffle decides which groups share a fold; a few tries find a usable one
+            splitter = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed + attempt)
+            with warnings.catch_warnings():  # "the least populated class has only n members": checked below instead
+                warnings.simplefilter("ignore", UserWarning)
+                folds = [held for _, held in splitter.split(np.zeros(len(labels)), labels, groups)]
+            if all(len(held) >= 2 and (np.delete(member, held, axis=1).sum(-1) > 0).all() for held in folds):
+                return folds
+    raise UserError(
+        "the corpus is too small for grouped cross-validation: no split leaves every concept a training story "
+        "and every fold two texts; add stories (or scenario baselines), or drop --quality-report"
+    )
 
 
 def cv_evaluation(
