@@ -112,13 +112,17 @@ def test_unusable_shards_are_moved_aside_and_recomputed_bit_for_bit(tiny_model, 
 def test_killed_run_resumes_losing_at_most_one_batch_and_matches_bit_for_bit(tiny_model, tmp_path):
     root = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
-    worker = subprocess.Popen([sys.executable, "-m", "tests.store_worker", str(root)], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.store_worker", str(root)], cwd=REPO, env=env, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True
+    )
     progress = []
     for line in worker.stdout:
         progress.append(line.strip())
-        if line.startswith("done") and int(line.split()[1]) >= 6:  # three of eight batches written
+        if line.startswith("done") and int(line.split()[1]) >= 6:  # three of eight batches written, the worker waiting
             worker.send_signal(signal.SIGKILL)
             break
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
     worker.wait(timeout=60)
     assert "finished" not in progress and worker.returncode == -signal.SIGKILL
     store = ActivationStore(root, tiny_model.identity, "last", 64)
