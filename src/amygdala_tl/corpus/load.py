@@ -201,14 +201,8 @@ def paired_files(paired_dir: Path, on_error=None) -> list[tuple[Path, str, str]]
         if files and not any(file.stem == BASELINE for file in files):
             warnings.warn(f"paired scenario without baseline.txt: {scenario} (its framings have no neutral partner)", CorpusWarning, stacklevel=2)
         for file in files:
-            try:
-                label = BASELINE if file.stem == BASELINE else _check_name(file.stem, file)
-            except UserError as error:
-                if on_error is None:
-                    raise
-                on_error(file, error)
-                continue
-            entries.append((file, label, scenario.name))
+            if (label := _label(file.stem, file, on_error, allowed=BASELINE)) is not None:
+                entries.append((file, label, scenario.name))
     return entries
 
 
@@ -216,14 +210,8 @@ def heldout_files(heldout_dir: Path, on_error=None) -> list[tuple[Path, str, Non
     """(file, concept or NEUTRAL, None) for heldout/<concept>/*.txt and heldout/_neutral/*.txt."""
     entries = []
     for child in sorted(p for p in Path(heldout_dir).iterdir() if p.is_dir()):
-        try:
-            label = NEUTRAL if child.name == NEUTRAL else _check_name(child.name, child)
-        except UserError as error:
-            if on_error is None:
-                raise
-            on_error(child, error)
-            continue
-        entries += [(f, label, None) for f in _existing(sorted(child.glob("*.txt")))]
+        if (label := _label(child.name, child, on_error, allowed=NEUTRAL)) is not None:
+            entries += [(f, label, None) for f in _existing(sorted(child.glob("*.txt")))]
     return entries
 
 
@@ -237,6 +225,17 @@ def load_heldout(heldout_dir: str | Path) -> list[Story]:
         raise UserError(f"no held-out texts in {heldout_dir} (expected <concept>/*.txt and _neutral/*.txt)")
     _reject_shared_texts(stories)
     return stories
+
+
+def _label(name: str, path: Path, on_error, allowed: str) -> str | None:
+    """`allowed` (baseline, _neutral) or a checked concept name; a bad name raises, or goes to `on_error` (None)."""
+    try:
+        return allowed if name == allowed else _check_name(name, path)
+    except UserError as error:
+        if on_error is None:
+            raise
+        on_error(path, error)
+        return None
 
 
 def _existing(files: list[Path]) -> list[Path]:

@@ -16,8 +16,7 @@ from ..directions.registry import MethodContext, get_method, heldout_fit, learn
 from ..directions.subspace import SubspaceCollector
 from ..model import LoadedModel
 from ..quality.heldout import cv_evaluation, development_set_evaluation, leading_heldout
-from .analysis import dev_set
-from .extract import ExtractConfig, Log, open_store, prepare
+from .extract import ExtractConfig, Log, capture_dev_set, open_store, prepare
 
 COMPARE_FILE = "compare.json"
 
@@ -89,15 +88,7 @@ def compare_methods(
         store=store,
         on_progress=on_progress,
     )
-    dev = None
-    if prepared.dev_stories is not None and prepared.dev_dir is not None:
-        last_store = store if config.pooling == "last" else open_store(config, model.identity, pooling="last")
-        dev = dev_set(
-            prepared.dev_stories,
-            prepared.dev_dir,
-            concepts,
-            lambda texts: capture(model, texts, layers, batch_size=config.batch_size, max_length=config.max_length, store=last_store).resid,
-        )
+    dev = capture_dev_set(prepared, config, store)
     membership, groups, n_layers = corpus.membership(concepts), corpus.groups(), model.facts.n_layers
     rows = []
     for method in chosen:

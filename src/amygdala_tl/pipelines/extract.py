@@ -28,6 +28,7 @@ from ..model import LoadedModel, check_output_dir, describe_layer, load_model, p
 from ..preflight import preflight
 from ..quality.heldout import cv_folds
 from ..quality.output import quality_payloads, served, summary_lines
+from ..quality.report import DevSet
 from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
 from .analysis import dev_set, head_analysis, heldout_dir_of, heldout_fingerprint, load_dev_stories, model_weights, quality_inputs, save_weights
 
@@ -219,15 +220,8 @@ def run_extract(
         name: json_payload(payload, record.run_id) for name, payload in ((PER_HEAD_FILE, per_head), (SUBSPACE_FILE, subspace)) if payload is not None
     }
     quality, export_layers = None, layers
-    dev = None
-    if prepared.dev_stories is not None and prepared.dev_dir is not None:
-        last_store = store if config.pooling == "last" else open_store(config, model.identity, pooling="last")
-        dev = dev_set(
-            prepared.dev_stories,
-            prepared.dev_dir,
-            concepts,
-            lambda texts: capture(model, texts, layers, batch_size=config.batch_size, max_length=config.max_length, store=last_store).resid,
-        )
+    dev = capture_dev_set(prepared, config, store)
+    if dev is not None and prepared.dev_stories is not None:
         record.heldout, record.heldout_sha256 = dev.directory, heldout_fingerprint(prepared.dev_stories)
         log(f"development test set: {dev.acts.shape[1]} texts from {prepared.dev_dir} (evaluation only, never trained on)")
     if config.quality_report:
@@ -266,6 +260,20 @@ def run_extract(
     }
     files = commit_run(Path(config.output_dir), payloads, record)
     return ExtractResult(readout, acts, corpus, concepts, record, model, per_head, subspace, quality, files)
+
+
+def capture_dev_set(prepared: Prepared, config: ExtractConfig, store: ActivationStore | None) -> DevSet | None:
+    """The development test set's last-token activations at the target layers, through the `last` store."""
+    if prepared.dev_stories is None or prepared.dev_dir is None:
+        return None
+    model, layers = prepared.model, prepared.layers
+    last_store = store if config.pooling == "last" else open_store(config, model.identity, pooling="last")
+    return dev_set(
+        prepared.dev_stories,
+        prepared.dev_dir,
+        prepared.concepts,
+        lambda texts: capture(model, texts, layers, batch_size=config.batch_size, max_length=config.max_length, store=last_store).resid,
+    )
 
 
 def check_directions(directions: torch.Tensor, acts: Activations, membership: torch.Tensor, concepts: list[str], method: str) -> None:
