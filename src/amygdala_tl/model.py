@@ -10,6 +10,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +63,66 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.bridge.parameters()).device
+
+    @property
+    def dtype_name(self) -> str:
+        """The --dtype spelling ('fp32', 'bf16', 'fp16') of the dtype the model runs in."""
+        return next(name for name, value in DTYPES.items() if value == self.dtype)
+
+    def attention_layers(self) -> list[int]:
+        """Blocks with standard attention (an `attn.hook_z`): the per-head analysis runs on these only."""
+        from .hooks import attn_z
+
+        return [layer for layer in range(self.facts.n_layers) if attn_z(layer) in self.bridge.hook_dict]
+
+    def model_type(self) -> str:
+        """HF config.model_type ('llama', 'gemma2', ...): llama.cpp's control-vector model hint."""
+        config = getattr(getattr(self.bridge, "original_model", None), "config", None)
+        return str(getattr(config, "model_type", "unknown"))
+
+    def record(self) -> dict[str, Any]:
+        """What a re-run needs to know of the model without loading its weights (the activation store keeps it)."""
+        return {
+            "identity": self.identity,
+            "facts": self.facts.to_dict(),
+            "attention_layers": self.attention_layers(),
+            "model_type": self.model_type(),
+        }
+
+
+class DeferredModel(LoadedModel):
+    """A model known from its record (facts, tokenizer) whose weights load on first use of `bridge`.
+
+    A fully cached re-run reads every activation and weight from the store and never touches
+    `bridge`, so it never loads the model; anything that does run the model loads it then."""
+
+    def __init__(self, record: dict[str, Any], tokenizer: Any, spec: ModelSpec, dtype: torch.dtype, load: Callable[[], LoadedModel]):
+        self._bridge: Any = None
+        self._load, self._record = load, record
+        super().__init__(None, tokenizer, ModelFacts(**record["facts"]), spec, record["identity"], dtype)
+
+    @property  # type: ignore[override]
+    def bridge(self) -> Any:
+        if self._bridge is None:
+            loaded = self._load()
+            if loaded.identity != self.identity or loaded.facts != self.facts:
+                raise UserError(f"model {self.spec.display} is not the model its cache record describes: delete the cache and re-run")
+            self._bridge = loaded.bridge
+        return self._bridge
+
+    @bridge.setter
+    def bridge(self, value: Any) -> None:
+        self._bridge = value
+
+    @property
+    def loaded(self) -> bool:
+        return self._bridge is not None
+
+    def attention_layers(self) -> list[int]:
+        return list(self._record["attention_layers"])
+
+    def model_type(self) -> str:
+        return str(self._record["model_type"])
 
 
 def bundled_model_path() -> Path:

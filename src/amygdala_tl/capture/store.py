@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import uuid
 import warnings
@@ -26,14 +27,16 @@ from torch import Tensor
 
 from .. import atomic
 from ..errors import UserError
+from ..model import ModelFacts
 
 
 class StoreWarning(UserWarning):
     """A cache entry was unusable and will be recomputed."""
 
 
-def store_key(model_identity: str, pooling: str, max_length: int) -> str:
-    blob = json.dumps({"model": model_identity, "pooling": pooling, "max_length": max_length}, sort_keys=True)
+def store_key(model_identity: str, pooling: str, max_length: int, dtype: str = "fp32") -> str:
+    """Activations depend on the weights, the pooling, the truncation and the dtype the model ran in."""
+    blob = json.dumps({"model": model_identity, "pooling": pooling, "max_length": max_length, "dtype": dtype}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -48,10 +51,10 @@ def tensor_digest(tensors: dict[str, Tensor]) -> str:
 
 
 class ActivationStore:
-    def __init__(self, root: Path, model_identity: str, pooling: str, max_length: int):
-        self.key = store_key(model_identity, pooling, max_length)
+    def __init__(self, root: Path, model_identity: str, pooling: str, max_length: int, dtype: str = "fp32"):
+        self.key = store_key(model_identity, pooling, max_length, dtype)
         self.dir = Path(root) / self.key
-        self.description = {"model_identity": model_identity, "pooling": pooling, "max_length": max_length}
+        self.description = {"model_identity": model_identity, "pooling": pooling, "max_length": max_length, "dtype": dtype}
 
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.safetensors"))
@@ -108,6 +111,41 @@ class ActivationStore:
         metadata = {"texts": json.dumps(list(text_hashes)), "key": self.key, "sha256": tensor_digest(tensors)}
         atomic.write_bytes(path, save_safetensors_bytes(tensors, metadata=metadata))
         return path
+
+    # what a re-run needs of the model without its weights: its record (facts) and its tokenizer
+    def model_path(self) -> Path:
+        return self.dir / "model.json"
+
+    def tokenizer_dir(self) -> Path:
+        return self.dir / "tokenizer"
+
+    def save_model(self, record: dict, tokenizer) -> None:
+        """Written once, the record last: a record on disk means its tokenizer is complete."""
+        if self.model_path().is_file():
+            return
+        staging = self.dir / f".tokenizer-{uuid.uuid4().hex[:8]}"
+        tokenizer.save_pretrained(staging)
+        if self.tokenizer_dir().exists():
+            shutil.rmtree(self.tokenizer_dir())
+        staging.replace(self.tokenizer_dir())
+        atomic.write_json(self.model_path(), record)
+
+    def load_model_record(self, identity: str) -> tuple[dict, object] | None:
+        """(record, tokenizer) when this store knows the model `identity`; None (with a warning if it is damaged) otherwise."""
+        if not self.model_path().is_file():
+            return None
+        from transformers import AutoTokenizer
+
+        try:
+            record = json.loads(self.model_path().read_text(encoding="utf-8"))
+            if record["identity"] != identity or not isinstance(record["attention_layers"], list):
+                raise ValueError("it describes another model")
+            ModelFacts(**record["facts"])
+            tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir())
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
+            warnings.warn(f"unusable model record in {self.dir} ({error}): the model is loaded instead", StoreWarning, stacklevel=2)
+            return None
+        return record, tokenizer
 
     # weights a report needs without the model
     def weights_path(self, layer: int) -> Path:

@@ -16,7 +16,7 @@ from ..directions.registry import MethodContext, get_method, heldout_fit, learn
 from ..directions.subspace import SubspaceCollector
 from ..model import LoadedModel
 from ..quality.heldout import cv_evaluation, development_set_evaluation, leading_heldout
-from .extract import ExtractConfig, Log, capture_dev_set, open_store, prepare
+from .extract import ExtractConfig, Log, capture_dev_set, open_store, prepare, remember_model
 
 COMPARE_FILE = "compare.json"
 
@@ -77,6 +77,7 @@ def compare_methods(
     corpus, concepts, model, layers = prepared.corpus, prepared.concepts, prepared.model, prepared.layers
     collector = SubspaceCollector(layers, len(corpus.stories), config.subspace_k) if any(m.needs_tokens for m in chosen) else None
     store = open_store(config, model.identity)
+    remember_model(store, model)
     acts = capture(
         model,
         corpus.texts,

@@ -94,7 +94,7 @@ def evaluate_vectors(
     loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
     store = None
     if vectors.record is not None and vectors.record.cache.get("enabled"):
-        store = ActivationStore(Path(vectors.record.cache["dir"]), loaded.identity, "last", vectors.max_length)
+        store = ActivationStore(Path(vectors.record.cache["dir"]), loaded.identity, "last", vectors.max_length, loaded.dtype_name)
     acts = capture(
         loaded, [s.text for s in stories], readout.layers, pooling="last", batch_size=batch_size, max_length=vectors.max_length, store=store
     )

@@ -24,13 +24,36 @@ from ..directions.registry import Fit, Method, MethodContext, get_method, heldou
 from ..directions.subspace import SubspaceCollector
 from ..errors import UserError
 from ..formats.readout import Readout, build_readout, directions_payload, readout_payloads, score
-from ..model import LoadedModel, check_output_dir, describe_layer, load_model, parse_dtype, parse_layers, relative_depth, resolve_model_spec
+from ..model import (
+    DeferredModel,
+    LoadedModel,
+    ModelSpec,
+    check_output_dir,
+    describe_layer,
+    load_model,
+    model_identity,
+    parse_dtype,
+    parse_layers,
+    relative_depth,
+    resolve_model_spec,
+)
 from ..preflight import preflight
 from ..quality.heldout import cv_folds
 from ..quality.output import quality_payloads, served, summary_lines
 from ..quality.report import DevSet
 from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
-from .analysis import dev_set, head_analysis, heldout_dir_of, heldout_fingerprint, load_dev_stories, model_weights, quality_inputs, save_weights
+from .analysis import (
+    LayerWeights,
+    dev_set,
+    head_analysis,
+    heldout_dir_of,
+    heldout_fingerprint,
+    load_dev_stories,
+    model_weights,
+    quality_inputs,
+    save_weights,
+    stored_weights,
+)
 
 Log = Callable[[str], None]
 DEGENERATE_RELATIVE_GAP = 1e-6  # |mean(P) - mean(N)| below this share of the mean activation norm: no signal
@@ -133,7 +156,7 @@ def check_options(config: ExtractConfig) -> Method:
 def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] | None, evaluate: bool = False) -> Prepared:
     """Validate options, corpus and (when the run evaluates) its folds and test set before the model; load it; resolve layers."""
     method = check_options(config)
-    dtype = parse_dtype(config.dtype)
+    parse_dtype(config.dtype)
     corpus = load_corpus(*(Path(p).resolve() if p is not None else None for p in (config.corpus, config.stories_dir, config.paired_dir)))
     concepts = select_concepts(corpus, config.min_positives)
     dev_dir = heldout_dir_of(config.corpus, config.heldout) if evaluate else None
@@ -145,14 +168,33 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
     if n_layers is not None:
         parse_layers(config.layers, n_layers)  # out-of-range layers fail before the load
     log(f"corpus: {len(corpus.stories)} texts, {len(concepts)} concepts with >= {config.min_positives} positives")
-    log(f"loading {spec.display} ({config.dtype})")
-    model = (loader or load_model)(spec, dtype=dtype, device=config.device, device_map=config.device_map, trust_remote_code=config.trust_remote_code)
+    model = open_model(config, spec, log, loader)
     layers = parse_layers(config.layers, model.facts.n_layers)
     log(
         f"model: {model.facts.n_layers} layers, d_model {model.facts.d_model}, {model.facts.n_heads} heads; "
         f"target {', '.join(describe_layer(layer, model.facts.n_layers) for layer in layers)}"
     )
     return Prepared(corpus, concepts, model, layers, method, dev_stories, dev_dir)
+
+
+def open_model(config: ExtractConfig, spec: ModelSpec, log: Log, loader: Callable[..., LoadedModel] | None) -> LoadedModel:
+    """The model, loaded now, or (when the activation store knows it) a DeferredModel whose weights load only
+    if something runs the model: a fully cached re-run needs just the stored tokenizer, facts and weights."""
+    dtype = parse_dtype(config.dtype)
+
+    def load() -> LoadedModel:
+        log(f"loading {spec.display} ({config.dtype})")
+        return (loader or load_model)(
+            spec, dtype=dtype, device=config.device, device_map=config.device_map, trust_remote_code=config.trust_remote_code
+        )
+
+    store = open_store(config, model_identity(spec))
+    known = store.load_model_record(model_identity(spec)) if store is not None else None
+    if store is None or known is None:
+        return load()
+    log(f"model facts and tokenizer from the cache {store.dir}: the weights load only if a forward pass is needed")
+    record, tokenizer = known
+    return DeferredModel(record, tokenizer, spec, dtype, load)
 
 
 def extract(
@@ -179,13 +221,11 @@ def run_extract(
     corpus, concepts, model, layers, method = prepared.corpus, prepared.concepts, prepared.model, prepared.layers, prepared.method
     loaded = time.perf_counter()
 
-    head_layers = [layer for layer in layers if hooks.attn_z(layer) in model.bridge.hook_dict] if config.heads else []
+    head_layers = [layer for layer in layers if layer in model.attention_layers()] if config.heads else []
     skipped_head_layers = [layer for layer in layers if config.heads and layer not in head_layers]
     collector = SubspaceCollector(layers, len(corpus.stories), config.subspace_k) if method.needs_tokens else None
     store = open_store(config, model.identity)
-    weights = model_weights(model, layers)
-    if store is not None:
-        save_weights(store, weights)
+    weights = layer_weights(model, store, layers)
     acts = capture(
         model,
         corpus.texts,
@@ -295,10 +335,27 @@ def check_directions(directions: torch.Tensor, acts: Activations, membership: to
             )
 
 
-def open_store(config: ExtractConfig, model_identity: str, pooling: str | None = None) -> ActivationStore | None:
+def open_store(config: ExtractConfig, identity: str, pooling: str | None = None) -> ActivationStore | None:
     if not config.use_cache:
         return None
-    return ActivationStore(cache_root(config), model_identity, pooling or config.pooling, config.max_length)
+    return ActivationStore(cache_root(config), identity, pooling or config.pooling, config.max_length, config.dtype)
+
+
+def remember_model(store: ActivationStore | None, model: LoadedModel) -> None:
+    """Keep the model's record and tokenizer beside its activations, so the next run need not load it."""
+    if store is not None and not isinstance(model, DeferredModel):
+        store.save_model(model.record(), model.tokenizer)
+
+
+def layer_weights(model: LoadedModel, store: ActivationStore | None, layers: list[int]) -> LayerWeights:
+    """The target layers' W_out / W_O: from the store when it has them all (no model load), else read off the model and stored."""
+    remember_model(store, model)
+    if store is not None and all(store.weights_path(layer).is_file() for layer in layers):
+        return stored_weights(store, layers)
+    weights = model_weights(model, layers)
+    if store is not None:
+        save_weights(store, weights)
+    return weights
 
 
 def cache_root(config: ExtractConfig) -> Path:
@@ -320,7 +377,7 @@ def run_record(
             "label": model.spec.label,
             "identity": model.identity,
             "dtype": config.dtype,
-            "model_type": model_type(model),
+            "model_type": model.model_type(),
             **model.facts.to_dict(),
         },
         hook=hooks.RESID_POST,
@@ -359,9 +416,3 @@ def score_offsets(acts: Activations, directions: torch.Tensor, concepts: list[st
         str(layer): {c: round(float(value), 4) for c, value in zip(concepts, directions[slot] @ acts.resid[slot].mean(0))}
         for slot, layer in enumerate(acts.layers)
     }
-
-
-def model_type(model: LoadedModel) -> str:
-    """HF config.model_type ('llama', 'gemma2', ...): llama.cpp's control-vector model hint."""
-    config = getattr(getattr(model.bridge, "original_model", None), "config", None)
-    return str(getattr(config, "model_type", "unknown"))

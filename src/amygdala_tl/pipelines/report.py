@@ -47,7 +47,7 @@ def stored_dev_set(record: RunRecord, store: ActivationStore, concepts: list[str
     stories = load_heldout(record.heldout)
     if record.heldout_sha256 is not None and heldout_fingerprint(stories) != record.heldout_sha256:
         raise UserError(f"the development test set {record.heldout} changed since extract: re-run `amygdala-tl extract --quality-report`")
-    last = store if record.pooling == "last" else ActivationStore(store.dir.parent, model["identity"], "last", record.max_length)
+    last = store if record.pooling == "last" else ActivationStore(store.dir.parent, model["identity"], "last", record.max_length, model["dtype"])
     return dev_set(
         stories,
         Path(record.heldout),
@@ -65,7 +65,7 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
     concepts, layers, model = list(record.concepts), record.target_layers, record.model
     if head_concept is not None and head_concept not in concepts:
         raise UserError(f"unknown --concept {head_concept!r}")
-    store = ActivationStore(Path(cache_dir or record.cache["dir"]), model["identity"], record.pooling, record.max_length)
+    store = ActivationStore(Path(cache_dir or record.cache["dir"]), model["identity"], record.pooling, record.max_length, model["dtype"])
     if not store.dir.is_dir():
         raise UserError(
             f"the activation cache {store.dir.parent} has no entries for this run (key {store.key}); "

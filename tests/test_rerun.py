@@ -1,0 +1,114 @@
+"""A fully cached re-run loads no model weights: the store keeps the tokenizer, the model's facts and the weights reports need."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import amygdala_tl
+from amygdala_tl.capture.store import ActivationStore, StoreWarning, store_key
+from amygdala_tl.model import DeferredModel, load_model
+from amygdala_tl.rundir import PER_HEAD_FILE, VECTORS_FILE
+
+from .conftest import CORPUS, make_tiny_hf, make_tokenizer, write
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A tiny Llama saved as a local model directory (loaded by the real load_model), a small corpus, a counting loader."""
+    model_dir = tmp_path / "model"
+    make_tiny_hf(3).save_pretrained(model_dir)
+    make_tokenizer().save_pretrained(model_dir)
+    corpus = tmp_path / "corpus"
+    for concept in ("calm", "afraid", "grateful"):
+        for story in sorted((CORPUS / "stories" / concept).glob("*.txt"))[:2]:
+            write(corpus / "stories" / concept / story.name, story.read_text())
+    loads: list[str] = []
+
+    def loader(spec, **options):
+        loads.append(spec.location)
+        return load_model(spec, **options)
+
+    def run(output: str, **options):
+        return amygdala_tl.extract(corpus, tmp_path / output, str(model_dir), loader=loader, cache_dir=tmp_path / "cache", max_length=48, **options)
+
+    return run, loads, corpus, tmp_path
+
+
+def vectors(result) -> dict[str, torch.Tensor]:
+    return load_file(next(p for p in result.files if p.name == VECTORS_FILE))
+
+
+def test_cached_rerun_loads_no_weights_and_writes_the_same_run(setup):
+    run, loads, _, tmp_path = setup
+    first = run("first")
+    assert len(loads) == 1 and not isinstance(first.model, DeferredModel)
+    again = run("again")
+    assert len(loads) == 1, "the re-run loaded the model although every activation was in the store"
+    assert isinstance(again.model, DeferredModel) and not again.model.loaded
+    assert again.record.n_forward_passes == 0
+    first_vectors, again_vectors = vectors(first), vectors(again)
+    assert first_vectors.keys() == again_vectors.keys()
+    for name in first_vectors:
+        assert torch.equal(first_vectors[name], again_vectors[name])
+    for field in ("model", "head_layers", "truncated", "score_offsets"):
+        assert getattr(again.record, field) == getattr(first.record, field), field
+    assert again.record.truncated, "max_length 48 truncates these stories: the stored tokenizer must see that too"
+    per_head = [json.loads((tmp_path / out / PER_HEAD_FILE).read_text()) for out in ("first", "again")]
+    assert [{k: v for k, v in p.items() if k != "run_id"} for p in per_head][0] == {k: v for k, v in per_head[1].items() if k != "run_id"}
+
+
+def test_a_new_text_loads_the_model_then(setup):
+    run, loads, corpus, _ = setup
+    run("first")
+    write(corpus / "stories" / "calm" / "new_one.txt", "She sat by the window with her tea and let the rain go on.")
+    grown = run("grown")
+    assert len(loads) == 2 and grown.model.loaded and grown.record.n_forward_passes == 1
+    uncached = amygdala_tl.extract(corpus, setup[3] / "uncached", grown.model.spec.location, use_cache=False, max_length=48)
+    for name, tensor in vectors(uncached).items():  # fp16 rows; batch padding differs, so a few ulps apart
+        assert torch.allclose(vectors(grown)[name].float(), tensor.float(), atol=1e-3), name
+
+
+def test_another_dtype_does_not_reuse_the_store(setup):
+    run, loads, _, _ = setup
+    run("fp32")
+    run("bf16", dtype="bf16")
+    assert len(loads) == 2
+    assert store_key("m", "last", 48, "fp32") != store_key("m", "last", 48, "bf16")
+
+
+def test_a_damaged_model_record_means_a_load_not_a_crash(setup):
+    run, loads, _, tmp_path = setup
+    run("first")
+    (record,) = (tmp_path / "cache").glob("*/model.json")
+    record.write_text("{not json")
+    with pytest.warns(StoreWarning, match="model record"):
+        run("again")
+    assert len(loads) == 2
+
+
+def test_a_record_for_another_model_is_not_used(tmp_path, tiny_model):
+    store = ActivationStore(tmp_path, tiny_model.identity, "last", 48)
+    store.save_model(tiny_model.record(), tiny_model.tokenizer)
+    with warnings.catch_warnings(record=True):
+        assert store.load_model_record("some-other-identity") is None
+    record, tokenizer = store.load_model_record(tiny_model.identity)
+    assert record["attention_layers"] == [0, 1, 2] and record["facts"]["d_model"] == 32
+    text = "the cat sat on the mat"
+    assert tokenizer(text)["input_ids"] == tiny_model.tokenizer(text)["input_ids"]
+    shutil.rmtree(store.tokenizer_dir())
+    with pytest.warns(StoreWarning):
+        assert store.load_model_record(tiny_model.identity) is None
+
+
+def test_a_deferred_model_refuses_weights_that_are_not_its_own(tiny_model):
+    record = tiny_model.record() | {"identity": "recorded"}
+    deferred = DeferredModel(record, tiny_model.tokenizer, tiny_model.spec, torch.float32, lambda: tiny_model)
+    assert deferred.attention_layers() == [0, 1, 2] and not deferred.loaded
+    with pytest.raises(amygdala_tl.UserError, match="not the model its cache record describes"):
+        _ = deferred.bridge
