@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -62,7 +63,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.bridge.parameters()).device
+        """Where inputs go: the input embedding's device (under a device_map, offloaded weights sit on `meta`)."""
+        return torch.device(self.bridge.cfg.device)
 
     @property
     def dtype_name(self) -> str:
@@ -197,30 +199,39 @@ def load_model(
     spec: ModelSpec,
     dtype: torch.dtype = torch.float32,
     device: str | None = None,
-    device_map: str | None = None,
+    device_map: str | dict[str, str | int] | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    max_memory: dict[str | int, str | int] | None = None,
+    offload_folder: str | Path | None = None,
 ) -> LoadedModel:
     """Load HF weights (GGUF dequantized, local, or hub), then wrap them in a TransformerBridge.
 
     We load the HF model ourselves so all three sources take one path; the bridge then boots from
-    it without a hub call. `device_map` is accelerate's dispatch for models larger than one GPU.
+    it without a hub call. `device_map` ('auto', or a module -> device dict; excludes `device`) is
+    accelerate's dispatch for models larger than one device, with `max_memory` per device (e.g.
+    {"cpu": "2GiB", "disk": "100GiB"}) and `offload_folder` for weights offloaded to 'disk': the
+    bridge keeps accelerate's placement and reads inputs onto the embedding's device.
     Model code shipped with the weights runs only with `trust_remote_code`; nothing reads stdin.
     """
-    from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .preflight import preflight
 
     preflight(spec, device, trust_remote_code)
+    if device is not None and device_map is not None:
+        raise UserError(f"--device {device} and --device-map {device_map} exclude each other: pass one")
+    if device_map is None and (max_memory is not None or offload_folder is not None):
+        raise UserError("max_memory and offload_folder apply only with a device_map")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     source, extra = _from_pretrained_args(spec, revision)
     extra["trust_remote_code"] = trust_remote_code
+    dispatch: dict[str, Any] = {"device_map": device_map, "max_memory": max_memory, "offload_folder": str(offload_folder) if offload_folder else None}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager", device_map=device_map, **extra)
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager", **dispatch, **extra)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"could not load model {spec.display}: {reason}") from None
@@ -229,9 +240,46 @@ def load_model(
     if device_map is None:
         hf_model = hf_model.to(device)  # type: ignore[arg-type]
     hf_model.eval()
-    bridge = TransformerBridge.boot_transformers(spec.label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype)
+    try:  # under a device_map, device is None: the bridge takes accelerate's placement (hf_device_map) as it is
+        bridge = boot_bridge(spec.label, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype)
+    except ValueError as error:  # a placement TransformerLens refuses, e.g. CPU/disk offload mixed with a GPU
+        if device_map is None:
+            raise
+        raise UserError(f"--device-map {device_map} for {spec.display}: {str(error).strip().splitlines()[0]}") from None
+    if str(bridge.cfg.device) == "meta":  # TransformerLens read the input device off an offloaded embedding
+        bridge.cfg.device = str(_offloaded_input_device(hf_model, f"--device-map {device_map} for {spec.display}"))
     bridge.eval()
     return LoadedModel(bridge, tokenizer, facts_of(bridge), spec, model_identity(spec, revision), dtype)
+
+
+def boot_bridge(label: str, **kwargs: Any) -> Any:
+    """`TransformerBridge.boot_transformers`, except that it never installs a package.
+
+    Booting a multimodal model (Gemma 3 from 4B up, LLaVA, ...) makes TransformerLens load its image
+    processor and, when that needs torchvision, run `pip install torchvision` on the spot: on a CPU
+    machine that replaced torch with a CUDA build. Extraction never uses the processor, so during the
+    boot torchvision is only looked for."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        from transformer_lens.model_bridge.sources.transformers import helpers
+    except ImportError:  # another TransformerLens layout; tests/test_architectures.py checks that no boot runs pip
+        return TransformerBridge.boot_transformers(label, **kwargs)
+    installer = getattr(helpers, "_ensure_torchvision", None)
+    helpers._ensure_torchvision = lambda: importlib.util.find_spec("torchvision") is not None
+    try:
+        return TransformerBridge.boot_transformers(label, **kwargs)
+    finally:
+        if installer is not None:
+            helpers._ensure_torchvision = installer
+
+
+def _offloaded_input_device(hf_model: Any, context: str) -> torch.device:
+    """Where accelerate runs an offloaded input embedding (its weights stay on `meta` between calls)."""
+    device = getattr(getattr(hf_model.get_input_embeddings(), "_hf_hook", None), "execution_device", None)
+    if device is None:
+        raise UserError(f"{context}: the input embedding's weights are on `meta` (no data): map it to a device, 'cpu' or 'disk'")
+    return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
 
 
 def _from_pretrained_args(spec: ModelSpec, revision: str | None) -> tuple[str, dict[str, Any]]:

@@ -29,14 +29,17 @@ LayerWeights = dict[int, dict[str, Tensor]]
 
 def model_weights(model: LoadedModel, layers: list[int]) -> LayerWeights:
     """W_out [d_mlp, d_model] (rows: what each MLP neuron writes) and W_O [n_heads, d_head, d_model] per layer, fp32 CPU."""
+    from transformer_lens.model_bridge.generalized_components.base import align_offloaded_subtree
+
     weights: LayerWeights = {}
     for layer in layers:
         block, entry = model.bridge.blocks[layer], {}
-        mlp = getattr(block, "mlp", None)
-        if mlp is not None and hasattr(mlp, "W_out"):
-            entry["W_out"] = mlp.W_out.detach().float().cpu()
-        if hooks.attn_z(layer) in model.bridge.hook_dict:
-            entry["W_O"] = block.attn.W_O.detach().float().cpu()
+        with align_offloaded_subtree(block):  # under accelerate's disk/CPU offload the weights sit on `meta` until materialized
+            mlp = getattr(block, "mlp", None)
+            if mlp is not None and hasattr(mlp, "W_out"):
+                entry["W_out"] = mlp.W_out.detach().float().cpu()
+            if hooks.attn_z(layer) in model.bridge.hook_dict:
+                entry["W_O"] = block.attn.W_O.detach().float().cpu()
         weights[layer] = entry
     return weights
 
