@@ -95,3 +95,12 @@ def starter_corpus(tmp_path) -> Path:
             write(root / "stories" / concept / story.name, story.read_text())
     shutil.copytree(CORPUS / "paired" / "the_morning_commute", root / "paired" / "the_morning_commute")
     return root
+
+
+@pytest.fixture(scope="session")
+def bundled_tokenizer():
+    """The bundled model's tokenizer alone (vocabulary 49152), read from its GGUF once per session."""
+    from transformers import AutoTokenizer
+
+    path = Path(resolve_model_spec(None).location)
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
