@@ -282,6 +282,8 @@ def heads_concept(
     corpus: opt.CorpusDir = opt.DEFAULT_CORPUS,
     negatives: Annotated[int, typer.Option(help="Negative stories sampled.")] = 16,
     from_layer: Annotated[int, typer.Option(help="Ablate heads in layers from_layer..layer (fewer layers: faster).")] = 0,
+    mode: opt.ConceptMode = "attribution",
+    verify_top: opt.VerifyTop = 10,
     model: opt.Model = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Default: VECTORS/heads.")] = None,
     device: opt.Device = None,
@@ -292,8 +294,6 @@ def heads_concept(
 
     with user_errors():
         circuit, target = concept_pipeline(
-            concept, layer, vectors, corpus, negatives, from_layer, model, output_dir, device, trust_remote_code, log=say
+            concept, layer, vectors, corpus, negatives, from_layer, mode, verify_top, model, output_dir, device, trust_remote_code, log=say
         )
-    for line in circuit.summary():
-        say(line)
-    say(f"wrote {target}")
+    say("\n".join([*circuit.summary(), f"wrote {target}"]))

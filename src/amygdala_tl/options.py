@@ -87,3 +87,14 @@ DenoiseK = Annotated[
         "the activations before learning and out of the directions after (0: off)."
     ),
 ]
+
+# heads concept
+ConceptMode = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        help="attribution: estimate every head's mean-ablation effect from one forward + backward pass per batch, then "
+        "ablate the top --verify-top for real and report the rank agreement; ablation: ablate every head (one forward each, slow).",
+    ),
+]
+VerifyTop = Annotated[int, typer.Option(help="Heads ablated for real to check the estimates (attribution mode); the top-n compared (ablation mode).")]

@@ -6,6 +6,7 @@ the storing hooks and the early stop. No other module calls the bridge's run met
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -126,12 +127,19 @@ def forward(
 
     `tokens` are token ids, or with `start_at` the residual entering block `start_at` (exact: the
     blocks below are not recomputed). Without `logits` the pass stops after the last block it needs
-    (`stop_after`, else the last read block). `grad` keeps the autograd graph (attribution)."""
+    (`stop_after`, else the last read block). `grad` keeps the autograd graph (attribution): the `read`
+    tensors are then part of it, so `torch.autograd.grad(f(acts), acts[name])` is a gradient w.r.t. that hook."""
     store: dict[str, Tensor] = {}
 
     def keep(name: str):
-        def hook(act: Tensor, hook) -> None:  # noqa: ARG001 - TL hook signature
-            store[name] = act if grad else act.detach()
+        def hook(act: Tensor, hook) -> Tensor | None:  # noqa: ARG001 - TL hook signature
+            if not grad:
+                store[name] = act.detach()
+                return None
+            # returned, so the stored tensor is the one the rest of the pass computes from and gradients
+            # reach it (a hook point may hand its hook a reshaped view); a leaf if nothing before needs grad
+            store[name] = act if act.requires_grad else act.detach().requires_grad_()
+            return store[name]
 
         return hook
 
@@ -141,7 +149,7 @@ def forward(
     kwargs: dict = {"attention_mask": attention_mask.to(device)} if attention_mask is not None else {}
     if start_at is not None:
         kwargs["start_at_layer"] = start_at
-    with torch.inference_mode(not grad):
+    with torch.inference_mode(not grad), torch.enable_grad() if grad else contextlib.nullcontext():
         out = model.bridge.run_with_hooks(
             tokens.to(device),
             fwd_hooks=list(interventions) + [(name, keep(name)) for name in read],

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import atomic
 from ..circuits.ablation import AblationResult, Condition, check_condition, run_ablations
+from ..circuits.concept import MODES as CONCEPT_MODES
 from ..circuits.concept import ConceptCircuit, concept_circuit
 from ..circuits.detectors import DetectorResult, check_detectors, run_detectors
 from ..circuits.head import Head
@@ -92,6 +93,8 @@ def concept(
     corpus: Path,
     negatives: int,
     from_layer: int,
+    mode: str,
+    verify_top: int,
     model: str | None,
     output_dir: Path | None,
     device: str | None = None,
@@ -99,7 +102,12 @@ def concept(
     log=lambda _: None,
     loader: Loader = load_model,
 ) -> tuple[ConceptCircuit, Path]:
-    """Rank heads by the causal effect of mean-ablating them on a concept's readout, beside diff-of-means."""
+    """Rank heads by the causal effect of mean-ablating them on a concept's readout (estimated by
+    attribution and checked on the top `verify_top`, or every head ablated), beside diff-of-means."""
+    if mode not in CONCEPT_MODES:
+        raise UserError(f"unknown --mode {mode!r}: choose one of {', '.join(CONCEPT_MODES)}")
+    if verify_top < 1:
+        raise UserError(f"--verify-top must be at least 1, got {verify_top}")
     vectors = open_vectors(vectors_dir)
     vectors.check_concept(concept)
     vectors.check_layer(layer)
@@ -113,6 +121,9 @@ def concept(
     check_output_dir(target.parent)
     loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
     vector = vectors.readout.vectors[layer][vectors.readout.concepts.index(concept)].float()
-    circuit = concept_circuit(loaded, loaded_corpus, concept, layer, vector, negatives, range(from_layer, layer + 1), max_length=vectors.max_length)
+    layers = range(from_layer, layer + 1)
+    circuit = concept_circuit(
+        loaded, loaded_corpus, concept, layer, vector, negatives, layers, max_length=vectors.max_length, mode=mode, verify_top=verify_top
+    )
     atomic.write_json(target, circuit.to_json())
     return circuit, target
