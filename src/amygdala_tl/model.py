@@ -226,7 +226,8 @@ def load_model(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    source, extra = _from_pretrained_args(spec, revision)
+    identity = model_identity(spec, revision)
+    source, extra = _from_pretrained_args(spec, revision, identity)
     extra["trust_remote_code"] = trust_remote_code
     dispatch: dict[str, Any] = {"device_map": device_map, "max_memory": max_memory, "offload_folder": str(offload_folder) if offload_folder else None}
     try:
@@ -249,7 +250,7 @@ def load_model(
     if str(bridge.cfg.device) == "meta":  # TransformerLens read the input device off an offloaded embedding
         bridge.cfg.device = str(_offloaded_input_device(hf_model, f"--device-map {device_map} for {spec.display}"))
     bridge.eval()
-    return LoadedModel(bridge, tokenizer, facts_of(bridge), spec, model_identity(spec, revision), dtype)
+    return LoadedModel(bridge, tokenizer, facts_of(bridge), spec, identity, dtype)
 
 
 def boot_bridge(label: str, **kwargs: Any) -> Any:
@@ -282,10 +283,14 @@ def _offloaded_input_device(hf_model: Any, context: str) -> torch.device:
     return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
 
 
-def _from_pretrained_args(spec: ModelSpec, revision: str | None) -> tuple[str, dict[str, Any]]:
+def _from_pretrained_args(spec: ModelSpec, revision: str | None, identity: str) -> tuple[str, dict[str, Any]]:
+    """A GGUF loads from its converted HF checkpoint when it has (or now gets) one: same weights, 40x faster."""
     if spec.kind == "gguf":
+        from .gguf_cache import converted_checkpoint
+
         path = Path(spec.location)
-        return str(path.parent), {"gguf_file": path.name}
+        converted = converted_checkpoint(path, identity.removeprefix("sha256:"))
+        return (str(converted), {}) if converted is not None else (str(path.parent), {"gguf_file": path.name})
     return spec.location, ({"revision": revision} if revision else {})
 
 
