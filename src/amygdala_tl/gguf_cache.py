@@ -44,7 +44,7 @@ def converted_checkpoint(path: Path, sha256: str) -> Path | None:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        model.hf_quantizer = None  # dequantized already: plain fp32 weights that save like any model's
+        model.hf_quantizer = None  # type: ignore[assignment]  # dequantized already: plain fp32 weights that save like any model's
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(staging)
