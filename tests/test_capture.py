@@ -69,3 +69,22 @@ def test_residual_and_heads_come_from_one_forward_pass_per_batch(tiny_model, mon
     acts = capture(tiny_model, TEXTS, [1, 2], batch_size=2, head_layers=[1, 2])
     assert len(calls) == 3 == acts.n_forward_passes  # ceil(5 / 2)
     assert calls[0] == sorted([hooks.resid_post(1), hooks.resid_post(2), hooks.attn_z(1), hooks.attn_z(2)])
+
+
+def test_reading_the_last_block_skips_the_unembedding(tiny_model):
+    """stop_at_layer cannot stop after the last block: the pass ends once every read hook has fired."""
+    from amygdala_tl.capture.forward import forward
+
+    calls: list[int] = []
+    handle = tiny_model.bridge.original_model.lm_head.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        tokens = torch.tensor([[2, 3, 4, 5]])
+        last = tiny_model.facts.n_layers - 1
+        read = forward(tiny_model, tokens, read=[hooks.resid_post(last), hooks.attn_z(last)]).acts
+        assert calls == [] and set(read) == {hooks.resid_post(last), hooks.attn_z(last)}
+        full = forward(tiny_model, tokens, read=[hooks.resid_post(last)], logits=True)
+        assert calls == [1] and full.logits is not None
+        assert torch.equal(full.acts[hooks.resid_post(last)], read[hooks.resid_post(last)])
+    finally:
+        handle.remove()
+    assert not any(point.fwd_hooks for point in tiny_model.bridge.hook_dict.values()), "hooks left behind"

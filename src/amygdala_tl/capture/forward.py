@@ -130,11 +130,14 @@ def forward(
     (`stop_after`, else the last read block). `grad` keeps the autograd graph (attribution): the `read`
     tensors are then part of it, so `torch.autograd.grad(f(acts), acts[name])` is a gradient w.r.t. that hook."""
     store: dict[str, Tensor] = {}
+    wanted = set(read)
 
     def keep(name: str):
         def hook(act: Tensor, hook) -> Tensor | None:  # noqa: ARG001 - TL hook signature
             if not grad:
                 store[name] = act.detach()
+                if cut_short and wanted <= store.keys():
+                    raise _AllRead
                 return None
             # returned, so the stored tensor is the one the rest of the pass computes from and gradients
             # reach it (a hook point may hand its hook a reshaped view); a leaf if nothing before needs grad
@@ -145,19 +148,29 @@ def forward(
 
     last_block = stop_after if stop_after is not None else max((hooks.layer_of(name) for name in read), default=None)
     stop = None if logits or last_block is None or last_block + 1 >= model.facts.n_layers else last_block + 1
+    # `stop_at_layer` cannot stop after the last block: end the pass once every read hook has fired,
+    # so reading the last block never computes the final norm and the [batch, pos, vocab] logits
+    cut_short = stop is None and not logits and bool(wanted)
     device = model.bridge.cfg.device
     kwargs: dict = {"attention_mask": attention_mask.to(device)} if attention_mask is not None else {}
     if start_at is not None:
         kwargs["start_at_layer"] = start_at
     with torch.inference_mode(not grad), torch.enable_grad() if grad else contextlib.nullcontext():
-        out = model.bridge.run_with_hooks(
-            tokens.to(device),
-            fwd_hooks=list(interventions) + [(name, keep(name)) for name in read],
-            return_type="logits" if logits else None,
-            stop_at_layer=stop,
-            **kwargs,
-        )
+        try:
+            out = model.bridge.run_with_hooks(
+                tokens.to(device),
+                fwd_hooks=list(interventions) + [(name, keep(name)) for name in read],
+                return_type="logits" if logits else None,
+                stop_at_layer=stop,
+                **kwargs,
+            )
+        except _AllRead:  # run_with_hooks removes its hooks on the way out
+            out = None
     return ForwardResult(store, out if logits else None)
+
+
+class _AllRead(Exception):
+    """Raised by the last read hook to fire when nothing after it is needed."""
 
 
 def read_batch(model: LoadedModel, batch: Batch, read: Sequence[str], interventions: Sequence[Intervention] = ()) -> dict[str, Tensor]:
