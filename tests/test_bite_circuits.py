@@ -5,6 +5,9 @@ circuit's resumed ablations against full forward runs."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+
 import pytest
 import torch
 
@@ -416,3 +419,42 @@ def test_concept_circuit_resumed_ablations_equal_full_forward_runs(tiny_model, t
             expected = float(drop[is_pos].mean() - drop[~is_pos].mean())
             assert report["ablation_effects"][l - 1][head] == pytest.approx(expected, rel=1e-3, abs=1e-4), f"L{l}H{head}"
     assert min(abs(v) for row in report["ablation_effects"] for v in row) > 5e-3  # every compared effect is well above tolerance
+
+
+def test_resuming_past_the_lower_blocks_is_used_only_where_it_is_exact(tiny_model, monkeypatch):
+    """TransformerLens re-runs (and discards) the blocks below start_at; passing them through is taken only
+    when one batch scores the same both ways, and the blocks get their own forward back afterwards."""
+    forward_module = importlib.import_module("amygdala_tl.capture.forward")  # the package exports a function of that name
+    from amygdala_tl.capture.forward import Batch
+    from amygdala_tl.circuits.ablation import head_ablation
+    from amygdala_tl.circuits.concept import readout_scores_from, resid_pre, resume_skips_exactly
+
+    batch = Batch([2, 0], torch.tensor([[2, 3, 4, 5, 6], [7, 8, 9, 0, 0]]), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]))
+    batches = [batch, Batch([1], torch.tensor([[5, 4, 3]]), torch.tensor([[1, 1, 1]]))]  # texts 0..2, out of order
+    vector = torch.randn(32, generator=torch.Generator().manual_seed(3))
+    starts = resid_pre(tiny_model, batches, [2])[2]
+    ablate = head_ablation(2, [1], torch.zeros(4, 8))
+    slow = readout_scores_from(tiny_model, batches, starts, 2, 2, vector, ablate)
+    fast = readout_scores_from(tiny_model, batches, starts, 2, 2, vector, ablate, skip_below=True)
+    assert torch.allclose(fast, slow, atol=1e-5) and resume_skips_exactly(tiny_model, batch, starts[0], 2, 2, vector, ablate)
+    assert not any("forward" in vars(block) for block in tiny_model.bridge.blocks)
+
+    layer1 = resid_pre(tiny_model, batches, [1])[1]
+    ablate1 = head_ablation(1, [1], torch.zeros(4, 8))
+
+    @contextlib.contextmanager
+    def zeroing(model, below):  # model code between blocks that chokes on what the pass-through returns
+        def choke(*args, **kwargs):
+            raise RuntimeError("expected a tuple")
+
+        for block in list(model.bridge.blocks)[:below]:
+            object.__setattr__(block, "forward", choke)
+        try:
+            yield
+        finally:
+            for block in list(model.bridge.blocks)[:below]:
+                object.__delattr__(block, "forward")
+
+    monkeypatch.setattr(forward_module, "_blocks_pass_through", zeroing)
+    assert not resume_skips_exactly(tiny_model, batch, layer1[0], 1, 2, vector, ablate1)
+    assert not any("forward" in vars(block) for block in tiny_model.bridge.blocks)

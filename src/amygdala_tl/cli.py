@@ -283,7 +283,7 @@ def heads_concept(
     negatives: Annotated[int, typer.Option(help="Negative stories sampled.")] = 16,
     from_layer: Annotated[int, typer.Option(help="Ablate heads in layers from_layer..layer (fewer layers: faster).")] = 0,
     mode: opt.ConceptMode = "attribution",
-    verify_top: opt.VerifyTop = 10,
+    verify_top: opt.VerifyTop = 5,
     model: opt.Model = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Default: VECTORS/heads.")] = None,
     device: opt.Device = None,

@@ -7,7 +7,7 @@ the storing hooks and the early stop. No other module calls the bridge's run met
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,13 +122,17 @@ def forward(
     stop_after: int | None = None,
     logits: bool = False,
     grad: bool = False,
+    skip_below: bool = False,
 ) -> ForwardResult:
     """Run the model once: `interventions` first, then the `read` hooks store what they see.
 
     `tokens` are token ids, or with `start_at` the residual entering block `start_at` (exact: the
     blocks below are not recomputed). Without `logits` the pass stops after the last block it needs
     (`stop_after`, else the last read block). `grad` keeps the autograd graph (attribution): the `read`
-    tensors are then part of it, so `torch.autograd.grad(f(acts), acts[name])` is a gradient w.r.t. that hook."""
+    tensors are then part of it, so `torch.autograd.grad(f(acts), acts[name])` is a gradient w.r.t. that hook.
+    TransformerLens 4 resumes at `start_at` by running the blocks below it anyway and discarding their
+    output; `skip_below` makes them pass their input through instead (callers check it is exact once,
+    see `circuits.concept.resume_skips_exactly`: the block output format is the architecture's)."""
     store: dict[str, Tensor] = {}
     wanted = set(read)
 
@@ -155,7 +159,8 @@ def forward(
     kwargs: dict = {"attention_mask": attention_mask.to(device)} if attention_mask is not None else {}
     if start_at is not None:
         kwargs["start_at_layer"] = start_at
-    with torch.inference_mode(not grad), torch.enable_grad() if grad else contextlib.nullcontext():
+    passing = _blocks_pass_through(model, start_at) if skip_below and start_at else contextlib.nullcontext()
+    with torch.inference_mode(not grad), torch.enable_grad() if grad else contextlib.nullcontext(), passing:
         try:
             out = model.bridge.run_with_hooks(
                 tokens.to(device),
@@ -167,6 +172,23 @@ def forward(
         except _AllRead:  # run_with_hooks removes its hooks on the way out
             out = None
     return ForwardResult(store, out if logits else None)
+
+
+@contextlib.contextmanager
+def _blocks_pass_through(model: LoadedModel, below: int) -> Iterator[None]:
+    """Blocks 0..below-1 return their hidden states unchanged for the duration (an instance `forward`)."""
+
+    def through(*args, **kwargs):
+        return args[0] if args else kwargs["hidden_states"]
+
+    blocks = list(model.bridge.blocks)[:below]
+    for block in blocks:  # object's own setattr: a bridge component forwards attribute writes to the HF module it wraps
+        object.__setattr__(block, "forward", through)
+    try:
+        yield
+    finally:
+        for block in blocks:
+            object.__delattr__(block, "forward")
 
 
 class _AllRead(Exception):

@@ -82,14 +82,27 @@ def readout_scores(model: LoadedModel, batches: Sequence[Batch], layer: int, vec
 
 
 def readout_scores_from(
-    model: LoadedModel, batches: Sequence[Batch], starts: list[Tensor], start_layer: int, layer: int, vector: Tensor, intervention: Intervention
+    model: LoadedModel,
+    batches: Sequence[Batch],
+    starts: list[Tensor],
+    start_layer: int,
+    layer: int,
+    vector: Tensor,
+    intervention: Intervention,
+    skip_below: bool = False,
 ) -> Tensor:
     """<resid_post[layer] at the last real token, v> per text under `intervention`, each batch resumed from
-    its cached residual entering `start_layer`: an ablation at layer l need not recompute the blocks below l."""
+    its cached residual entering `start_layer` (with `skip_below`, the blocks below it are not even run)."""
     scores = torch.zeros(sum(len(b.indices) for b in batches))
     for batch, start in zip(batches, starts):
         resid = forward(
-            model, start, attention_mask=batch.attention_mask, start_at=start_layer, interventions=[intervention], read=[hooks.resid_post(layer)]
+            model,
+            start,
+            attention_mask=batch.attention_mask,
+            start_at=start_layer,
+            interventions=[intervention],
+            read=[hooks.resid_post(layer)],
+            skip_below=skip_below,
         ).acts[hooks.resid_post(layer)]
         scores[batch.indices] = served_scores(pool(resid, batch.attention_mask, "last").cpu(), vector[None])[:, 0]
     return scores
@@ -110,15 +123,32 @@ def ablation_effects(
     the heads' layers are `kept` ones, or come from one pass per batch for STARTS_PER_PASS layers at a time."""
     effects = torch.zeros(len(heads))
     layers = sorted({head.layer for head in heads})
+    skip: bool | None = None  # decided on the first ablation: does passing the lower blocks through give the same scores?
     for first in range(0, len(layers), STARTS_PER_PASS):
         group = layers[first : first + STARTS_PER_PASS]
         starts = {l: kept[l] for l in group} if kept and all(l in kept for l in group) else resid_pre(model, batches, group)
         for index, head in enumerate(heads):
             if head.layer in group:
                 ablate = head_ablation(head.layer, [head.head], means[head.layer])
-                ablated = readout_scores_from(model, batches, starts[head.layer], head.layer, layer, vector, ablate)
+                if skip is None and head.layer > 0:
+                    skip = resume_skips_exactly(model, batches[0], starts[head.layer][0], head.layer, layer, vector, ablate)
+                ablated = readout_scores_from(model, batches, starts[head.layer], head.layer, layer, vector, ablate, skip_below=bool(skip))
                 effects[index] = contrast(clean - ablated, is_pos)
     return effects
+
+
+def resume_skips_exactly(model: LoadedModel, batch: Batch, start: Tensor, start_layer: int, layer: int, vector: Tensor, ablate: Intervention) -> bool:
+    """Whether resuming with the lower blocks passed through reproduces TransformerLens's own resume on one
+    batch. Block `start_layer` swaps in the cached residual whatever the blocks below return, so it does
+    wherever the model's code between blocks accepts a block's input as its output; any other architecture
+    stays on the slow exact path."""
+    alone = Batch(list(range(len(batch.indices))), batch.input_ids, batch.attention_mask)  # scored as texts 0..n-1
+    slow = readout_scores_from(model, [alone], [start], start_layer, layer, vector, ablate)
+    try:
+        fast = readout_scores_from(model, [alone], [start], start_layer, layer, vector, ablate, skip_below=True)
+    except (RuntimeError, TypeError, ValueError, IndexError, AttributeError):
+        return False
+    return bool(torch.allclose(fast, slow, rtol=1e-4, atol=1e-4 * float(slow.abs().max())))
 
 
 def resid_pre(model: LoadedModel, batches: Sequence[Batch], layers: Sequence[int]) -> dict[int, list[Tensor]]:
@@ -168,7 +198,7 @@ def concept_circuit(
     batch_size: int = 8,
     max_length: int = 512,
     mode: str = "ablation",
-    verify_top: int = 10,
+    verify_top: int = 5,
 ) -> ConceptCircuit:
     """`ablation`: every head ablated; `attribution`: every head estimated, the top `verify_top` ablated.
     Both report the attribution-vs-ablation agreement over the heads ablated."""
