@@ -86,15 +86,23 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+STARTER_CONCEPTS = ("calm", "afraid", "grateful", "furious", "bored", "joyful")
+
+
+def copy_starter_corpus(root: Path, concepts: tuple[str, ...] = STARTER_CONCEPTS, paired: bool = True) -> Path:
+    """A small real corpus at `root`: 2 stories per concept (and the paired commute scenario), copied from corpus/."""
+    for concept in concepts:
+        for story in sorted((CORPUS / "stories" / concept).glob("*.txt"))[:2]:
+            write(root / "stories" / concept / story.name, story.read_text())
+    if paired:
+        shutil.copytree(CORPUS / "paired" / "the_morning_commute", root / "paired" / "the_morning_commute")
+    return root
+
+
 @pytest.fixture
 def starter_corpus(tmp_path) -> Path:
     """A small real corpus: 6 concepts x 2 stories plus one paired scenario, copied from corpus/."""
-    root = tmp_path / "corpus"
-    for concept in ("calm", "afraid", "grateful", "furious", "bored", "joyful"):
-        for story in sorted((CORPUS / "stories" / concept).glob("*.txt"))[:2]:
-            write(root / "stories" / concept / story.name, story.read_text())
-    shutil.copytree(CORPUS / "paired" / "the_morning_commute", root / "paired" / "the_morning_commute")
-    return root
+    return copy_starter_corpus(tmp_path / "corpus")
 
 
 @pytest.fixture(scope="session")

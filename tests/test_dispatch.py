@@ -7,7 +7,6 @@ atol 1e-6, rtol 0, in practice bit for bit.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from amygdala_tl.formats.readout import load_readout
 from amygdala_tl.model import LoadedModel, load_model, resolve_model_spec
 from amygdala_tl.pipelines.extract import ExtractConfig, ExtractResult, run_extract
 
-from .conftest import CORPUS, make_tiny_hf, make_tokenizer, write
+from .conftest import copy_starter_corpus, make_tiny_hf, make_tokenizer
 
 N_LAYERS, LAYERS, MAX_LENGTH = 4, [1, 2, 3], 64
 TOLERANCE = dict(atol=1e-6, rtol=0.0)
@@ -53,12 +52,7 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """conftest's starter corpus, once per module: 6 concepts x 2 stories plus the paired commute."""
-    root = tmp_path_factory.mktemp("corpus")
-    for concept in ("calm", "afraid", "grateful", "furious", "bored", "joyful"):
-        for story in sorted((CORPUS / "stories" / concept).glob("*.txt"))[:2]:
-            write(root / "stories" / concept / story.name, story.read_text())
-    shutil.copytree(CORPUS / "paired" / "the_morning_commute", root / "paired" / "the_morning_commute")
-    return root
+    return copy_starter_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from amygdala_tl.capture.store import ActivationStore, StoreWarning, store_key
 from amygdala_tl.model import DeferredModel, load_model
 from amygdala_tl.rundir import PER_HEAD_FILE, VECTORS_FILE
 
-from .conftest import CORPUS, make_tiny_hf, make_tokenizer, write
+from .conftest import copy_starter_corpus, make_tiny_hf, make_tokenizer, write
 
 
 @pytest.fixture
@@ -24,10 +24,7 @@ def setup(tmp_path):
     model_dir = tmp_path / "model"
     make_tiny_hf(3).save_pretrained(model_dir)
     make_tokenizer().save_pretrained(model_dir)
-    corpus = tmp_path / "corpus"
-    for concept in ("calm", "afraid", "grateful"):
-        for story in sorted((CORPUS / "stories" / concept).glob("*.txt"))[:2]:
-            write(corpus / "stories" / concept / story.name, story.read_text())
+    corpus = copy_starter_corpus(tmp_path / "corpus", ("calm", "afraid", "grateful"), paired=False)
     loads: list[str] = []
 
     def loader(spec, **options):
