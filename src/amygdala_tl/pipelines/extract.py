@@ -188,8 +188,9 @@ def open_model(config: ExtractConfig, spec: ModelSpec, log: Log, loader: Callabl
             spec, dtype=dtype, device=config.device, device_map=config.device_map, trust_remote_code=config.trust_remote_code
         )
 
-    store = open_store(config, model_identity(spec))
-    known = store.load_model_record(model_identity(spec)) if store is not None else None
+    identity = model_identity(spec)  # a GGUF's sha256: computed once
+    store = open_store(config, identity)
+    known = store.load_model_record(identity) if store is not None else None
     if store is None or known is None:
         return load()
     log(f"model facts and tokenizer from the cache {store.dir}: the weights load only if a forward pass is needed")
