@@ -30,13 +30,13 @@ def make_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")  # no BOS: TL would reload it by name
 
 
-def make_tiny_hf(n_layers: int = 3, seed: int = 0):
+def make_tiny_hf(n_layers: int = 3, seed: int = 0, vocab_size: int = len(WORDS) + 2):
     """A random Llama with grouped-query attention (4 query heads over 2 KV heads), plain HF."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(WORDS) + 2,
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=n_layers,

@@ -19,7 +19,7 @@ from amygdala_tl.circuits.detectors import NAMES, ORDINAL_RUNS, delimiter, natur
 from amygdala_tl.corpus import load_corpus
 from amygdala_tl.model import LoadedModel, ModelSpec, facts_of
 
-from .conftest import WORDS, write
+from .conftest import WORDS, make_tiny_hf, write
 
 PROMPTS = ["the cat sat on the mat and the dog", "she had a cup of tea at the table", "rain on the road"]
 
@@ -186,25 +186,12 @@ def make_wordy_model(seed: int = 5) -> LoadedModel:
     ordinal-run items and the IOI names, splitting punctuation off words."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-    hf_model = LlamaForCausalLM(config).eval()
+    hf_model = make_tiny_hf(seed=seed, vocab_size=len(VOCAB))
     bridge = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf_model, tokenizer=tokenizer, device="cpu")
     return LoadedModel(bridge, tokenizer, facts_of(bridge), ModelSpec("hub", "tiny-llama", "tiny-llama"), "wordy", torch.float32)
 
