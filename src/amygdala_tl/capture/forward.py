@@ -131,8 +131,8 @@ def forward(
     (`stop_after`, else the last read block). `grad` keeps the autograd graph (attribution): the `read`
     tensors are then part of it, so `torch.autograd.grad(f(acts), acts[name])` is a gradient w.r.t. that hook.
     TransformerLens 4 resumes at `start_at` by running the blocks below it anyway and discarding their
-    output; `skip_below` makes them pass their input through instead (callers check it is exact once,
-    see `circuits.concept.resume_skips_exactly`: the block output format is the architecture's)."""
+    output; `skip_below` makes them pass their input through instead (block `start_at` swaps in `tokens`
+    whatever they return; callers check one batch first, see `circuits.concept.resume_skips_exactly`)."""
     store: dict[str, Tensor] = {}
     wanted = set(read)
 
