@@ -7,7 +7,8 @@ import torch
 
 from amygdala_tl import hooks
 from amygdala_tl.capture import capture
-from amygdala_tl.capture.forward import last_token_index, pool
+from amygdala_tl.capture.pooling import check_pooling, pool, reading
+from amygdala_tl.errors import UserError
 
 TEXTS = ["the cat sat on the mat", "rain", "she had a cup of tea at the table in the morning and it was warm", "the dog", "quiet night"]
 
@@ -16,11 +17,40 @@ def single(model, text, layers, **kwargs):
     return capture(model, [text], layers, batch_size=1, **kwargs)
 
 
-def test_last_token_index_handles_both_padding_sides():
+def test_last_pooling_reads_the_last_real_token_on_both_padding_sides():
+    acts = torch.randn(3, 4, 2)
     right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
     left = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])
-    assert last_token_index(right).tolist() == [2, 3, 0]
-    assert last_token_index(left).tolist() == [3, 3, 3]
+    assert torch.equal(pool(acts, right, "last"), acts[[0, 1, 2], [2, 3, 0]])
+    assert torch.equal(pool(acts, left, "last"), acts[[0, 1, 2], [3, 3, 3]])
+
+
+def reference_pool(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One text's real tokens [n, d] pooled by a plain loop (tail: mean of the last N; ema: the recurrence)."""
+    if pooling.startswith("tail"):
+        return tokens[-int(pooling[4:]) :].mean(0)
+    alpha = 2 / (int(pooling[3:]) + 1)
+    state = tokens[0]
+    for token in tokens[1:]:
+        state = alpha * token + (1 - alpha) * state
+    return state
+
+
+@pytest.mark.parametrize("pooling", ["tail1", "tail3", "tail16", "ema2", "ema5", "ema64"])
+def test_windowed_poolings_equal_a_plain_loop_whatever_the_padding(pooling):
+    acts = torch.randn(2, 7, 3, dtype=torch.float64).float()
+    for mask in (torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1] * 7]), torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])):
+        expected = torch.stack([reference_pool(acts[row][mask[row].bool()], pooling) for row in range(2)])
+        torch.testing.assert_close(pool(acts, mask, pooling), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_pooling_names_and_their_declared_readings():
+    assert reading("mean") == {"pool": "mean", "span": "text"}
+    assert reading("tail32") == {"pool": "mean", "span": "last_tokens", "n": 32}
+    assert reading("ema3") == {"pool": "ema", "span": "text", "alpha": 0.5}
+    for bad in ("tail0", "ema", "median", "tail-3", 3):
+        with pytest.raises(UserError, match="--pooling"):
+            check_pooling(bad)
 
 
 def test_mean_pooling_ignores_padding():
@@ -38,7 +68,7 @@ def test_second_half_pooling_averages_the_second_half_of_the_real_tokens():
     torch.testing.assert_close(pool(acts, left, "second_half"), torch.stack([acts[0, 3:5].mean(0), acts[1, 2:5].mean(0)]))
 
 
-@pytest.mark.parametrize("pooling", ["last", "second_half", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "second_half", "mean", "tail3", "ema4"])
 def test_batched_padded_capture_equals_one_text_at_a_time(tiny_model, pooling):
     layers = [0, 2]
     batched = capture(tiny_model, TEXTS, layers, pooling=pooling, batch_size=3, head_layers=layers)

@@ -24,7 +24,8 @@ PER_HEAD_FILE = "per_head.json"
 SUBSPACE_FILE = "subspace.json"
 QUALITY_FILE = "quality.json"
 HTML_FILE = "report.html"
-RUN_FILES = (VECTORS_FILE, MANIFEST_FILE, DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, QUALITY_FILE, HTML_FILE, SIDECAR_FILE)
+READING_FILE = "reading.json"  # the declared reading: how a client turns per-token served scores into a concept score
+RUN_FILES = (VECTORS_FILE, MANIFEST_FILE, DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, QUALITY_FILE, HTML_FILE, READING_FILE, SIDECAR_FILE)
 
 
 def new_run_id() -> str:
@@ -90,6 +91,17 @@ class RunRecord:
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
             raise UserError(f"unreadable {path} ({error}): re-run `amygdala-tl extract`") from None
 
+    @property
+    def reading(self) -> dict:
+        """The declared reading of the exported vectors (the training pooling, as a client applies it)."""
+        from .capture.pooling import reading
+
+        return reading(self.pooling)
+
+    def reading_payload(self) -> dict:
+        """reading.json: what a client of the served scores needs besides the readout's four-key manifest."""
+        return {"pooling": self.pooling, "reading": self.reading, "layers": self.exported_layers}
+
     def provenance(self) -> dict[str, str]:
         """The record's key facts as the string-valued safetensors header metadata of the readout."""
         return {
@@ -101,6 +113,7 @@ class RunRecord:
             "hook": self.hook,
             "method": self.method,
             "pooling": self.pooling,
+            "reading": json.dumps(self.reading, sort_keys=True),
             "corpus_sha256": self.corpus["sha256"],
         }
 

@@ -16,7 +16,8 @@ from ..corpus import text_sha256
 from ..errors import UserError
 from ..model import LoadedModel
 from .activations import Activations, assemble, hook_shapes
-from .forward import POOLINGS, Batch, Pooling, encode, forward, last_token_resid, make_batches, pool, read_batch
+from .forward import Batch, encode, forward, last_token_resid, make_batches, read_batch
+from .pooling import DEFAULT_POOLING, check_pooling, pool, reading, token_weights
 from .store import ActivationStore
 
 # Called after each batch with (text indices, {hook name: [batch, pos, ...] activations}, mask).
@@ -27,17 +28,19 @@ __all__ = [
     "Activations",
     "ActivationStore",
     "Batch",
-    "POOLINGS",
-    "Pooling",
+    "DEFAULT_POOLING",
     "ProgressCallback",
     "TokenSink",
     "capture",
+    "check_pooling",
     "encode",
     "forward",
     "last_token_resid",
     "make_batches",
     "pool",
     "read_batch",
+    "reading",
+    "token_weights",
 ]
 
 
@@ -46,15 +49,14 @@ def pooled_batches(
     token_ids: list[list[int]],
     hook_names: list[str],
     *,
-    pooling: Pooling = "last",
+    pooling: str = DEFAULT_POOLING,
     batch_size: int = 8,
     token_sink: TokenSink | None = None,
 ) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
     """Yield (text indices, {hook name: pooled fp32 CPU [batch, ...]}) batch by batch.
 
     A consumer that persists each batch (the activation store) loses at most one batch to a crash."""
-    if pooling not in POOLINGS:
-        raise UserError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
+    check_pooling(pooling, "pooling")
     for batch in make_batches(token_ids, batch_size, model.tokenizer.pad_token_id):
         acts = read_batch(model, batch, hook_names)
         if token_sink is not None:
@@ -67,7 +69,7 @@ def capture(
     texts: Sequence[str],
     layers: list[int],
     *,
-    pooling: str = "last",
+    pooling: str = DEFAULT_POOLING,
     head_layers: Sequence[int] = (),
     batch_size: int = 8,
     max_length: int = 512,
@@ -95,7 +97,7 @@ def capture(
         model,
         [token_ids[i] for i in missing],
         list(shapes),
-        pooling=pooling,  # type: ignore[arg-type]
+        pooling=pooling,
         batch_size=batch_size,
         token_sink=sink,
     ):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from einops import einsum, rearrange
 from jaxtyping import Float, Int
@@ -19,9 +17,8 @@ from torch import Tensor
 from .. import hooks
 from ..errors import UserError
 from ..model import LoadedModel
+from .pooling import pool
 
-Pooling = Literal["last", "second_half", "mean"]
-POOLINGS: tuple[str, ...] = ("last", "second_half", "mean")
 Intervention = tuple[str, Callable[..., Tensor | None]]  # (hook name, TransformerLens hook function)
 
 
@@ -83,32 +80,6 @@ def make_batches(token_ids: list[list[int]], batch_size: int, pad_id: int) -> li
             mask[row, : len(token_ids[i])] = 1
         batches.append(Batch(indices, input_ids, mask))
     return batches
-
-
-def last_token_index(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, " batch"]:
-    """Position of each row's last real token, whichever side the padding is on."""
-    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    return (attention_mask * positions).argmax(dim=-1)
-
-
-def pool(acts: Float[Tensor, "batch pos *feature"], attention_mask: Int[Tensor, "batch pos"], pooling: Pooling) -> Float[Tensor, "batch *feature"]:  # noqa: F821 - a jaxtyping shape
-    """`last`: the real last token (what the serving side reads); `mean`: the mean over real tokens;
-    `second_half`: the mean over the second half of each text's real tokens (a training window: every
-    text counts once however long it is)."""
-    acts = acts.float()
-    mask = attention_mask.to(acts.device, acts.dtype)
-    if pooling == "last":
-        rows = torch.arange(acts.shape[0], device=acts.device)
-        return acts[rows, last_token_index(mask.long())]
-    if pooling == "second_half":
-        index = mask.cumsum(-1)  # 1-based rank of each real token; padding repeats the last rank
-        mask = mask * (index > (mask.sum(-1, keepdim=True) // 2)).to(mask.dtype)
-        pooling = "mean"
-    if pooling == "mean":
-        flat = rearrange(acts, "batch pos ... -> batch pos (...)")
-        summed = einsum(flat, mask, "batch pos f, batch pos -> batch f") / mask.sum(-1, keepdim=True)
-        return summed.reshape(acts.shape[0], *acts.shape[2:])
-    raise UserError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
 
 
 def forward(

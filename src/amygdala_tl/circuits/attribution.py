@@ -19,7 +19,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .. import hooks
-from ..capture.forward import Batch, forward, pool
+from ..capture.forward import Batch, forward
+from ..capture.pooling import pool
 from ..formats.readout import served_scores
 from ..model import LoadedModel
 from .ablation import MeanZ

@@ -19,7 +19,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from .. import hooks
-from ..capture.forward import Batch, Intervention, encode, forward, last_token_resid, make_batches, pool, read_batch
+from ..capture.forward import Batch, Intervention, encode, forward, last_token_resid, make_batches, read_batch
+from ..capture.pooling import pool
 from ..corpus import Corpus
 from ..directions.heads import direct_contribution, head_report, head_stats
 from ..errors import UserError

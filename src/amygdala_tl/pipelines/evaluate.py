@@ -1,7 +1,8 @@
 """`evaluate`: the exported vectors on a development test set, read exactly as the server reads them.
 
 Only the exported files are read (fp16 rows, the layers they hold); each evaluation text is run
-through the model once (the activation store keeps it) and read at its last real token.
+through the model once (the activation store keeps it) and read the way the export declares
+(the pooling the vectors were learned with: the mean of the per-token served scores by default).
 """
 
 from __future__ import annotations
@@ -94,10 +95,9 @@ def evaluate_vectors(
     loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
     store = None
     if vectors.record is not None and vectors.record.cache.get("enabled"):
-        store = ActivationStore(Path(vectors.record.cache["dir"]), loaded.identity, "last", vectors.max_length, loaded.dtype_name)
-    acts = capture(
-        loaded, [s.text for s in stories], readout.layers, pooling="last", batch_size=batch_size, max_length=vectors.max_length, store=store
-    )
+        store = ActivationStore(Path(vectors.record.cache["dir"]), loaded.identity, vectors.pooling, vectors.max_length, loaded.dtype_name)
+    texts = [s.text for s in stories]
+    acts = capture(loaded, texts, readout.layers, pooling=vectors.pooling, batch_size=batch_size, max_length=vectors.max_length, store=store)
     result = Evaluation(
         str(heldout_dir), len(stories), sum(s.label == NEUTRAL for s in stories), covered, len(readout.concepts), skipped_concepts=skipped
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__, hooks
-from ..capture import POOLINGS, Activations, ActivationStore, ProgressCallback, capture
+from ..capture import DEFAULT_POOLING, Activations, ActivationStore, ProgressCallback, capture, check_pooling
 from ..corpus import Corpus, Story, load_corpus, select_concepts
 from ..directions.aggregators import DEFAULT_L1_C
 from ..directions.pooled import diff_of_means
@@ -41,7 +41,7 @@ from ..preflight import preflight
 from ..quality.heldout import cv_folds
 from ..quality.output import quality_payloads, served, summary_lines
 from ..quality.report import DevSet
-from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
+from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, READING_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
 from .analysis import (
     LayerWeights,
     dev_set,
@@ -68,7 +68,7 @@ class ExtractConfig:
     paired_dir: Path | None = None
     layers: str | None = None
     method: str | Method | Fit = "lda"
-    pooling: str = "last"
+    pooling: str = DEFAULT_POOLING  # the training pooling, which is also the declared reading (capture/pooling.py)
     batch_size: int = 8
     max_length: int = 512
     min_positives: int = 2
@@ -103,7 +103,7 @@ class ExtractResult:
 
     def score(self, texts: list[str]) -> dict[int, torch.Tensor]:
         """Served scores [n_texts, n_concepts] per exported layer for new texts, with the run's model (no reload)."""
-        acts = capture(self.model, texts, self.readout.layers, max_length=self.record.max_length)
+        acts = capture(self.model, texts, self.readout.layers, pooling=self.record.pooling, max_length=self.record.max_length)
         return score(self.readout, {layer: acts.at(layer) for layer in self.readout.layers})
 
 
@@ -123,8 +123,7 @@ class Prepared:
 def check_options(config: ExtractConfig) -> Method:
     """Option values that need no model and no files; returns the method."""
     method = get_method(config.method)
-    if config.pooling not in POOLINGS:
-        raise UserError(f"unknown --pooling {config.pooling!r}: choose one of {', '.join(POOLINGS)}")
+    check_pooling(config.pooling)
     for name, value in (
         ("--batch-size", config.batch_size),
         ("--max-length", config.max_length),
@@ -292,7 +291,10 @@ def run_extract(
     slots = [layers.index(layer) for layer in export_layers]
     readout = build_readout(concepts, export_layers, directions[slots], metadata=record.provenance())
     all_layers.metadata = {"run_id": record.run_id}
-    payloads |= readout_payloads(readout) | {DIRECTIONS_FILE: directions_payload(all_layers)}
+    payloads |= readout_payloads(readout) | {
+        DIRECTIONS_FILE: directions_payload(all_layers),
+        READING_FILE: json_payload(record.reading_payload(), record.run_id),
+    }
     record.timings = {
         "load_s": round(loaded - started, 3),
         "capture_s": round(captured - loaded, 3),
@@ -304,16 +306,17 @@ def run_extract(
 
 
 def capture_dev_set(prepared: Prepared, config: ExtractConfig, store: ActivationStore | None) -> DevSet | None:
-    """The development test set's last-token activations at the target layers, through the `last` store."""
+    """The development test set's activations at the target layers, pooled as the run reads (the run's store)."""
     if prepared.dev_stories is None or prepared.dev_dir is None:
         return None
     model, layers = prepared.model, prepared.layers
-    last_store = store if config.pooling == "last" else open_store(config, model.identity, pooling="last")
     return dev_set(
         prepared.dev_stories,
         prepared.dev_dir,
         prepared.concepts,
-        lambda texts: capture(model, texts, layers, batch_size=config.batch_size, max_length=config.max_length, store=last_store).resid,
+        lambda texts: capture(
+            model, texts, layers, pooling=config.pooling, batch_size=config.batch_size, max_length=config.max_length, store=store
+        ).resid,
     )
 
 
@@ -336,10 +339,10 @@ def check_directions(directions: torch.Tensor, acts: Activations, membership: to
             )
 
 
-def open_store(config: ExtractConfig, identity: str, pooling: str | None = None) -> ActivationStore | None:
+def open_store(config: ExtractConfig, identity: str) -> ActivationStore | None:
     if not config.use_cache:
         return None
-    return ActivationStore(cache_root(config), identity, pooling or config.pooling, config.max_length, config.dtype)
+    return ActivationStore(cache_root(config), identity, config.pooling, config.max_length, config.dtype)
 
 
 def remember_model(store: ActivationStore | None, model: LoadedModel) -> None:

@@ -40,19 +40,18 @@ def previous_heldout(output_dir: Path, record: RunRecord) -> dict:
 
 
 def stored_dev_set(record: RunRecord, store: ActivationStore, concepts: list[str], layers: list[int]) -> DevSet | None:
-    """The development test set extract scored, read back from the store (its last-token activations)."""
+    """The development test set extract scored, read back from the run's store (pooled as the run reads)."""
     if record.heldout is None:
         return None
     model = record.model
     stories = load_heldout(record.heldout)
     if record.heldout_sha256 is not None and heldout_fingerprint(stories) != record.heldout_sha256:
         raise UserError(f"the development test set {record.heldout} changed since extract: re-run `amygdala-tl extract --quality-report`")
-    last = store if record.pooling == "last" else ActivationStore(store.dir.parent, model["identity"], "last", record.max_length, model["dtype"])
     return dev_set(
         stories,
         Path(record.heldout),
         concepts,
-        lambda texts: activations_from_store(last, texts, layers, [], model["d_model"], model["n_heads"], model["d_head"]).resid,
+        lambda texts: activations_from_store(store, texts, layers, [], model["d_model"], model["n_heads"], model["d_head"]).resid,
     )
 
 

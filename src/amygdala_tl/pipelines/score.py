@@ -1,4 +1,4 @@
-"""`score`: a user's own sentences through exported vectors, exactly as the serving side reads them."""
+"""`score`: a user's own sentences through exported vectors, read as the export declares (see capture/pooling)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def score_texts(
         raise UserError(f"--centered needs the score offsets that `amygdala-tl extract` writes to extract.json in {vectors_dir}")
     offsets = vectors.record.offsets(readout.layers) if centered and vectors.record else None
     loaded = load_model_for(vectors, model, device, trust_remote_code, loader)
-    acts = capture(loaded, texts, readout.layers, pooling="last", max_length=vectors.max_length)
+    acts = capture(loaded, texts, readout.layers, pooling=vectors.pooling, max_length=vectors.max_length)
     for index in acts.truncated:
         warn(f"text {index + 1} is longer than {vectors.max_length} tokens: scored on its last {vectors.max_length}, as extract read the corpus")
     scores = score(readout, {layer: acts.at(layer) for layer in readout.layers})

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..capture.pooling import check_pooling
 from ..errors import UserError
 from ..formats.readout import Readout, load_readout
 from ..model import LoadedModel, load_model, resolve_model_spec
@@ -15,6 +16,7 @@ from ..preflight import preflight
 from ..rundir import RunRecord, recorded_run
 
 DEFAULT_MAX_LENGTH = 512  # extract's default, for vectors without an extract.json
+LEGACY_POOLING = "last"  # what an export that declares no reading was read with
 
 
 @dataclass
@@ -27,6 +29,13 @@ class Vectors:
     def max_length(self) -> int:
         """Texts are read as extract read the corpus: longer ones keep their last max_length tokens."""
         return self.record.max_length if self.record else DEFAULT_MAX_LENGTH
+
+    @property
+    def pooling(self) -> str:
+        """How the vectors are read: the pooling they were learned with (readout metadata, else extract.json);
+        an export that declares none is read at the last token, as exports before the declared reading were."""
+        declared = self.readout.metadata.get("pooling") or (self.record.pooling if self.record else LEGACY_POOLING)
+        return check_pooling(declared, f"pooling declared in {self.directory}")
 
     def check_layer(self, layer: int) -> None:
         if layer not in self.readout.layers:

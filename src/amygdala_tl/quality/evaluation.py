@@ -1,11 +1,12 @@
 """Served-view evaluation: how well exported vectors read texts they were not learned from.
 
-Scored exactly as a client of the server scores: the raw dot product of each text's last-token
-residual with each fp16 exported row, then each concept's scores z-scored over the evaluation
-texts (a client has no training statistics; z-scoring also removes the per-concept offset mu . v
+Scored exactly as a client of the server scores: the raw dot product of each text's activation,
+pooled as the export declares (capture/pooling.py: the mean over the text's tokens by default, which
+equals the mean of the per-token served scores), with each fp16 exported row, then each concept's
+scores z-scored over the evaluation texts (a client has no training statistics; z-scoring also removes the per-concept offset mu . v
 that swamps a many-way ranking of raw scores). One-vs-rest AUROC per concept (sklearn; a per-column
 z-score does not change it) and top-1 among every exported concept, beside random unit directions
-read the same way.
+read the same way, and a 90% bootstrap interval over the evaluation texts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from jaxtyping import Float, Int
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
@@ -23,6 +25,8 @@ from ..formats.readout import served_scores
 
 N_RANDOM_SEEDS = 5
 N_CONFUSIONS = 10
+N_BOOTSTRAP = 1000
+INTERVAL_LEVEL = 0.9
 
 
 @dataclass
@@ -37,11 +41,15 @@ class ServedEvaluation:
     n_concepts_evaluated: int
     per_concept: dict[str, dict[str, float]] = field(default_factory=dict)
     confusions: list[dict] = field(default_factory=list)
+    auroc_interval: list[float] | None = None  # 90% bootstrap interval over the evaluation texts
+    top1_interval: list[float] | None = None
 
     def to_json(self) -> dict:
         return {
             "mean_auroc": self.mean_auroc,
             "top1": self.top1,
+            "auroc_interval": self.auroc_interval,
+            "top1_interval": self.top1_interval,
             "random_auroc": self.random_auroc,
             "random_top1": self.random_top1,
             "n_texts": self.n_texts,
@@ -82,6 +90,43 @@ def rank_metrics(z: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n
     }
 
 
+def mean_rank_auroc(s: np.ndarray, y: np.ndarray) -> float | None:
+    """Mean one-vs-rest AUROC over the concepts with positives and negatives in `y`, by the rank-sum
+    (Mann-Whitney) identity for every concept at once; ties averaged as sklearn's roc_auc_score does."""
+    positive = y[:, None] == np.arange(s.shape[1])[None, :]
+    n_pos = positive.sum(0)
+    n_neg = len(y) - n_pos
+    valid = (n_pos > 0) & (n_neg > 0)
+    if not valid.any():
+        return None
+    rank_sum = (rankdata(s, axis=0) * positive).sum(0)[valid]
+    return float(((rank_sum - n_pos[valid] * (n_pos[valid] + 1) / 2) / (n_pos[valid] * n_neg[valid])).mean())
+
+
+def bootstrap_interval(
+    z: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n_texts"], n_resamples: int = N_BOOTSTRAP, seed: int = 0
+) -> tuple[list[float], list[float]] | None:
+    """90% percentile intervals of mean AUROC and top-1 over the evaluation texts resampled with replacement."""
+    s, y = z.double().numpy(), labels.numpy()
+    if not (y >= 0).any():
+        return None
+    rng = np.random.default_rng(seed)
+    aurocs, top1s = [], []
+    for _ in range(n_resamples):
+        pick = rng.integers(0, len(y), len(y))
+        sample, truth = s[pick], y[pick]
+        labelled = truth >= 0
+        if (auroc := mean_rank_auroc(sample, truth)) is None or not labelled.any():
+            continue
+        aurocs.append(auroc)
+        top1s.append((sample[labelled].argmax(1) == truth[labelled]).mean())
+    tail = (1 - INTERVAL_LEVEL) / 2 * 100
+    return (
+        [round(float(v), 4) for v in np.percentile(aurocs, [tail, 100 - tail])],
+        [round(float(v), 4) for v in np.percentile(top1s, [tail, 100 - tail])],
+    )
+
+
 def random_baseline(
     hidden: Float[Tensor, "n_texts d_model"], labels: Int[Tensor, " n_texts"], concepts: list[str], seeds: int = N_RANDOM_SEEDS
 ) -> tuple[float | None, float | None]:
@@ -101,8 +146,10 @@ def evaluate_served(
     hidden: Float[Tensor, "n_texts d_model"], vectors: Float[Tensor, "n_concepts d_model"], labels: Int[Tensor, " n_texts"], concepts: list[str]
 ) -> ServedEvaluation:
     """Figures for one layer: `labels[t]` is the row of text t's concept in `vectors`, -1 for neutral texts."""
-    result = rank_metrics(zscore(served_scores(hidden, vectors)), labels, concepts)
+    z = zscore(served_scores(hidden, vectors))
+    result = rank_metrics(z, labels, concepts)
     random_auroc, random_top1 = random_baseline(hidden, labels, concepts)
+    auroc_interval, top1_interval = bootstrap_interval(z, labels) or (None, None)
     return ServedEvaluation(
         result["mean_auroc"],
         result["top1"],
@@ -112,4 +159,6 @@ def evaluate_served(
         len(result["per_concept"]),
         result["per_concept"],
         result["confusions"],
+        auroc_interval,
+        top1_interval,
     )
