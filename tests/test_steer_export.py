@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from amygdala_tl.capture import capture
+from amygdala_tl.corpus import load_corpus, select_concepts
 from amygdala_tl.errors import UserError
 from amygdala_tl.formats.gguf import read_control_vector, write_control_vector
 from amygdala_tl.formats.readout import build_readout
 from amygdala_tl.pipelines.compare import compare_methods
 from amygdala_tl.pipelines.extract import ExtractConfig
 from amygdala_tl.pipelines.steer import generate, steering_hook
+from amygdala_tl.quality.heldout import cv_evaluation
 
 
 def llama_cpp_slots(path, n_layer: int) -> dict[int, np.ndarray]:
@@ -88,17 +91,24 @@ def test_steering_hook_adds_the_vector_at_every_position(tiny_model):
 
 def test_compare_methods_table(tiny_model, starter_corpus, tmp_path):
     config = ExtractConfig(output_dir=tmp_path, corpus=starter_corpus, layers="1,2", batch_size=8)
-    rows = [
-        row.to_json()
-        for row in compare_methods(config, ["pooled", "mean", "pca", "logistic", "logistic_l1", "subspace"], loader=lambda *a, **k: tiny_model)
-    ]
-    assert [row["method"] for row in rows] == ["pooled", "mean", "pca", "logistic", "logistic_l1", "subspace"]
+    methods = ["pooled", "mean", "pca", "logistic", "logistic_l1", "subspace"]
+    rows = [row.to_json() for row in compare_methods(config, methods, ["mean", "last"], loader=lambda *a, **k: tiny_model)]
+    assert [(row["pooling"], row["method"]) for row in rows] == [(p, m) for p in ("mean", "last") for m in methods]
     for row in rows:
         assert row["best_layer"] in (1, 2) and 0 <= row["auroc"] <= 1 and 0 <= row["top1"] <= 1
     # every method is scored by grouped cross-validation, read as served (the starter corpus has no heldout/)
     assert {row["protocol"] for row in rows} == {"grouped cross-validation"}
     assert all(0 <= row["cv_auroc"] <= 1 for row in rows) and rows[0]["auroc"] == rows[0]["cv_auroc"]
+    # each pooling's rows read texts its own way: the `last` pooled row is cross-validation on last-token activations
+    corpus = load_corpus(starter_corpus)
+    concepts = select_concepts(corpus, 2)
+    for pooling, row in (("mean", rows[0]), ("last", rows[len(methods)])):
+        acts = capture(tiny_model, corpus.texts, [1, 2], pooling=pooling)
+        cv = cv_evaluation(acts.resid, [1, 2], corpus.membership(concepts), concepts, corpus.groups(), tiny_model.facts.n_layers)
+        assert row["per_layer"]["1"]["cv_auroc"] == pytest.approx(cv["layers"]["1"]["mean_auroc"], abs=1e-6)
     saved = json.loads((tmp_path / "compare.json").read_text())
-    assert len(saved["methods"]) == 6
+    assert len(saved["methods"]) == 12
     with pytest.raises(UserError, match="magic"):
         compare_methods(config, ["magic"], loader=lambda *a, **k: tiny_model)
+    with pytest.raises(UserError, match="--poolings 'median'"):
+        compare_methods(config, ["pooled"], ["median"], loader=lambda *a, **k: tiny_model)

@@ -39,7 +39,7 @@ def extract(
     cache: opt.UseCache = True,
     quality_report: opt.QualityReport = False,
     export_best_layers: opt.ExportBestLayers = None,
-    pooling: opt.PoolingOption = "last",
+    pooling: opt.PoolingOption = "mean",
     batch_size: opt.BatchSize = 8,
     max_length: opt.MaxLength = 512,
     min_positives: opt.MinPositives = 2,
@@ -151,6 +151,7 @@ def evaluate(
 @app.command("compare-methods")
 def compare_methods_command(
     methods: Annotated[str, typer.Option(help="Comma-separated methods to compare.")] = ",".join(METHODS),
+    poolings: Annotated[str, typer.Option(help="Comma-separated poolings (each learned and read its own way).")] = "mean,last,second_half",
     corpus: opt.CorpusDir = opt.DEFAULT_CORPUS,
     model: opt.Model = None,
     layers: opt.Layers = None,
@@ -162,15 +163,16 @@ def compare_methods_command(
     device: opt.Device = None,
     trust_remote_code: opt.TrustRemoteCode = False,
 ) -> None:
-    """One capture, every method, one table: held-out AUROC and top-1 at each method's best layer, and time."""
+    """Every method under every pooling, one table: held-out AUROC and top-1 at each row's best layer, and time."""
     options = dict(locals())  # the parameters, named as ExtractConfig's fields
     from .pipelines.compare import COMPARE_FILE, CompareRow, compare_methods
     from .pipelines.extract import ExtractConfig
 
     names = [m.strip() for m in options.pop("methods").split(",") if m.strip()]
+    pooling_names = [p.strip() for p in options.pop("poolings").split(",") if p.strip()]
     with user_errors(), progress_bar("capturing") as progress:
-        rows = compare_methods(ExtractConfig(**options), names, log=say, on_progress=progress_callback(progress))
-    print_table("held-out evaluation by method (best layer)", CompareRow.COLUMNS, [row.cells() for row in rows], first_left=False)
+        rows = compare_methods(ExtractConfig(**options), names, pooling_names, log=say, on_progress=progress_callback(progress))
+    print_table("held-out evaluation by method and pooling (best layer)", CompareRow.COLUMNS, [row.cells() for row in rows], first_left=False)
     say(f"wrote {output_dir / COMPARE_FILE}")
 
 

@@ -48,7 +48,13 @@ CacheDir = Annotated[Optional[Path], typer.Option(help="Activation store (defaul
 UseCache = Annotated[bool, typer.Option(help="Use the activation store (--no-cache: capture afresh, store nothing).")]
 QualityReport = Annotated[bool, typer.Option(help="Also write quality.json + report.html (metrics, triage, held-out).")]
 ExportBestLayers = Annotated[Optional[int], typer.Option(help="With --quality-report: export only the N best held-out layers.")]
-PoolingOption = Annotated[str, typer.Option("--pooling", help="Pool each story at its last real token (what serving reads) or the token mean.")]
+PoolingOption = Annotated[
+    str,
+    typer.Option(
+        "--pooling",
+        help="How a text is pooled to learn and read (one choice, declared in the export): mean (every token), last, second_half, tail<N>, ema<N>.",
+    ),
+]
 Dtype = Annotated[str, typer.Option(help="Model dtype: fp32, bf16 or fp16 (statistics are always fp32/fp64).")]
 DeviceMap = Annotated[Optional[str], typer.Option(help="accelerate dispatch across GPUs, e.g. 'auto' (instead of --device).")]
 

@@ -1,32 +1,37 @@
-"""`compare-methods`: one capture, every direction method, one held-out table."""
+"""`compare-methods`: every direction method under every pooling, one held-out table.
+
+A pooling is also the reading (capture/pooling.py), so each row is learned with its pooling and read
+the same way on the development set: the rows show which pooling reads new text best, with intervals."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 
 from .. import atomic
-from ..capture import capture
-from ..directions.registry import MethodContext, get_method, heldout_fit, learn
+from ..capture import capture, check_pooling
+from ..directions.registry import Method, MethodContext, get_method, heldout_fit, learn
 from ..directions.subspace import SubspaceCollector
 from ..model import LoadedModel
 from ..quality.heldout import cv_evaluation, development_set_evaluation, leading_heldout
-from .extract import ExtractConfig, Log, capture_dev_set, open_store, prepare, remember_model
+from .extract import ExtractConfig, Log, Prepared, capture_dev_set, open_store, prepare, remember_model
 
 COMPARE_FILE = "compare.json"
 
 
 @dataclass
 class CompareRow:
-    """One method's held-out figures at its best layer (compare.json's `methods` entries): the development
-    test set when the corpus has one, else grouped cross-validation, read as the server reads."""
+    """One method and pooling's held-out figures at its best layer (compare.json's `methods` entries): the
+    development test set when the corpus has one (with its 90% bootstrap interval), else grouped
+    cross-validation, read the way the pooling declares."""
 
     method: str
+    pooling: str
     best_layer: int
     auroc: float
     top1: float
@@ -38,12 +43,15 @@ class CompareRow:
     fit_s: float
     heldout_s: float
     per_layer: dict[str, dict[str, float]] = field(default_factory=dict)
+    auroc_interval: list[float] | None = None
+    top1_interval: list[float] | None = None
 
     COLUMNS: ClassVar[list[str]] = [
         "method",
+        "pooling = reading",
         "best layer",
-        "AUROC",
-        "top-1",
+        "AUROC [90%]",
+        "top-1 [90%]",
         "random AUROC / top-1",
         "grouped CV AUROC / top-1",
         "fit s",
@@ -55,11 +63,13 @@ class CompareRow:
         return asdict(self)
 
     def cells(self) -> list[str]:
+        interval = lambda bounds: f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else ""
         return [
             self.method,
+            self.pooling,
             str(self.best_layer),
-            f"{self.auroc:.3f}",
-            f"{self.top1:.3f}",
+            f"{self.auroc:.3f}" + interval(self.auroc_interval),
+            f"{self.top1:.3f}" + interval(self.top1_interval),
             f"{self.random_auroc:.2f} / {self.random_top1:.3f}",
             f"{self.cv_auroc:.3f} / {self.cv_top1:.3f}",
             f"{self.fit_s:.2f}",
@@ -68,12 +78,34 @@ class CompareRow:
         ]
 
 
+DEFAULT_POOLINGS = ("mean", "last", "second_half")
+
+
 def compare_methods(
-    config: ExtractConfig, methods: list[str], log: Log = lambda _: None, on_progress=None, loader: Callable[..., LoadedModel] | None = None
+    config: ExtractConfig,
+    methods: list[str],
+    poolings: Sequence[str] = DEFAULT_POOLINGS,
+    log: Log = lambda _: None,
+    on_progress=None,
+    loader: Callable[..., LoadedModel] | None = None,
 ) -> list[CompareRow]:
-    """One capture, every method: each learns every layer and is scored on the held-out protocols."""
+    """Every method under every pooling: each learns every layer and is scored on the held-out protocols,
+    reading texts the way its pooling declares. One capture per pooling (the activation store keeps it)."""
     chosen = [get_method(name) for name in methods]
+    poolings = [check_pooling(pooling, "--poolings") for pooling in poolings]
     prepared = prepare(config, log, loader, evaluate=True)
+    rows = []
+    for pooling in poolings:
+        log(f"pooling {pooling}: learned and read over {'the text' if pooling == 'mean' else pooling}")
+        rows += compare_pooling(replace(config, pooling=pooling), prepared, chosen, log, on_progress)
+    atomic.write_json(
+        Path(config.output_dir) / COMPARE_FILE,
+        {"layers": prepared.layers, "n_concepts": len(prepared.concepts), "methods": [row.to_json() for row in rows]},
+    )
+    return rows
+
+
+def compare_pooling(config: ExtractConfig, prepared: Prepared, chosen: list[Method], log: Log, on_progress) -> list[CompareRow]:
     corpus, concepts, model, layers = prepared.corpus, prepared.concepts, prepared.model, prepared.layers
     collector = SubspaceCollector(layers, len(corpus.stories), config.subspace_k) if any(m.needs_tokens for m in chosen) else None
     store = open_store(config, model.identity)
@@ -108,6 +140,7 @@ def compare_methods(
         rows.append(
             CompareRow(
                 method.name,
+                config.pooling,
                 heldout["best_layer"],
                 best["mean_auroc"],
                 best["top1"],
@@ -127,13 +160,12 @@ def compare_methods(
                     }
                     for layer, block in heldout["layers"].items()
                 },
+                best.get("auroc_interval"),
+                best.get("top1_interval"),
             )
         )
         log(
-            f"{method.name}: best layer {best_layer}, AUROC {best['mean_auroc']:.3f}, top-1 {best['top1']:.3f} ({heldout['protocol']}; "
-            f"grouped CV {best_cv['mean_auroc']:.3f} / {best_cv['top1']:.3f})"
+            f"{method.name} ({config.pooling}): best layer {best_layer}, AUROC {best['mean_auroc']:.3f}, top-1 {best['top1']:.3f} "
+            f"({heldout['protocol']}; grouped CV {best_cv['mean_auroc']:.3f} / {best_cv['top1']:.3f})"
         )
-    atomic.write_json(
-        Path(config.output_dir) / COMPARE_FILE, {"layers": layers, "n_concepts": len(concepts), "methods": [row.to_json() for row in rows]}
-    )
     return rows
