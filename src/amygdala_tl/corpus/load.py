@@ -9,6 +9,7 @@ every baseline), as methods.md defines them.
 from __future__ import annotations
 
 import hashlib
+import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from .concepts import SAFE_NAME
 
 BASELINE = "baseline"
 NEUTRAL = "_neutral"  # heldout/_neutral/: evaluation texts that frame no concept
+MAX_TEXT_BYTES = 4 * 2**20  # a story is ~1 KB; `score --file` lines a few MB at most
 
 
 class CorpusWarning(UserWarning):
@@ -144,9 +146,16 @@ def load_corpus(
 
 
 def read_story(path: Path) -> str:
-    """A story's text: UTF-8, no NUL or other control bytes (a binary file is a mistake, not a story)."""
+    """A story's text: a regular file (a FIFO would block, /dev/zero never end) of at most MAX_TEXT_BYTES,
+    UTF-8, no NUL or other control bytes (a binary file is a mistake, not a story)."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise UserError(f"not a regular file (a FIFO, device or socket?): {path}")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise UserError(f"larger than {MAX_TEXT_BYTES // 2**20} MiB, too large for a text: {path}")
+        text = data.decode("utf-8").strip()
     except UnicodeDecodeError as error:
         raise UserError(f"not valid UTF-8 (byte {error.start}): {path}") from None
     except OSError as error:
@@ -158,7 +167,7 @@ def read_story(path: Path) -> str:
 
 def read_lines(path: Path, option: str) -> list[str]:
     """Non-empty lines of a user's text file (`score --file`, `heads detect --text-file`)."""
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise UserError(f"{option} not found: {path}")
     return [line.strip() for line in read_story(Path(path)).splitlines() if line.strip()]
 
@@ -181,7 +190,7 @@ def story_files(stories_dir: Path, on_error=None) -> list[tuple[Path, str, None]
         try:
             if child.is_symlink() and not child.exists():
                 warnings.warn(f"broken symlink ignored: {child}", CorpusWarning, stacklevel=2)
-            elif child.is_file() and child.suffix == ".txt":
+            elif child.suffix == ".txt" and not child.is_dir():  # a FIFO or device too: read_story refuses it by name
                 entries.append((child, _check_name(child.stem, child), None))
             elif child.is_dir():
                 concept = _check_name(child.name, child)
