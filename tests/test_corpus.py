@@ -78,7 +78,9 @@ def test_min_positives_selection(tmp_path):
     write(tmp_path / "stories" / "calm" / "b.txt", "calm two")
     write(tmp_path / "stories" / "afraid" / "a.txt", "afraid one")
     corpus = load_corpus(tmp_path)
-    assert select_concepts(corpus, 2) == ["calm"]
+    with pytest.warns(CorpusWarning, match="'afraid' left out: 1 of the 2 positive stories") as caught:
+        assert select_concepts(corpus, 2) == ["calm"]
+    assert len(caught) == 1
     with pytest.raises(UserError, match="at least 3 positive"):
         select_concepts(corpus, 3)
 
@@ -125,3 +127,26 @@ def test_only_regular_files_of_bounded_size_are_read(tmp_path, monkeypatch):
     write(tmp_path / "stories" / "calm" / "long.txt", "calm " * 13)
     with pytest.raises(UserError, match="too large.*long.txt"):
         load_corpus(tmp_path)
+
+
+def test_hidden_folders_are_skipped_with_a_warning(tmp_path):
+    """Jupyter leaves .ipynb_checkpoints/ (holding calm-checkpoint.txt) wherever a notebook edited a story."""
+    from amygdala_tl.corpus import check_corpus, load_heldout
+
+    for sub in ("stories", "stories/calm", "paired", "heldout"):
+        write(tmp_path / sub / ".ipynb_checkpoints" / "calm-checkpoint.txt", f"a stale copy in {sub}")
+    write(tmp_path / "stories" / "calm" / "a.txt", "calm one")
+    write(tmp_path / "stories" / "afraid" / "a.txt", "afraid one")
+    write(tmp_path / "paired" / "commute" / "baseline.txt", "the commute")
+    write(tmp_path / "heldout" / "calm" / "a.txt", "calm held out")
+    with pytest.warns(CorpusWarning, match="hidden folder skipped") as caught:
+        corpus = load_corpus(tmp_path)
+    assert sorted(str(w.message).rsplit(" ", 1)[1] for w in caught) == sorted(
+        str(tmp_path / sub / ".ipynb_checkpoints") for sub in ("stories", "paired")
+    )
+    assert sorted(s.label for s in corpus.stories) == ["afraid", BASELINE, "calm"]
+    with pytest.warns(CorpusWarning, match="hidden folder skipped"):
+        assert [s.label for s in load_heldout(tmp_path / "heldout")] == ["calm"]
+    with pytest.warns(CorpusWarning, match="hidden folder skipped"):
+        _, problems = check_corpus(tmp_path)
+    assert not [p for p in problems if ".ipynb_checkpoints" in p.path]
