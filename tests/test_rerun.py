@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import amygdala_tl
 from amygdala_tl.capture.store import ActivationStore, StoreWarning, store_key
-from amygdala_tl.model import DeferredModel, load_model
+from amygdala_tl import model as model_module
+from amygdala_tl.model import DeferredModel, ModelSpec, load_model, model_identity
 from amygdala_tl.rundir import PER_HEAD_FILE, VECTORS_FILE
 
 from .conftest import copy_starter_corpus, make_tiny_hf, make_tokenizer, write
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, monkeypatch):
     """A tiny Llama saved as a local model directory (loaded by the real load_model), a small corpus, a counting loader."""
+    monkeypatch.setenv("AMYGDALA_TL_CACHE", str(tmp_path / "home-cache"))  # the weight files' remembered hashes
     model_dir = tmp_path / "model"
     make_tiny_hf(3).save_pretrained(model_dir)
     make_tokenizer().save_pretrained(model_dir)
@@ -109,3 +112,42 @@ def test_a_deferred_model_refuses_weights_that_are_not_its_own(tiny_model):
     assert deferred.attention_layers() == [0, 1, 2] and not deferred.loaded
     with pytest.raises(amygdala_tl.UserError, match="not the model its cache record describes"):
         _ = deferred.bridge
+
+
+def test_weights_edited_in_place_are_another_model(setup):
+    """Same names, same sizes, even the mtime put back: the old activations must not be reused."""
+    run, loads, corpus, tmp_path = setup
+    first = run("first")
+    weights = tmp_path / "model" / "model.safetensors"
+    before = weights.stat()
+    tensors = load_file(weights)
+    for name in tensors:
+        if "down_proj" in name:
+            tensors[name] = torch.zeros_like(tensors[name])
+    save_file(tensors, weights, metadata={"format": "pt"})
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_size == before.st_size
+    edited = run("edited")
+    assert len(loads) == 2 and edited.record.n_forward_passes > 0
+    assert edited.record.model["identity"] != first.record.model["identity"]
+    uncached = amygdala_tl.extract(corpus, tmp_path / "uncached", str(tmp_path / "model"), use_cache=False, max_length=48)
+    assert vectors(edited).keys() == vectors(uncached).keys()
+    for name, tensor in vectors(uncached).items():
+        assert torch.equal(vectors(edited)[name], tensor), name
+    assert any(not torch.equal(vectors(first)[name], tensor) for name, tensor in vectors(edited).items())
+
+
+def test_a_weight_file_is_hashed_once_per_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("AMYGDALA_TL_CACHE", str(tmp_path / "home-cache"))
+    spec = ModelSpec("local", str(tmp_path / "model"), "llama")
+    write(tmp_path / "model" / "config.json", "{}")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(b"1" * 64)
+    identity = model_identity(spec)
+    hashed = []
+    monkeypatch.setattr(model_module, "file_sha256", lambda path: hashed.append(path) or "0" * 64)
+    assert model_identity(spec) == identity and hashed == []  # remembered: a 50 GB checkpoint is not hashed per command
+    monkeypatch.undo()
+    monkeypatch.setenv("AMYGDALA_TL_CACHE", str(tmp_path / "home-cache"))
+    weights.write_bytes(b"2" * 64)
+    assert model_identity(spec) != identity

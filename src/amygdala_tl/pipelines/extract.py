@@ -188,7 +188,7 @@ def open_model(config: ExtractConfig, spec: ModelSpec, log: Log, loader: Callabl
             spec, dtype=dtype, device=config.device, device_map=config.device_map, trust_remote_code=config.trust_remote_code
         )
 
-    identity = model_identity(spec)  # a GGUF's sha256: computed once
+    identity = model_identity(spec)  # weight files hashed once per version (model.content_sha256)
     store = open_store(config, identity)
     known = store.load_model_record(identity) if store is not None else None
     if store is None or known is None:
