@@ -301,6 +301,8 @@ def select_concepts(corpus: Corpus, min_positives: int) -> list[str]:
         )
     for concept in sorted(set(corpus.concepts) - set(selected)):
         warnings.warn(
-            f"concept {concept!r} left out: {counts[concept]} of the {min_positives} positive stories --min-positives asks for", CorpusWarning, stacklevel=2
+            f"concept {concept!r} left out: {counts[concept]} of the {min_positives} positive stories --min-positives asks for",
+            CorpusWarning,
+            stacklevel=2,
         )
     return selected
