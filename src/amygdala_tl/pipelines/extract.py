@@ -351,8 +351,8 @@ def remember_model(store: ActivationStore | None, model: LoadedModel) -> None:
 def layer_weights(model: LoadedModel, store: ActivationStore | None, layers: list[int]) -> LayerWeights:
     """The target layers' W_out / W_O: from the store when it has them all (no model load), else read off the model and stored."""
     remember_model(store, model)
-    if store is not None and all(store.weights_path(layer).is_file() for layer in layers):
-        return stored_weights(store, layers)
+    if store is not None and (stored := stored_weights(store, layers)) is not None:
+        return stored
     weights = model_weights(model, layers)
     if store is not None:
         save_weights(store, weights)
