@@ -78,6 +78,75 @@ def test_min_positives_selection(tmp_path):
     write(tmp_path / "stories" / "calm" / "b.txt", "calm two")
     write(tmp_path / "stories" / "afraid" / "a.txt", "afraid one")
     corpus = load_corpus(tmp_path)
-    assert select_concepts(corpus, 2) == ["calm"]
+    with pytest.warns(CorpusWarning, match="'afraid' left out: 1 of the 2 positive stories") as caught:
+        assert select_concepts(corpus, 2) == ["calm"]
+    assert len(caught) == 1
     with pytest.raises(UserError, match="at least 3 positive"):
         select_concepts(corpus, 3)
+
+
+def unblock_later(fifo, delay: float = 2.0) -> None:
+    """Old code blocks opening a FIFO for reading: a writer that comes and goes ends that with EOF instead of a hang."""
+    import os
+    import threading
+    import time
+
+    def writer() -> None:
+        time.sleep(delay)
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # nobody is reading it: nothing to unblock
+            pass
+
+    threading.Thread(target=writer, daemon=True).start()
+
+
+def test_only_regular_files_of_bounded_size_are_read(tmp_path, monkeypatch):
+    """A FIFO named *.txt hung `extract`; a symlink to a device reads it (/dev/zero: until memory runs out)."""
+    import os
+
+    from amygdala_tl.corpus import check_corpus, load
+
+    write(tmp_path / "stories" / "calm" / "a.txt", "calm one")
+    write(tmp_path / "stories" / "afraid" / "a.txt", "afraid one")
+    fifo = tmp_path / "stories" / "calm" / "pipe.txt"
+    os.mkfifo(fifo)
+    for _ in range(2):  # load_corpus, then corpus check
+        unblock_later(fifo)
+    with pytest.raises(UserError, match="not a regular file.*pipe.txt"):
+        load_corpus(tmp_path)
+    _, problems = check_corpus(tmp_path)
+    assert [p.message.split(" (")[0] for p in problems if p.path == str(fifo)] == ["not a regular file"]
+    fifo.unlink()
+    device = tmp_path / "stories" / "afraid.txt"
+    device.symlink_to("/dev/null")
+    with pytest.raises(UserError, match="not a regular file.*afraid.txt"):
+        load_corpus(tmp_path)
+    device.unlink()
+    monkeypatch.setattr(load, "MAX_TEXT_BYTES", 64)
+    write(tmp_path / "stories" / "calm" / "long.txt", "calm " * 13)
+    with pytest.raises(UserError, match="too large.*long.txt"):
+        load_corpus(tmp_path)
+
+
+def test_hidden_folders_are_skipped_with_a_warning(tmp_path):
+    """Jupyter leaves .ipynb_checkpoints/ (holding calm-checkpoint.txt) wherever a notebook edited a story."""
+    from amygdala_tl.corpus import check_corpus, load_heldout
+
+    for sub in ("stories", "stories/calm", "paired", "heldout"):
+        write(tmp_path / sub / ".ipynb_checkpoints" / "calm-checkpoint.txt", f"a stale copy in {sub}")
+    write(tmp_path / "stories" / "calm" / "a.txt", "calm one")
+    write(tmp_path / "stories" / "afraid" / "a.txt", "afraid one")
+    write(tmp_path / "paired" / "commute" / "baseline.txt", "the commute")
+    write(tmp_path / "heldout" / "calm" / "a.txt", "calm held out")
+    with pytest.warns(CorpusWarning, match="hidden folder skipped") as caught:
+        corpus = load_corpus(tmp_path)
+    assert sorted(str(w.message).rsplit(" ", 1)[1] for w in caught) == sorted(
+        str(tmp_path / sub / ".ipynb_checkpoints") for sub in ("stories", "paired")
+    )
+    assert sorted(s.label for s in corpus.stories) == ["afraid", BASELINE, "calm"]
+    with pytest.warns(CorpusWarning, match="hidden folder skipped"):
+        assert [s.label for s in load_heldout(tmp_path / "heldout")] == ["calm"]
+    with pytest.warns(CorpusWarning, match="hidden folder skipped"):
+        _, problems = check_corpus(tmp_path)
+    assert not [p for p in problems if ".ipynb_checkpoints" in p.path]

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import amygdala_tl
+from amygdala_tl import model as model_module
 from amygdala_tl.capture.store import ActivationStore, StoreWarning, store_key
-from amygdala_tl.model import DeferredModel, load_model
+from amygdala_tl.model import DeferredModel, ModelSpec, load_model, model_identity
 from amygdala_tl.rundir import PER_HEAD_FILE, VECTORS_FILE
 
 from .conftest import copy_starter_corpus, make_tiny_hf, make_tokenizer, write
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, monkeypatch):
     """A tiny Llama saved as a local model directory (loaded by the real load_model), a small corpus, a counting loader."""
+    monkeypatch.setenv("AMYGDALA_TL_CACHE", str(tmp_path / "home-cache"))  # the weight files' remembered hashes
     model_dir = tmp_path / "model"
     make_tiny_hf(3).save_pretrained(model_dir)
     make_tokenizer().save_pretrained(model_dir)
@@ -84,7 +88,7 @@ def test_a_damaged_model_record_means_a_load_not_a_crash(setup):
     run("first")
     (record,) = (tmp_path / "cache").glob("*/model.json")
     record.write_text("{not json")
-    with pytest.warns(StoreWarning, match="model record"):
+    with pytest.warns(StoreWarning, match="model.json"):
         run("again")
     assert len(loads) == 2
 
@@ -109,3 +113,114 @@ def test_a_deferred_model_refuses_weights_that_are_not_its_own(tiny_model):
     assert deferred.attention_layers() == [0, 1, 2] and not deferred.loaded
     with pytest.raises(amygdala_tl.UserError, match="not the model its cache record describes"):
         _ = deferred.bridge
+
+
+def test_weights_edited_in_place_are_another_model(setup):
+    """Same names, same sizes, even the mtime put back: the old activations must not be reused."""
+    run, loads, corpus, tmp_path = setup
+    first = run("first")
+    weights = tmp_path / "model" / "model.safetensors"
+    before = weights.stat()
+    tensors = load_file(weights)
+    for name in tensors:
+        if "down_proj" in name:
+            tensors[name] = torch.zeros_like(tensors[name])
+    save_file(tensors, weights, metadata={"format": "pt"})
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_size == before.st_size
+    edited = run("edited")
+    assert len(loads) == 2 and edited.record.n_forward_passes > 0
+    assert edited.record.model["identity"] != first.record.model["identity"]
+    uncached = amygdala_tl.extract(corpus, tmp_path / "uncached", str(tmp_path / "model"), use_cache=False, max_length=48)
+    assert vectors(edited).keys() == vectors(uncached).keys()
+    for name, tensor in vectors(uncached).items():
+        assert torch.equal(vectors(edited)[name], tensor), name
+    assert any(not torch.equal(vectors(first)[name], tensor) for name, tensor in vectors(edited).items())
+
+
+def test_a_weight_file_is_hashed_once_per_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("AMYGDALA_TL_CACHE", str(tmp_path / "home-cache"))
+    spec = ModelSpec("local", str(tmp_path / "model"), "llama")
+    write(tmp_path / "model" / "config.json", "{}")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(b"1" * 64)
+    identity = model_identity(spec)
+    hashed = []
+    monkeypatch.setattr(model_module, "file_sha256", lambda path: hashed.append(path) or "0" * 64)
+    assert model_identity(spec) == identity and hashed == []  # remembered: a 50 GB checkpoint is not hashed per command
+    monkeypatch.undo()
+    monkeypatch.setenv("AMYGDALA_TL_CACHE", str(tmp_path / "home-cache"))
+    weights.write_bytes(b"2" * 64)
+    assert model_identity(spec) != identity
+
+
+def same_run(first, again) -> None:
+    """The same vectors, model record and per-head analysis as the first run."""
+    for name, tensor in vectors(first).items():
+        assert torch.equal(vectors(again)[name], tensor), name
+    assert again.record.model == first.record.model
+    per_head = [json.loads(next(p for p in result.files if p.name == PER_HEAD_FILE).read_text()) for result in (first, again)]
+    assert [{k: v for k, v in p.items() if k != "run_id"} for p in per_head][0] == {k: v for k, v in per_head[1].items() if k != "run_id"}
+
+
+def rerun_warning_once(run, loads, path, name: str):
+    """A run that warns about `path` by name, moves it aside and loads the model; then a run that does neither."""
+    with pytest.warns(StoreWarning, match=path.name):
+        again = run(name)
+    assert len(loads) == 2, "a damaged cache file must mean a model load"
+    assert path.with_suffix(".corrupt").is_file() and path.is_file(), "moved aside, then written anew"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreWarning)
+        run(name + "_third")
+    assert len(loads) == 2
+    return again
+
+
+@pytest.mark.parametrize("damage", ["overwritten_values", "no_metadata", "garbage"])
+def test_damaged_stored_weights_are_set_aside_and_read_off_the_model(setup, damage):
+    """Overwritten W_O gave per_head.json a top contribution of 123.9 instead of 2.30, with exit 0."""
+    run, loads, _, tmp_path = setup
+    first = run("first")
+    path = sorted((tmp_path / "cache").glob("*/weights-layer*.safetensors"))[-1]
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+    if damage == "overwritten_values":
+        save_file({name: tensor * 50 for name, tensor in tensors.items()}, path, metadata=metadata)
+    elif damage == "no_metadata":
+        save_file(tensors, path)
+    else:
+        path.write_bytes(b"\x00not safetensors")
+    same_run(first, rerun_warning_once(run, loads, path, "again"))
+
+
+def test_report_refuses_damaged_stored_weights_naming_the_file(setup):
+    """`report` has no model to read the weights off again: it names the file and stops."""
+    from amygdala_tl.pipelines.report import run_report
+
+    run, _, _, tmp_path = setup
+    run("first")
+    path = sorted((tmp_path / "cache").glob("*/weights-layer*.safetensors"))[-1]
+    path.write_bytes(b"\x00not safetensors")
+    with pytest.warns(StoreWarning, match=path.name), pytest.raises(amygdala_tl.UserError, match="lacks usable weights"):
+        run_report(tmp_path / "first")
+
+
+@pytest.mark.parametrize("edit", ["n_layers", "model_type", "tokenizer"])
+def test_an_edited_model_record_is_set_aside_and_the_model_loaded(setup, edit):
+    """An edited n_layers 40 / model_type gemma2 was accepted (and exported as the llama.cpp hint)."""
+    run, loads, _, tmp_path = setup
+    first = run("first")
+    (path,) = (tmp_path / "cache").glob("*/model.json")
+    stored = json.loads(path.read_text())
+    if edit == "n_layers":
+        stored["record"]["facts"]["n_layers"] = 40
+    elif edit == "model_type":
+        stored["record"]["model_type"] = "gemma2"
+    else:  # two words swap their token ids: every text tokenizes differently
+        tokenizer_file = path.parent / "tokenizer" / "tokenizer.json"
+        tokenizer = json.loads(tokenizer_file.read_text())
+        vocab = tokenizer["model"]["vocab"]
+        vocab["cat"], vocab["dog"] = vocab["dog"], vocab["cat"]
+        tokenizer_file.write_text(json.dumps(tokenizer))
+    path.write_text(json.dumps(stored))
+    same_run(first, rerun_warning_once(run, loads, path, "again"))

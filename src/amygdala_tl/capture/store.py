@@ -6,7 +6,7 @@ the texts' sha256, the cache key it was written for and a checksum of its tensor
 batch means a crash or Ctrl-C loses at most one batch. A shard that does not verify (unreadable,
 another key, checksum mismatch, NaN/inf, wrong dtype or shape) is named in one warning, moved aside
 (`.corrupt`) and its texts recomputed: it is never used. Model weights that reports need without the model (W_out,
-W_O of the target layers) are kept beside the shards.
+W_O of the target layers) and the model's record (facts, tokenizer) are kept beside the shards, verified the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor
 
 from .. import atomic
-from ..errors import UserError
 from ..model import ModelFacts
 
 
@@ -112,6 +111,12 @@ class ActivationStore:
         atomic.write_bytes(path, save_safetensors_bytes(tensors, metadata=metadata))
         return path
 
+    def _set_aside(self, path: Path, error: Exception, consequence: str) -> None:
+        """A damaged file is never used: one warning names it, and it is moved aside for a look."""
+        aside = path.with_suffix(".corrupt")
+        path.replace(aside)
+        warnings.warn(f"unusable cache file {path.name} in {self.dir} ({error}): moved to {aside.name}, {consequence}", StoreWarning, stacklevel=3)
+
     # what a re-run needs of the model without its weights: its record (facts) and its tokenizer
     def model_path(self) -> Path:
         return self.dir / "model.json"
@@ -119,8 +124,15 @@ class ActivationStore:
     def tokenizer_dir(self) -> Path:
         return self.dir / "tokenizer"
 
+    def _model_digest(self, record: dict) -> str:
+        """sha256 over the record and every tokenizer file: an edited n_layers or vocabulary changes it."""
+        digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
+        for file in sorted(p for p in self.tokenizer_dir().rglob("*") if p.is_file()):
+            digest.update(f"\0{file.relative_to(self.tokenizer_dir())}\0".encode() + file.read_bytes())
+        return digest.hexdigest()
+
     def save_model(self, record: dict, tokenizer) -> None:
-        """Written once, the record last: a record on disk means its tokenizer is complete."""
+        """Written once, model.json last (with this key and a checksum): its presence means its tokenizer is complete."""
         if self.model_path().is_file():
             return
         staging = self.dir / f".tokenizer-{uuid.uuid4().hex[:8]}"
@@ -128,22 +140,29 @@ class ActivationStore:
         if self.tokenizer_dir().exists():
             shutil.rmtree(self.tokenizer_dir())
         staging.replace(self.tokenizer_dir())
-        atomic.write_json(self.model_path(), record)
+        atomic.write_json(self.model_path(), {"key": self.key, "sha256": self._model_digest(record), "record": record})
 
     def load_model_record(self, identity: str) -> tuple[dict, object] | None:
-        """(record, tokenizer) when this store knows the model `identity`; None (with a warning if it is damaged) otherwise."""
+        """(record, tokenizer) when this store knows the model `identity`; None otherwise. A record that does not
+        verify (its key, its checksum over the record and the tokenizer files) is moved aside with a warning."""
         if not self.model_path().is_file():
             return None
         from transformers import AutoTokenizer
 
         try:
-            record = json.loads(self.model_path().read_text(encoding="utf-8"))
-            if record["identity"] != identity or not isinstance(record["attention_layers"], list):
-                raise ValueError("it describes another model")
+            stored = json.loads(self.model_path().read_text(encoding="utf-8"))
+            if stored["key"] != self.key:
+                raise ValueError(f"written for cache key {stored['key']}, not {self.key}")
+            record = stored["record"]
+            if self._model_digest(record) != stored["sha256"]:
+                raise ValueError("checksum mismatch: the record or its tokenizer was changed")
             ModelFacts(**record["facts"])
             tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir())
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
-            warnings.warn(f"unusable model record in {self.dir} ({error}): the model is loaded instead", StoreWarning, stacklevel=2)
+            self._set_aside(self.model_path(), error, "the model is loaded instead")
+            return None
+        if record["identity"] != identity or not isinstance(record["attention_layers"], list):
+            warnings.warn(f"the model record in {self.dir} describes another model: the model is loaded instead", StoreWarning, stacklevel=2)
             return None
         return record, tokenizer
 
@@ -153,15 +172,25 @@ class ActivationStore:
 
     def save_weights(self, layer: int, weights: dict[str, Tensor]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(self.weights_path(layer), save_safetensors_bytes({k: v.float().contiguous().cpu() for k, v in weights.items()}))
+        tensors = {k: v.float().contiguous().cpu() for k, v in weights.items()}
+        metadata = {"key": self.key, "layer": str(layer), "sha256": tensor_digest(tensors)}
+        atomic.write_bytes(self.weights_path(layer), save_safetensors_bytes(tensors, metadata=metadata))
 
-    def load_weights(self, layer: int) -> dict[str, Tensor]:
-        from safetensors.torch import load_file
-
+    def load_weights(self, layer: int) -> dict[str, Tensor] | None:
+        """The layer's stored weights if they verify (this key, this layer, their checksum, fp32); None when absent,
+        or (moved aside with a warning) when they do not."""
         path = self.weights_path(layer)
         if not path.is_file():
-            raise UserError(f"no stored weights for layer {layer} in {self.dir}: re-run `amygdala-tl extract` with this cache")
+            return None
         try:
-            return load_file(path)
-        except (SafetensorError, OSError) as error:
-            raise UserError(f"unreadable {path} ({error}): delete it and re-run `amygdala-tl extract`") from None
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            if (metadata.get("key"), metadata.get("layer")) != (self.key, str(layer)):
+                raise ValueError(f"written for cache key {metadata.get('key')} layer {metadata.get('layer')}")
+            if tensor_digest(tensors) != metadata.get("sha256") or any(t.dtype != torch.float32 for t in tensors.values()):
+                raise ValueError("checksum mismatch")
+        except (SafetensorError, OSError, ValueError, TypeError) as error:
+            self._set_aside(path, error, "the weights are read off the model again")
+            return None
+        return tensors

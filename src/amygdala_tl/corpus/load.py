@@ -9,8 +9,10 @@ every baseline), as methods.md defines them.
 from __future__ import annotations
 
 import hashlib
+import stat
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from .concepts import SAFE_NAME
 
 BASELINE = "baseline"
 NEUTRAL = "_neutral"  # heldout/_neutral/: evaluation texts that frame no concept
+MAX_TEXT_BYTES = 4 * 2**20  # a story is ~1 KB; `score --file` lines a few MB at most
 
 
 class CorpusWarning(UserWarning):
@@ -144,9 +147,16 @@ def load_corpus(
 
 
 def read_story(path: Path) -> str:
-    """A story's text: UTF-8, no NUL or other control bytes (a binary file is a mistake, not a story)."""
+    """A story's text: a regular file (a FIFO would block, /dev/zero never end) of at most MAX_TEXT_BYTES,
+    UTF-8, no NUL or other control bytes (a binary file is a mistake, not a story)."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise UserError(f"not a regular file (a FIFO, device or socket?): {path}")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise UserError(f"larger than {MAX_TEXT_BYTES // 2**20} MiB, too large for a text: {path}")
+        text = data.decode("utf-8").strip()
     except UnicodeDecodeError as error:
         raise UserError(f"not valid UTF-8 (byte {error.start}): {path}") from None
     except OSError as error:
@@ -158,7 +168,7 @@ def read_story(path: Path) -> str:
 
 def read_lines(path: Path, option: str) -> list[str]:
     """Non-empty lines of a user's text file (`score --file`, `heads detect --text-file`)."""
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise UserError(f"{option} not found: {path}")
     return [line.strip() for line in read_story(Path(path)).splitlines() if line.strip()]
 
@@ -177,15 +187,15 @@ def story_files(stories_dir: Path, on_error=None) -> list[tuple[Path, str, None]
     A bad concept name raises, or with `on_error` is passed to it and that entry skipped (the lint
     reports every problem instead of stopping at the first)."""
     entries = []
-    for child in sorted(stories_dir.iterdir()):
+    for child in _visible(stories_dir.iterdir()):
         try:
             if child.is_symlink() and not child.exists():
                 warnings.warn(f"broken symlink ignored: {child}", CorpusWarning, stacklevel=2)
-            elif child.is_file() and child.suffix == ".txt":
+            elif child.suffix == ".txt" and not child.is_dir():  # a FIFO or device too: read_story refuses it by name
                 entries.append((child, _check_name(child.stem, child), None))
             elif child.is_dir():
                 concept = _check_name(child.name, child)
-                entries += [(f, concept, None) for f in _existing(sorted(child.glob("*.txt")))]
+                entries += [(f, concept, None) for f in _existing(_visible(child.glob("*.txt")))]
         except UserError as error:
             if on_error is None:
                 raise
@@ -196,8 +206,8 @@ def story_files(stories_dir: Path, on_error=None) -> list[tuple[Path, str, None]
 def paired_files(paired_dir: Path, on_error=None) -> list[tuple[Path, str, str]]:
     """(file, concept or BASELINE, scenario) for paired/<scenario>/*.txt; `on_error` as in story_files."""
     entries = []
-    for scenario in sorted(p for p in paired_dir.iterdir() if p.is_dir()):
-        files = _existing(sorted(scenario.glob("*.txt")))
+    for scenario in _visible(p for p in paired_dir.iterdir() if p.is_dir()):
+        files = _existing(_visible(scenario.glob("*.txt")))
         if files and not any(file.stem == BASELINE for file in files):
             warnings.warn(f"paired scenario without baseline.txt: {scenario} (its framings have no neutral partner)", CorpusWarning, stacklevel=2)
         for file in files:
@@ -209,9 +219,9 @@ def paired_files(paired_dir: Path, on_error=None) -> list[tuple[Path, str, str]]
 def heldout_files(heldout_dir: Path, on_error=None) -> list[tuple[Path, str, None]]:
     """(file, concept or NEUTRAL, None) for heldout/<concept>/*.txt and heldout/_neutral/*.txt."""
     entries = []
-    for child in sorted(p for p in Path(heldout_dir).iterdir() if p.is_dir()):
+    for child in _visible(p for p in Path(heldout_dir).iterdir() if p.is_dir()):
         if (label := _label(child.name, child, on_error, allowed=NEUTRAL)) is not None:
-            entries += [(f, label, None) for f in _existing(sorted(child.glob("*.txt")))]
+            entries += [(f, label, None) for f in _existing(_visible(child.glob("*.txt")))]
     return entries
 
 
@@ -236,6 +246,17 @@ def _label(name: str, path: Path, on_error, allowed: str) -> str | None:
             raise
         on_error(path, error)
         return None
+
+
+def _visible(entries: Iterable[Path]) -> list[Path]:
+    """Entries sorted, less hidden ones (.ipynb_checkpoints/, .git/, .notes.txt): a folder or text skipped is a warning naming it."""
+    kept = []
+    for entry in sorted(entries):
+        if not entry.name.startswith("."):
+            kept.append(entry)
+        elif entry.is_dir() or entry.suffix == ".txt":
+            warnings.warn(f"hidden {'folder' if entry.is_dir() else 'file'} skipped: {entry}", CorpusWarning, stacklevel=3)
+    return kept
 
 
 def _existing(files: list[Path]) -> list[Path]:
@@ -277,5 +298,11 @@ def select_concepts(corpus: Corpus, min_positives: int) -> list[str]:
         raise UserError(
             f"no concept has at least {min_positives} positive stories in {corpus.root} "
             f"(most has {max((counts[c] for c in corpus.concepts), default=0)}); add stories or lower --min-positives"
+        )
+    for concept in sorted(set(corpus.concepts) - set(selected)):
+        warnings.warn(
+            f"concept {concept!r} left out: {counts[concept]} of the {min_positives} positive stories --min-positives asks for",
+            CorpusWarning,
+            stacklevel=2,
         )
     return selected

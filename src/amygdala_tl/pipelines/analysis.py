@@ -44,8 +44,11 @@ def model_weights(model: LoadedModel, layers: list[int]) -> LayerWeights:
     return weights
 
 
-def stored_weights(store: ActivationStore, layers: list[int]) -> LayerWeights:
-    return {layer: store.load_weights(layer) for layer in layers}
+def stored_weights(store: ActivationStore, layers: list[int]) -> LayerWeights | None:
+    """Every target layer's weights from the store, or None if one is absent or does not verify (that one is warned about)."""
+    entries = {layer: store.load_weights(layer) for layer in layers}  # each one read: every damaged file is set aside now
+    weights = {layer: entry for layer, entry in entries.items() if entry is not None}
+    return weights if len(weights) == len(layers) else None
 
 
 def save_weights(store: ActivationStore, weights: LayerWeights) -> None:

@@ -187,7 +187,7 @@ def open_model(config: ExtractConfig, spec: ModelSpec, log: Log, loader: Callabl
             spec, dtype=dtype, device=config.device, device_map=config.device_map, trust_remote_code=config.trust_remote_code
         )
 
-    identity = model_identity(spec)  # a GGUF's sha256: computed once
+    identity = model_identity(spec)  # weight files hashed once per version (model.content_sha256)
     store = open_store(config, identity)
     known = store.load_model_record(identity) if store is not None else None
     if store is None or known is None:
@@ -354,8 +354,8 @@ def remember_model(store: ActivationStore | None, model: LoadedModel) -> None:
 def layer_weights(model: LoadedModel, store: ActivationStore | None, layers: list[int]) -> LayerWeights:
     """The target layers' W_out / W_O: from the store when it has them all (no model load), else read off the model and stored."""
     remember_model(store, model)
-    if store is not None and all(store.weights_path(layer).is_file() for layer in layers):
-        return stored_weights(store, layers)
+    if store is not None and (stored := stored_weights(store, layers)) is not None:
+        return stored
     weights = model_weights(model, layers)
     if store is not None:
         save_weights(store, weights)

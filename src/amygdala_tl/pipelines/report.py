@@ -77,6 +77,8 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
         raise UserError(f"{output_dir / DIRECTIONS_FILE} does not match {SIDECAR_FILE}: re-run `amygdala-tl extract`")
     served_directions = served(directions.vectors, layers)
     weights = stored_weights(store, layers)
+    if weights is None:
+        raise UserError(f"the activation cache {store.dir} lacks usable weights for layers {layers}: re-run `amygdala-tl extract`")
     membership = corpus.membership(concepts)
     skipped = [layer for layer in layers if layer not in record.head_layers]
     per_head = head_analysis(weights, acts, membership, served_directions, concepts, skipped) if record.heads else None
