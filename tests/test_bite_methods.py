@@ -270,3 +270,53 @@ def test_lda_shrinkage_is_ledoit_wolf_to_a_1e_6_norm():
         assert shrinkage > 0.05 and float(torch.from_numpy(expected - unshrunk).norm(dim=-1).min()) > 1e-2
         result = lda_fit(acts, membership)
         assert float((result - torch.from_numpy(expected)).norm(dim=-1).max()) < 1e-6
+
+
+# ---- pca aggregator: the principal component's arbitrary sign is aligned with the diff-of-means ----
+
+
+def test_pca_points_along_the_diff_of_means_over_seeds_and_under_negated_activations():
+    """SVD returns a component or its negative at random; for every seed, concept and pairing, and for the
+    activations negated (which negates the answer, not just the data), direction . diff_of_means > 0."""
+    from amygdala_tl.directions.registry import METHODS, MethodInputs
+
+    n_concepts, per_concept, n_baselines, d = 3, 6, 4, 12
+    n = n_concepts * per_concept + n_baselines
+    membership = torch.zeros(n_concepts, n, dtype=torch.bool)
+    for c in range(n_concepts):
+        membership[c, c * per_concept : (c + 1) * per_concept] = True
+    partner = torch.full((n,), -1)
+    partner[[0, 6, 12]] = n - 1  # one framing of each concept is paired with the last baseline
+    flips = 0
+    for seed in range(8):
+        generator = torch.Generator().manual_seed(seed)
+        # each concept's stories spread widely along an axis of their own, around a mean only a little off the
+        # others': the first component is that axis, and its sign says nothing about the diff-of-means
+        rows = labels_of_rows(membership)
+        axes = torch.nn.functional.normalize(torch.randn(n_concepts + 1, d, generator=generator), dim=-1)
+        spread = 4.0 * torch.randn(n, 1, generator=generator) * axes[rows]
+        acts = 0.3 * torch.randn(n, d, generator=generator) + torch.randn(n_concepts + 1, d, generator=generator)[rows] + spread
+        for sign in (1.0, -1.0):
+            x = sign * acts
+            direction = METHODS["pca"].fit(x, membership, MethodInputs(partner)).double()
+            diff = diff_of_means(x, membership)
+            assert torch.allclose(direction.norm(dim=-1), torch.ones(n_concepts, dtype=torch.float64), atol=1e-6)
+            assert ((direction * diff).sum(-1) > 0).all(), (seed, sign)
+            raw_sign = torch.sign((pca_raw(x, membership, partner) * diff).sum(-1))
+            flips += int((raw_sign < 0).sum())
+        torch.testing.assert_close(
+            METHODS["pca"].fit(-acts, membership, MethodInputs(partner)), -METHODS["pca"].fit(acts, membership, MethodInputs(partner)), atol=1e-6, rtol=0
+        )
+    assert flips > 0  # the unaligned components really do point the wrong way sometimes
+
+
+def labels_of_rows(membership):
+    """Row index into [concept means..., baseline mean] of every text."""
+    has = membership.any(0)
+    return torch.where(has, membership.float().argmax(0), torch.full_like(has, membership.shape[0], dtype=torch.long))
+
+
+def pca_raw(acts, membership, partner):
+    from amygdala_tl.directions.aggregators import pca_directions
+
+    return pca_directions(acts, membership, partner)
