@@ -305,7 +305,10 @@ def test_pca_points_along_the_diff_of_means_over_seeds_and_under_negated_activat
             raw_sign = torch.sign((pca_raw(x, membership, partner) * diff).sum(-1))
             flips += int((raw_sign < 0).sum())
         torch.testing.assert_close(
-            METHODS["pca"].fit(-acts, membership, MethodInputs(partner)), -METHODS["pca"].fit(acts, membership, MethodInputs(partner)), atol=1e-6, rtol=0
+            METHODS["pca"].fit(-acts, membership, MethodInputs(partner)),
+            -METHODS["pca"].fit(acts, membership, MethodInputs(partner)),
+            atol=1e-6,
+            rtol=0,
         )
     assert flips > 0  # the unaligned components really do point the wrong way sometimes
 
