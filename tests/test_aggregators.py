@@ -71,14 +71,15 @@ def test_pca_uses_the_paired_baseline_when_there_is_one():
 def test_lda_equals_sklearns_lda_when_shrinkage_vanishes():
     """With many texts per dimension, Ledoit-Wolf shrinks (almost) nothing, and our whitened diff-of-means
     is sklearn's LinearDiscriminantAnalysis(solver='lsqr') coefficient: the pooled within-class covariance
-    (sklearn: class covariances averaged by priors) solved against the class-mean difference."""
+    (sklearn: class covariances averaged by priors) solved against the class-mean difference. The negatives
+    have a non-zero mean, so a covariance of texts left uncentred (or centred on zero) is caught."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     generator = torch.Generator().manual_seed(3)
     d, n_pos, n_neg = 6, 3000, 5000
     mixing = torch.eye(d) + 0.6 * torch.randn(d, d, generator=generator)  # correlated, well-conditioned features
     pos = torch.randn(n_pos, d, generator=generator) @ mixing + 0.5
-    neg = torch.randn(n_neg, d, generator=generator) @ mixing
+    neg = torch.randn(n_neg, d, generator=generator) @ mixing + torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0, -1.0])  # a non-zero mean
     acts = torch.cat([pos, neg])
     membership = torch.zeros(1, n_pos + n_neg, dtype=torch.bool)
     membership[0, :n_pos] = True

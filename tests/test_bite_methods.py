@@ -11,6 +11,7 @@ import torch
 
 from amygdala_tl import hooks
 from amygdala_tl.capture import encode
+from amygdala_tl.directions.pooled import diff_of_means
 from amygdala_tl.directions.subspace import subspace_directions
 from amygdala_tl.formats.readout import build_readout
 
@@ -184,3 +185,141 @@ def test_steer_adds_alpha_times_the_mean_residual_norm_after_the_first_token(tin
     vector = readout.vectors[layer][1].float()
     torch.testing.assert_close(added, (expected * vector).expand_as(added), atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(added.norm(dim=-1), torch.full((tokens.shape[1],), expected * float(vector.norm())), atol=1e-4, rtol=1e-5)
+
+
+# ---- lda (the default method): an independent numpy reference of methods.md's "whitened" -----------
+
+
+def reference_lda(x, labels, shrink=True):
+    """methods.md, "whitened", from scratch in numpy: every text minus its own class mean (each concept's
+    positives a class, the scenario baselines (label -1) one more), the pooled within-class covariance
+    S = R^T R / n shrunk by the Ledoit-Wolf formula written out (shrinkage = min(beta, delta) / delta with
+    beta = sum_k |r_k r_k^T - S|_F^2 / n^2 and delta = |S - mu I|_F^2, mu = tr S / d), then per concept
+    S^-1 (mean(P) - mean(N)), unit norm, pointing along the diff-of-means."""
+    import numpy as np
+
+    n, d = x.shape
+    residuals = np.empty_like(x)
+    for label in set(labels.tolist()):
+        rows = labels == label
+        residuals[rows] = x[rows] - x[rows].mean(0)
+    s = residuals.T @ residuals / n
+    mu = np.trace(s) / d
+    beta = sum(np.linalg.norm(np.outer(r, r) - s) ** 2 for r in residuals) / n**2
+    delta = np.linalg.norm(s - mu * np.eye(d)) ** 2
+    shrinkage = min(beta, delta) / delta if shrink else 0.0
+    sigma = (1 - shrinkage) * s + shrinkage * mu * np.eye(d)
+    out = []
+    for c in range(int(labels.max()) + 1):
+        diff = x[labels == c].mean(0) - x[labels != c].mean(0)
+        w = np.linalg.solve(sigma, diff)
+        out.append(np.sign(w @ diff) * w / np.linalg.norm(w))
+    return np.stack(out), shrinkage
+
+
+def lda_scenario(seed, d, n_per_concept, n_baselines, n_concepts=3):
+    """Concepts with distinct means and a shared, correlated within-class spread; the scenario baselines sit
+    at a large shared offset and vary along their own direction too (style that no concept owns)."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.eye(d, dtype=torch.float64) + 0.5 * torch.randn(d, d, generator=generator, dtype=torch.float64)
+    means = 1.5 * torch.randn(n_concepts, d, generator=generator, dtype=torch.float64)
+    offset = 6.0 * torch.randn(d, generator=generator, dtype=torch.float64)
+    style = torch.nn.functional.normalize(torch.randn(d, generator=generator, dtype=torch.float64), dim=0)
+    rows, labels = [], []
+    for c in range(n_concepts):
+        rows.append(torch.randn(n_per_concept, d, generator=generator, dtype=torch.float64) @ mixing + means[c])
+        labels += [c] * n_per_concept
+    baselines = torch.randn(n_baselines, d, generator=generator, dtype=torch.float64) @ mixing + offset
+    baselines += 4.0 * torch.randn(n_baselines, 1, generator=generator, dtype=torch.float64) * style
+    rows.append(baselines)
+    labels += [-1] * n_baselines
+    labels_t = torch.tensor(labels)
+    membership = torch.stack([labels_t == c for c in range(n_concepts)])
+    return torch.cat(rows).float(), membership, labels_t
+
+
+def lda_fit(acts, membership):
+    from amygdala_tl.directions.registry import METHODS, MethodInputs
+
+    return METHODS["lda"].fit(acts, membership, MethodInputs(torch.full((acts.shape[0],), -1))).double()
+
+
+def test_lda_is_the_default_method_and_equals_an_independent_reference_on_concepts_and_offset_baselines():
+    """3 concepts + baselines at a shared offset, n >> d. Leaving the baselines out of the within-class
+    residuals, or centring every text on the global mean, moves the directions far from the reference."""
+    from amygdala_tl.pipelines.extract import ExtractConfig
+
+    assert ExtractConfig().method == "lda"
+    for seed in range(3):
+        acts, membership, labels = lda_scenario(seed, d=8, n_per_concept=300, n_baselines=300)
+        expected, shrinkage = reference_lda(acts.double().numpy(), labels.numpy())
+        assert 0 < shrinkage < 0.05  # n >> d: Ledoit-Wolf barely shrinks
+        result = lda_fit(acts, membership)
+        torch.testing.assert_close(result, torch.from_numpy(expected), atol=2e-6, rtol=0)
+        pooled = diff_of_means(acts, membership)
+        assert float((torch.nn.functional.normalize(pooled, dim=-1) * result).sum(-1).max()) < 0.99  # whitening matters here
+
+
+def test_lda_shrinkage_is_ledoit_wolf_to_a_1e_6_norm():
+    """d close to n: the shrinkage is large, and the direction depends on its exact value. Without the
+    Ledoit-Wolf intensity (no shrinkage, another estimator) the direction is off by far more than 1e-6."""
+    for seed in range(3):
+        acts, membership, labels = lda_scenario(10 + seed, d=24, n_per_concept=10, n_baselines=10, n_concepts=2)
+        expected, shrinkage = reference_lda(acts.double().numpy(), labels.numpy())
+        unshrunk, _ = reference_lda(acts.double().numpy(), labels.numpy(), shrink=False)
+        assert shrinkage > 0.05 and float(torch.from_numpy(expected - unshrunk).norm(dim=-1).min()) > 1e-2
+        result = lda_fit(acts, membership)
+        assert float((result - torch.from_numpy(expected)).norm(dim=-1).max()) < 1e-6
+
+
+# ---- pca aggregator: the principal component's arbitrary sign is aligned with the diff-of-means ----
+
+
+def test_pca_points_along_the_diff_of_means_over_seeds_and_under_negated_activations():
+    """SVD returns a component or its negative at random; for every seed, concept and pairing, and for the
+    activations negated (which negates the answer, not just the data), direction . diff_of_means > 0."""
+    from amygdala_tl.directions.registry import METHODS, MethodInputs
+
+    n_concepts, per_concept, n_baselines, d = 3, 6, 4, 12
+    n = n_concepts * per_concept + n_baselines
+    membership = torch.zeros(n_concepts, n, dtype=torch.bool)
+    for c in range(n_concepts):
+        membership[c, c * per_concept : (c + 1) * per_concept] = True
+    partner = torch.full((n,), -1)
+    partner[[0, 6, 12]] = n - 1  # one framing of each concept is paired with the last baseline
+    flips = 0
+    for seed in range(8):
+        generator = torch.Generator().manual_seed(seed)
+        # each concept's stories spread widely along an axis of their own, around a mean only a little off the
+        # others': the first component is that axis, and its sign says nothing about the diff-of-means
+        rows = labels_of_rows(membership)
+        axes = torch.nn.functional.normalize(torch.randn(n_concepts + 1, d, generator=generator), dim=-1)
+        spread = 4.0 * torch.randn(n, 1, generator=generator) * axes[rows]
+        acts = 0.3 * torch.randn(n, d, generator=generator) + torch.randn(n_concepts + 1, d, generator=generator)[rows] + spread
+        for sign in (1.0, -1.0):
+            x = sign * acts
+            direction = METHODS["pca"].fit(x, membership, MethodInputs(partner)).double()
+            diff = diff_of_means(x, membership)
+            assert torch.allclose(direction.norm(dim=-1), torch.ones(n_concepts, dtype=torch.float64), atol=1e-6)
+            assert ((direction * diff).sum(-1) > 0).all(), (seed, sign)
+            raw_sign = torch.sign((pca_raw(x, membership, partner) * diff).sum(-1))
+            flips += int((raw_sign < 0).sum())
+        torch.testing.assert_close(
+            METHODS["pca"].fit(-acts, membership, MethodInputs(partner)),
+            -METHODS["pca"].fit(acts, membership, MethodInputs(partner)),
+            atol=1e-6,
+            rtol=0,
+        )
+    assert flips > 0  # the unaligned components really do point the wrong way sometimes
+
+
+def labels_of_rows(membership):
+    """Row index into [concept means..., baseline mean] of every text."""
+    has = membership.any(0)
+    return torch.where(has, membership.float().argmax(0), torch.full_like(has, membership.shape[0], dtype=torch.long))
+
+
+def pca_raw(acts, membership, partner):
+    from amygdala_tl.directions.aggregators import pca_directions
+
+    return pca_directions(acts, membership, partner)

@@ -113,10 +113,9 @@ def word_ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def near_duplicates(texts: list[tuple[Path, str, str | None]], threshold: float = NEAR_DUPLICATE_JACCARD) -> list[Problem]:
-    """Pairs whose word 5-gram Jaccard overlap exceeds `threshold`, except framings of the same paired scenario
-    (they tell the same events by design). Training and held-out texts are checked against each other too."""
-    grams = [word_ngrams(text) for _, text, _ in texts]
+def overlapping_pairs(texts: list[str], n: int = NGRAM) -> dict[tuple[int, int], float]:
+    """Word n-gram Jaccard overlap of every pair (a, b), a < b, that shares at least one n-gram."""
+    grams = [word_ngrams(text, n) for text in texts]
     index: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for i, gram_set in enumerate(grams):
         for gram in gram_set:
@@ -125,12 +124,37 @@ def near_duplicates(texts: list[tuple[Path, str, str | None]], threshold: float 
     for holders in index.values():
         for a, b in combinations(holders, 2):
             shared[(a, b)] += 1
+    return {(a, b): overlap / len(grams[a] | grams[b]) for (a, b), overlap in sorted(shared.items())}
+
+
+def near_duplicates(texts: list[tuple[Path, str, str | None]], threshold: float = NEAR_DUPLICATE_JACCARD) -> list[Problem]:
+    """Pairs whose word 5-gram Jaccard overlap exceeds `threshold`, except framings of the same paired scenario
+    (they tell the same events by design). Training and held-out texts are checked against each other too."""
     problems = []
-    for (a, b), overlap in sorted(shared.items()):
+    for (a, b), jaccard in overlapping_pairs([text for _, text, _ in texts]).items():
         group = texts[a][2]
         if group is not None and group == texts[b][2]:
             continue
-        jaccard = overlap / len(grams[a] | grams[b])
         if jaccard > threshold:
             problems.append(Problem(str(texts[b][0]), f"near-duplicate of {texts[a][0]} (word {NGRAM}-gram Jaccard {jaccard:.2f} > {threshold})"))
     return problems
+
+
+def heldout_near_copies(
+    training: list[tuple[Path, str]], heldout: list[tuple[Path, str]], threshold: float = NEAR_DUPLICATE_JACCARD
+) -> list[tuple[Path, Path, float]]:
+    """(held-out file, training file, Jaccard) for every held-out text above `threshold` against a training text:
+    a near-copy (a word changed, a sentence added) in the test set reads as a held-out success it is not."""
+    trained = [word_ngrams(text) for _, text in training]
+    index: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, gram_set in enumerate(trained):
+        for gram in gram_set:
+            index[gram].append(i)
+    copies = []
+    for path, text in heldout:
+        grams = word_ngrams(text)
+        shared = Counter(i for gram in grams for i in index.get(gram, ()))
+        for i, overlap in sorted(shared.items()):
+            if (jaccard := overlap / len(grams | trained[i])) > threshold:
+                copies.append((path, training[i][0], jaccard))
+    return copies

@@ -18,6 +18,7 @@ from .. import hooks
 from ..capture import Activations
 from ..capture.store import ActivationStore
 from ..corpus import NEUTRAL, Corpus, Story, load_heldout
+from ..corpus.check import NEAR_DUPLICATE_JACCARD, NGRAM, heldout_near_copies
 from ..directions.heads import direct_contribution, head_report, head_stats
 from ..errors import UserError
 from ..model import LoadedModel
@@ -124,13 +125,20 @@ def heldout_dir_of(corpus_dir: Path | None, given: Path | None) -> Path | None:
 
 
 def load_dev_stories(directory: Path, corpus: Corpus, concepts: list[str], log: Callable[[str], None]) -> list[Story] | None:
-    """The development test set, checked before any model loads: never a training text, at least one exported
-    concept to score (else None: the report falls back to cross-validation, and says why)."""
+    """The development test set, checked before any model loads: never a training text nor a near-copy of one
+    (word 5-gram Jaccard above the corpus check's threshold), at least one exported concept to score (else None: the report falls back to cross-validation, and says why)."""
     stories = load_heldout(directory)
     training = {story.sha256: story.path for story in corpus.stories}
     if leaked := next((story for story in stories if story.sha256 in training), None):
         raise UserError(
             f"held-out text {leaked.path} is the same text as training story {training[leaked.sha256]}: the test set must never be trained on"
+        )
+    if copies := heldout_near_copies([(s.path, s.text) for s in corpus.stories], [(s.path, s.text) for s in stories]):
+        held, trained, jaccard = copies[0]
+        more = f" (and {len(copies) - 1} more such pairs)" if len(copies) > 1 else ""
+        raise UserError(
+            f"held-out text {held} is a near-copy of training story {trained} (word {NGRAM}-gram Jaccard {jaccard:.2f} > "
+            f"{NEAR_DUPLICATE_JACCARD}){more}: the test set must never be trained on; rewrite or remove one of them"
         )
     covered = sorted({s.label for s in stories if s.label != NEUTRAL})
     if skipped := [c for c in covered if c not in concepts]:

@@ -1,0 +1,300 @@
+"""Evaluation checked against independent computations: cross-validation groups and folds, cv_evaluation and
+evaluate's random baseline recomputed by hand, the near-duplicate check (corpus and held-out set), the fp16
+rows the server reads, and the layer count preflight reads from a config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from amygdala_tl.corpus import Corpus, Story
+from amygdala_tl.errors import UserError
+from amygdala_tl.quality.heldout import cv_evaluation, cv_folds
+
+from .conftest import CORPUS, copy_starter_corpus, write
+
+# ---- cross-validation: a paired scenario is one group, and no fold splits a group ----------------
+
+
+def scenario_corpus(n_scenarios: int = 6, n_unpaired: int = 4, concepts: tuple[str, ...] = ("afraid", "calm", "joyful")) -> Corpus:
+    """Unpaired stories of every concept, then scenarios of a baseline and one framing per concept."""
+    stories = [Story(f"{c} story {i}", Path(f"stories/{c}/{i}.txt"), c) for c in concepts for i in range(n_unpaired)]
+    for s in range(n_scenarios):
+        stories.append(Story(f"scenario {s} baseline", Path(f"paired/s{s}/baseline.txt"), "baseline", f"s{s}"))
+        stories += [Story(f"scenario {s} as {c}", Path(f"paired/s{s}/{c}.txt"), c, f"s{s}") for c in concepts]
+    return Corpus(stories)
+
+
+def test_groups_put_a_paired_scenario_together_and_every_unpaired_story_alone():
+    corpus = scenario_corpus(n_scenarios=2, n_unpaired=2)
+    groups = corpus.groups()
+    assert len(groups) == len(corpus.stories)
+    by_scenario: dict[str | None, set[int]] = {}
+    for story, group in zip(corpus.stories, groups):
+        by_scenario.setdefault(story.scenario, set()).add(group)
+    assert len(by_scenario["s0"]) == 1 and len(by_scenario["s1"]) == 1  # baseline and framings: one group
+    assert by_scenario["s0"] != by_scenario["s1"]
+    unpaired = [g for story, g in zip(corpus.stories, groups) if story.scenario is None]
+    assert len(set(unpaired)) == len(unpaired) == 6  # every unpaired story its own group
+    assert not set(unpaired) & (by_scenario["s0"] | by_scenario["s1"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cv_folds_partition_the_texts_and_never_split_a_scenario(seed):
+    corpus = scenario_corpus()
+    membership = corpus.membership(corpus.concepts)
+    folds = cv_folds(membership, corpus.groups(), seed=seed)
+    assert len(folds) > 1
+    fold_of = {}
+    for f, held in enumerate(folds):
+        for t in held.tolist():
+            assert t not in fold_of  # each text held out once
+            fold_of[t] = f
+    assert sorted(fold_of) == list(range(len(corpus.stories)))
+    for scenario in {s.scenario for s in corpus.stories if s.scenario}:
+        members = [t for t, s in enumerate(corpus.stories) if s.scenario == scenario]
+        assert len({fold_of[t] for t in members}) == 1, f"scenario {scenario} split across folds"
+    for held in folds:  # every concept keeps a training story
+        assert (np.delete(membership.numpy(), held, axis=1).sum(-1) > 0).all()
+
+
+def hand_scores_over_folds(x, folds, directions_of, n_concepts):
+    """Concatenated per-fold z-scores: each fold's raw scores (fp32 hidden states . fp16 rows, the exported
+    values) standardized over that fold alone; `directions_of(kept)` gives the unit rows learned on `kept`."""
+    z = np.empty((x.shape[0], n_concepts))
+    for held in folds:
+        kept = np.setdiff1d(np.arange(x.shape[0]), held)
+        served = torch.from_numpy(directions_of(kept)).float().half().float()
+        raw = (torch.from_numpy(x[held]).float() @ served.T).double().numpy()
+        z[held] = (raw - raw.mean(0)) / raw.std(0, ddof=1)
+    return z
+
+
+def hand_metrics(z, labels, n_concepts):
+    aurocs = {c: roc_auc_score(labels == c, z[:, c]) for c in range(n_concepts)}
+    predicted = z.argmax(1)
+    labelled = labels >= 0
+    top1 = {c: float((predicted[labels == c] == c).mean()) for c in range(n_concepts)}
+    return float(np.mean(list(aurocs.values()))), float((predicted[labelled] == labels[labelled]).mean()), aurocs, top1
+
+
+def cv_data(seed=0, d=16, n_per_concept=12, n_baselines=12, n_concepts=4):
+    """Concepts with means of different sizes (so each concept's raw scores carry its own offset) and noise."""
+    generator = torch.Generator().manual_seed(seed)
+    means = torch.randn(n_concepts, d, generator=generator) * torch.linspace(0.5, 2.0, n_concepts)[:, None]
+    shared = 3.0 * torch.randn(d, generator=generator)
+    rows, labels = [], []
+    for c in range(n_concepts):
+        rows.append(torch.randn(n_per_concept, d, generator=generator) * 1.5 + means[c] + shared)
+        labels += [c] * n_per_concept
+    rows.append(torch.randn(n_baselines, d, generator=generator) * 1.5 + shared)
+    labels += [-1] * n_baselines
+    labels_t = torch.tensor(labels)
+    return torch.cat(rows), torch.stack([labels_t == c for c in range(n_concepts)]), labels_t
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cv_evaluation_equals_a_hand_computation(seed):
+    """Diff-of-means refit without each fold, fp16 rows, raw dot products of the held-out texts, each concept's
+    column z-scored over the held-out fold itself (never with training statistics), AUROC / top-1 over every
+    text; the random floor the same way from unit Gaussian rows (seeds 0-4)."""
+    acts, membership, labels = cv_data(seed)
+    concepts = [f"c{c}" for c in range(membership.shape[0])]
+    groups = list(range(acts.shape[0]))
+    report = cv_evaluation(acts[None], [7], membership, concepts, groups, n_layers=10)
+    folds = cv_folds(membership, groups)
+    x, y, n_concepts = acts.double().numpy(), labels.numpy(), len(concepts)
+
+    def diff_of_means_rows(kept):
+        out = []
+        for c in range(n_concepts):
+            pos = kept[y[kept] == c]
+            neg = kept[y[kept] != c]
+            diff = x[pos].mean(0) - x[neg].mean(0)
+            out.append(diff / np.linalg.norm(diff))
+        return np.stack(out)
+
+    z = hand_scores_over_folds(x, folds, diff_of_means_rows, n_concepts)
+    mean_auroc, top1, aurocs, top1s = hand_metrics(z, y, n_concepts)
+    block = report["layers"]["7"]
+    assert report["n_splits"] == len(folds)
+    assert block["mean_auroc"] == pytest.approx(mean_auroc, abs=1e-6)
+    assert block["top1"] == pytest.approx(top1, abs=1e-6)
+    for c in range(n_concepts):
+        assert block["per_concept"][concepts[c]]["auroc"] == pytest.approx(aurocs[c], abs=1e-6)
+        assert block["per_concept"][concepts[c]]["top1"] == pytest.approx(top1s[c], abs=1e-6)
+    random_aurocs, random_top1s = [], []
+    for random_seed in range(5):
+        rows = torch.randn(n_concepts, x.shape[1], generator=torch.Generator().manual_seed(random_seed), dtype=torch.float64).numpy()
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        random_auroc, random_top1, _, _ = hand_metrics(hand_scores_over_folds(x, folds, lambda kept, rows=rows: rows, n_concepts), y, n_concepts)
+        random_aurocs.append(random_auroc)
+        random_top1s.append(random_top1)
+    assert block["random_auroc"] == pytest.approx(np.mean(random_aurocs), abs=1e-6)
+    assert block["random_top1"] == pytest.approx(np.mean(random_top1s), abs=1e-6)
+    assert block["mean_auroc"] > block["random_auroc"] + 0.2
+
+
+# ---- evaluate's random baseline: unit Gaussian rows, seeds 0-4, read like the learned rows ----------
+
+
+def separable(seed=0, d=24, n_per_concept=10, n_neutral=10, n_concepts=5):
+    generator = torch.Generator().manual_seed(seed)
+    means = 6.0 * torch.nn.functional.normalize(torch.randn(n_concepts, d, generator=generator), dim=-1)
+    rows = [torch.randn(n_per_concept, d, generator=generator) * 0.5 + means[c] for c in range(n_concepts)]
+    rows.append(torch.randn(n_neutral, d, generator=generator) * 0.5)
+    labels = torch.tensor([c for c in range(n_concepts) for _ in range(n_per_concept)] + [-1] * n_neutral)
+    return torch.cat(rows), labels, torch.nn.functional.normalize(means, dim=-1)
+
+
+def test_evaluate_random_baseline_equals_an_independent_computation_on_separable_data():
+    from amygdala_tl.quality.evaluation import evaluate_served
+
+    hidden, labels, vectors = separable()
+    concepts = [f"c{c}" for c in range(vectors.shape[0])]
+    result = evaluate_served(hidden, vectors, labels, concepts)
+    assert result.mean_auroc == pytest.approx(1.0) and result.top1 == pytest.approx(1.0)  # the learned rows separate perfectly
+    x, y = hidden.double().numpy(), labels.numpy()
+    aurocs, top1s = [], []
+    for seed in range(5):
+        rows = torch.randn(len(concepts), hidden.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        rows = (rows / rows.norm(dim=-1, keepdim=True)).float().half().float()  # unit rows, as fp16 as the server holds them
+        raw = (torch.from_numpy(x).float() @ rows.T).double().numpy()
+        z = (raw - raw.mean(0)) / raw.std(0, ddof=1)  # each concept's column over the evaluation texts
+        mean_auroc, top1, _, _ = hand_metrics(z, y, len(concepts))
+        aurocs.append(mean_auroc)
+        top1s.append(top1)
+    assert result.random_auroc == pytest.approx(np.mean(aurocs), abs=1e-6)
+    assert result.random_top1 == pytest.approx(np.mean(top1s), abs=1e-6)
+    assert 0.2 < result.random_auroc < 0.8  # chance, far from the learned 1.0
+
+
+# ---- near-duplicates: word 5-gram Jaccard, by hand --------------------------------------------------
+
+
+def words(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def pair_with_overlap(shared_run: int, first: str, second: str, n_words: int = 100) -> tuple[str, str, float]:
+    """Two texts of n_words distinct words sharing one run of `shared_run` words: each has n_words - 4 5-grams,
+    they share shared_run - 4, so Jaccard = (shared_run - 4) / (2 (n_words - 4) - (shared_run - 4))."""
+    a = words(first, n_words)
+    b = a[:shared_run] + words(second, n_words - shared_run)
+    shared = shared_run - 4
+    return " ".join(a), " ".join(b), shared / (2 * (n_words - 4) - shared)
+
+
+def test_near_duplicate_threshold_against_a_hand_computed_jaccard(tmp_path):
+    from amygdala_tl.corpus.check import check_corpus, heldout_near_copies, near_duplicates, overlapping_pairs
+
+    near_a, near_b, near_jaccard = pair_with_overlap(18, "a", "b")  # 14 / 178
+    far_a, far_b, far_jaccard = pair_with_overlap(10, "c", "d")  # 6 / 186
+    assert near_jaccard == pytest.approx(14 / 178) and round(near_jaccard, 2) == 0.08
+    assert far_jaccard == pytest.approx(6 / 186) and round(far_jaccard, 2) == 0.03
+    grams = lambda text: {tuple(text.split()[i : i + 5]) for i in range(len(text.split()) - 4)}
+    assert len(grams(near_a) & grams(near_b)) / len(grams(near_a) | grams(near_b)) == pytest.approx(near_jaccard)  # the set, by hand
+    assert overlapping_pairs([near_a, near_b])[(0, 1)] == pytest.approx(near_jaccard, abs=1e-12)
+    assert overlapping_pairs([far_a, far_b])[(0, 1)] == pytest.approx(far_jaccard, abs=1e-12)
+
+    texts = [(Path("near_a.txt"), near_a, None), (Path("near_b.txt"), near_b, None)]
+    texts += [(Path("far_a.txt"), far_a, None), (Path("far_b.txt"), far_b, None)]
+    problems = near_duplicates(texts)
+    assert [(p.path, p.message) for p in problems] == [("near_b.txt", "near-duplicate of near_a.txt (word 5-gram Jaccard 0.08 > 0.05)")]
+    assert near_duplicates([(Path("a"), near_a, "paired/s"), (Path("b"), near_b, "paired/s")]) == []  # one scenario's framings
+
+    # the held-out leak check: the same threshold, training against held-out only
+    copies = heldout_near_copies(
+        [(Path("train_near.txt"), near_a), (Path("train_far.txt"), far_a)], [(Path("h1.txt"), near_b), (Path("h2.txt"), far_b)]
+    )
+    assert copies == [(Path("h1.txt"), Path("train_near.txt"), pytest.approx(near_jaccard))]
+
+    # and through `corpus check` (the texts' lengths are their own problems; only overlap is looked at here)
+    write(tmp_path / "c" / "stories" / "calm" / "a.txt", near_a)
+    write(tmp_path / "c" / "stories" / "afraid" / "b.txt", near_b)
+    write(tmp_path / "c" / "stories" / "bored" / "c.txt", far_b)
+    write(tmp_path / "c" / "stories" / "joyful" / "d.txt", far_a)
+    _, problems = check_corpus(tmp_path / "c")
+    assert [p.path for p in problems if "near-duplicate" in p.message] == [str(tmp_path / "c" / "stories" / "calm" / "a.txt")]
+
+
+def heldout_with_a_near_copy(root: Path, corpus_dir: Path) -> tuple[Path, Path]:
+    """heldout/ with a genuinely separate story and one training story with a single word changed."""
+    heldout = root / "heldout"
+    original = next(iter(sorted((corpus_dir / "stories" / "calm").glob("*.txt"))))
+    text = original.read_text(encoding="utf-8").split()
+    text[len(text) // 2] = "zebra"
+    copy = write(heldout / "calm" / "edited.txt", " ".join(text))
+    separate = next(iter(sorted((CORPUS / "heldout" / "afraid").glob("*.txt"))))
+    write(heldout / "afraid" / separate.name, separate.read_text(encoding="utf-8"))
+    return copy, original
+
+
+def test_a_heldout_near_copy_of_a_training_story_is_an_error_naming_both_before_the_model_loads(tmp_path):
+    from amygdala_tl.corpus import load_corpus, select_concepts
+    from amygdala_tl.pipelines.analysis import load_dev_stories
+    from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
+
+    corpus_dir = copy_starter_corpus(tmp_path / "corpus")
+    copy, original = heldout_with_a_near_copy(tmp_path, corpus_dir)
+    corpus = load_corpus(corpus_dir)
+    concepts = select_concepts(corpus, 2)
+    with pytest.raises(UserError, match="near-copy") as raised:
+        load_dev_stories(tmp_path / "heldout", corpus, concepts, lambda _: None)
+    assert str(copy) in str(raised.value) and str(original.name) in str(raised.value)
+
+    def never_load(*args, **kwargs):
+        raise AssertionError("the model must not load")
+
+    config = ExtractConfig(output_dir=tmp_path / "out", corpus=corpus_dir, heldout=tmp_path / "heldout", quality_report=True, use_cache=False)
+    with pytest.raises(UserError, match="near-copy"):
+        run_extract(config, loader=never_load)
+    copy.unlink()  # without the copy the same set loads
+    assert [s.path.name for s in load_dev_stories(tmp_path / "heldout", corpus, concepts, lambda _: None)]
+
+
+# ---- served_scores: the fp16 rows the server holds, not the fp32 ones --------------------------------
+
+
+def test_served_scores_use_the_fp16_rows_exactly():
+    from amygdala_tl.formats.readout import served_scores
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = 40.0 * torch.randn(6, 64, generator=generator)
+    vectors = torch.nn.functional.normalize(torch.randn(3, 64, generator=generator), dim=-1)
+    expected = hidden @ vectors.half().float().T
+    assert (hidden @ vectors.T - expected).abs().max() > 1e-3  # fp32 rows would differ measurably
+    assert torch.equal(served_scores(hidden, vectors), expected)
+    assert torch.equal(served_scores(hidden.half(), vectors), hidden.half().float() @ vectors.half().float().T)
+
+
+# ---- preflight: the layer count from the config, before the load -------------------------------------
+
+
+class Loaded(Exception):
+    """Raised by the test loader: the run got past every pre-load check."""
+
+
+def reach_the_load(*args, **kwargs):
+    raise Loaded
+
+
+@pytest.mark.parametrize("key", ["num_hidden_layers", "n_layer", "num_layers", "text_config"])
+def test_preflight_reads_the_layer_count_and_extract_refuses_layer_n_before_the_load(key, tmp_path, starter_corpus):
+    from amygdala_tl.model import resolve_model_spec
+    from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
+    from amygdala_tl.preflight import preflight
+
+    n = 5
+    config = {"model_type": "llama", **({"text_config": {"num_hidden_layers": n}} if key == "text_config" else {key: n})}
+    model = write(tmp_path / "model" / "config.json", json.dumps(config)).parent
+    assert preflight(resolve_model_spec(str(model))) == n
+    for layers, accepted in ((f"{n - 1}", True), ("0", True), (f"-{n}", True), (f"{n}", False), (f"-{n + 1}", False), (f"0,{n}", False)):
+        run = ExtractConfig(output_dir=tmp_path / "out", model=str(model), corpus=starter_corpus, layers=layers, use_cache=False)
+        with pytest.raises(Loaded if accepted else UserError):
+            run_extract(run, loader=reach_the_load)
