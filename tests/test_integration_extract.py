@@ -23,12 +23,12 @@ TEXTS = [
 ]
 
 
-def hf_last_token_outputs(hf_model, tokenizer, text, layers):
-    """Plain PyTorch forward hooks on model.layers[idx]: what the serving side reads."""
+def hf_token_outputs(hf_model, tokenizer, text, layers):
+    """Plain PyTorch forward hooks on model.layers[idx]: the block outputs [pos, d_model] the serving side reads, one per token."""
     captured = {}
     handles = [
         hf_model.model.layers[layer].register_forward_hook(
-            lambda module, args, output, layer=layer: captured.__setitem__(layer, (output[0] if isinstance(output, tuple) else output)[0, -1])
+            lambda module, args, output, layer=layer: captured.__setitem__(layer, (output[0] if isinstance(output, tuple) else output)[0])
         )
         for layer in layers
     ]
@@ -42,11 +42,11 @@ def hf_last_token_outputs(hf_model, tokenizer, text, layers):
 
 def test_capture_matches_plain_hf_hooks_at_every_layer_including_the_last(bundled, hf_reference):
     layers = [0, 7, 14, 23, bundled.facts.n_layers - 1]
-    acts = capture(bundled, TEXTS, layers, batch_size=3)  # padded batches
+    acts = capture(bundled, TEXTS, layers, pooling="last", batch_size=3)  # padded batches
     for i, text in enumerate(TEXTS):
-        reference = hf_last_token_outputs(hf_reference, bundled.tokenizer, text, layers)
+        reference = hf_token_outputs(hf_reference, bundled.tokenizer, text, layers)
         for slot, layer in enumerate(layers):
-            ours, theirs = acts.resid[slot, i], reference[layer].float()
+            ours, theirs = acts.resid[slot, i], reference[layer][-1].float()
             assert (ours - theirs).norm() / theirs.norm() < 1e-4, f"layer {layer}, text {i}"
 
 
@@ -61,10 +61,12 @@ def test_cli_extract_end_to_end_and_serving_score_parity(bundled, hf_reference, 
     sidecar = json.loads((out / "extract.json").read_text())
     assert sidecar["model"]["identity"].startswith("sha256:") and sidecar["n_forward_passes"] == 4  # 15 texts / 4
 
-    # the toolkit's score == fp16 vectors . plain HF hook output (no TransformerLens involved)
+    # the declared reading: the mean over the text's tokens of fp16 vectors . plain HF hook output (no TransformerLens),
+    # which is what the toolkit scores from the mean-pooled activation
+    assert sidecar["pooling"] == "mean" and json.loads(readout.metadata["reading"]) == {"pool": "mean", "span": "text"}
     text = TEXTS[1]
     ours = score(readout, {layer: capture(bundled, [text], [layer]).resid[0] for layer in readout.layers})
-    reference = hf_last_token_outputs(hf_reference, bundled.tokenizer, text, readout.layers)
+    reference = hf_token_outputs(hf_reference, bundled.tokenizer, text, readout.layers)
     for layer in readout.layers:
-        served = reference[layer].float() @ readout.vectors[layer].float().T
-        torch.testing.assert_close(ours[layer][0], served, rtol=1e-4, atol=1e-3 * reference[layer].norm().item() * 1e-2)
+        served = (reference[layer].float() @ readout.vectors[layer].float().T).mean(0)
+        torch.testing.assert_close(ours[layer][0], served, rtol=1e-4, atol=1e-3 * reference[layer].norm(dim=-1).mean().item() * 1e-2)
