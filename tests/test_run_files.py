@@ -1,0 +1,69 @@
+"""The output directory holds one run's files and nothing else is touched: what extract removes, what report
+rewrites, what --vectors reads, and paths that cannot be written, each refused in one line before the work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from amygdala_tl.errors import UserError
+from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
+from amygdala_tl.pipelines.report import run_report
+from amygdala_tl.rundir import RUN_FILES
+
+from .conftest import write
+
+
+def never_load(*args, **kwargs):
+    raise AssertionError("the model must not be loaded for this error")
+
+
+def one_line_exit_2(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    return lines[0]
+
+
+def small_run(corpus: Path, out: Path, model, **options):
+    config = dict(output_dir=out, corpus=corpus, layers="2", method="pooled", heads=False, use_cache=False) | options
+    return run_extract(ExtractConfig(**config), loader=lambda *a, **k: model)
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir() if path.is_file())
+
+
+@pytest.mark.parametrize("sidecar", [None, '{"files": ["report.html", "quality.json"]}', "not json"])
+def test_extract_removes_only_files_a_recorded_run_wrote(starter_corpus, tmp_path, tiny_model, sidecar):
+    out = tmp_path / "out"
+    mine = {name: write(out / name, f"my own {name}\n") for name in ("report.html", "quality.json", "subspace.json", "per_head.json")}
+    if sidecar is not None:  # an extract.json that is not a run record lists no run's files
+        write(out / "extract.json", sidecar)
+    small_run(starter_corpus, out, tiny_model)
+    assert {name: path.read_text() for name, path in mine.items()} == {name: f"my own {name}\n" for name in mine}
+
+
+def test_every_file_extract_writes_is_recorded_and_a_later_run_removes_those_it_did_not_write(starter_corpus, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    first = small_run(starter_corpus, out, tiny_model, layers="1,2", method="subspace", heads=True, quality_report=True)
+    assert first.record.files == files_in(out) == sorted(RUN_FILES)  # this run writes every file a run can write
+    second = small_run(starter_corpus, out, tiny_model)  # pooled, no heads, no quality report
+    assert files_in(out) == second.record.files == ["directions.safetensors", "extract.json", "readout.json", "readout.safetensors"]
+
+
+@pytest.mark.parametrize("listed", ["../outside.sh", "ABSOLUTE", "link.json"])
+def test_report_rewrites_only_the_run_files_in_its_directory(starter_corpus, tmp_path, tiny_model, listed):
+    out = tmp_path / "out"
+    small_run(starter_corpus, out, tiny_model, use_cache=True)
+    script = write(tmp_path / "outside.sh", "#!/bin/sh\necho hi\n")
+    script.chmod(0o755)
+    (out / "link.json").symlink_to(script)
+    name = str(script) if listed == "ABSOLUTE" else listed
+    sidecar = json.loads((out / "extract.json").read_text())
+    sidecar["files"].append(name)
+    write(out / "extract.json", json.dumps(sidecar))
+    with pytest.raises(UserError, match=f"lists '{name}' as a file of the run"):
+        run_report(out)
+    assert script.read_text() == "#!/bin/sh\necho hi\n" and script.stat().st_mode & 0o777 == 0o755 and (out / "link.json").is_symlink()
