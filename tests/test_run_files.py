@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from amygdala_tl.cli import app
 from amygdala_tl.errors import UserError
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 from amygdala_tl.pipelines.report import run_report
@@ -67,3 +69,16 @@ def test_report_rewrites_only_the_run_files_in_its_directory(starter_corpus, tmp
     with pytest.raises(UserError, match=f"lists '{name}' as a file of the run"):
         run_report(out)
     assert script.read_text() == "#!/bin/sh\necho hi\n" and script.stat().st_mode & 0o777 == 0o755 and (out / "link.json").is_symlink()
+
+
+def test_report_refuses_a_run_file_that_is_missing_or_a_link(starter_corpus, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    small_run(starter_corpus, out, tiny_model, use_cache=True)
+    manifest = out / "readout.json"
+    elsewhere = tmp_path / "elsewhere.json"
+    manifest.rename(elsewhere)
+    assert "readout.json" in one_line_exit_2(CliRunner().invoke(app, ["report", "-o", str(out)]))
+    manifest.symlink_to(elsewhere)
+    with pytest.raises(UserError, match="readout.json.*not a regular file"):
+        run_report(out)
+    assert manifest.is_symlink()
