@@ -82,3 +82,11 @@ def test_report_refuses_a_run_file_that_is_missing_or_a_link(starter_corpus, tmp
     with pytest.raises(UserError, match="readout.json.*not a regular file"):
         run_report(out)
     assert manifest.is_symlink()
+
+
+def test_an_empty_method_list_is_refused_before_the_load_and_keeps_compare_json(starter_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr("amygdala_tl.pipelines.extract.load_model", never_load)
+    previous = write(tmp_path / "out" / "compare.json", '{"methods": ["an earlier table"]}\n')
+    result = CliRunner().invoke(app, ["compare-methods", "--methods", ",", "--corpus", str(starter_corpus), "-o", str(tmp_path / "out")])
+    assert "--methods is empty" in one_line_exit_2(result)
+    assert previous.read_text() == '{"methods": ["an earlier table"]}\n'

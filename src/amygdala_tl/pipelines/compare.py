@@ -12,8 +12,9 @@ import torch
 
 from .. import atomic
 from ..capture import capture
-from ..directions.registry import MethodContext, get_method, heldout_fit, learn
+from ..directions.registry import METHODS, MethodContext, get_method, heldout_fit, learn
 from ..directions.subspace import SubspaceCollector
+from ..errors import UserError
 from ..model import LoadedModel
 from ..quality.heldout import cv_evaluation, development_set_evaluation, leading_heldout
 from .extract import ExtractConfig, Log, capture_dev_set, open_store, prepare, remember_model
@@ -72,6 +73,8 @@ def compare_methods(
     config: ExtractConfig, methods: list[str], log: Log = lambda _: None, on_progress=None, loader: Callable[..., LoadedModel] | None = None
 ) -> list[CompareRow]:
     """One capture, every method: each learns every layer and is scored on the held-out protocols."""
+    if not methods:
+        raise UserError(f"--methods is empty: name one or more of {', '.join(METHODS)}")
     chosen = [get_method(name) for name in methods]
     prepared = prepare(config, log, loader, evaluate=True)
     corpus, concepts, model, layers = prepared.corpus, prepared.concepts, prepared.model, prepared.layers
