@@ -11,8 +11,10 @@ from typer.testing import CliRunner
 
 from amygdala_tl.cli import app
 from amygdala_tl.errors import UserError
+from amygdala_tl.formats.readout import load_readout
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 from amygdala_tl.pipelines.report import run_report
+from amygdala_tl.pipelines.vectors import open_vectors
 from amygdala_tl.rundir import RUN_FILES
 
 from .conftest import write
@@ -90,3 +92,16 @@ def test_an_empty_method_list_is_refused_before_the_load_and_keeps_compare_json(
     result = CliRunner().invoke(app, ["compare-methods", "--methods", ",", "--corpus", str(starter_corpus), "-o", str(tmp_path / "out")])
     assert "--methods is empty" in one_line_exit_2(result)
     assert previous.read_text() == '{"methods": ["an earlier table"]}\n'
+
+
+def test_vectors_that_do_not_exist_are_named_not_read_from_the_parent(starter_corpus, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    small_run(starter_corpus, out, tiny_model)
+    for path in (out / "typo_dir", out / "extract.json"):
+        with pytest.raises(UserError, match=str(path)):
+            load_readout(path)
+    typo = ["export", "--vectors", str(out / "typo_dir"), "--concept", "calm"]
+    assert "no such readout directory" in one_line_exit_2(CliRunner().invoke(app, typo))
+    assert not list(out.rglob("*.gguf"))
+    by_file = open_vectors(out / "readout.json")  # either file's path names its directory, with its run record
+    assert by_file.directory == out and by_file.record is not None
