@@ -4,6 +4,7 @@ rewrites, what --vectors reads, and paths that cannot be written, each refused i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,24 @@ def test_vectors_that_do_not_exist_are_named_not_read_from_the_parent(starter_co
     assert not list(out.rglob("*.gguf"))
     by_file = open_vectors(out / "readout.json")  # either file's path names its directory, with its run record
     assert by_file.directory == out and by_file.record is not None
+
+
+def test_output_dirs_that_cannot_be_written_are_refused_before_the_load(starter_corpus, tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and real_access(path, mode, **kw))  # root ignores chmod
+    for option, config in (
+        ("--output-dir", dict(output_dir=locked / "out")),
+        ("--cache-dir", dict(output_dir=tmp_path / "out", cache_dir=locked / "cache")),
+    ):
+        with pytest.raises(UserError, match=f"{option} {locked}/.*: {locked} is not writable"):
+            run_extract(ExtractConfig(corpus=starter_corpus, **config), loader=never_load)
+    assert not list(locked.iterdir())
+
+
+def test_export_to_an_existing_directory_is_one_line(starter_corpus, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    small_run(starter_corpus, out, tiny_model)
+    result = CliRunner().invoke(app, ["export", "--vectors", str(out), "--concept", "calm", "-o", str(tmp_path)])
+    assert f"--output {tmp_path} is a directory" in one_line_exit_2(result)
