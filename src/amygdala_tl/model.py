@@ -361,11 +361,13 @@ def parse_layers(spec: str | None, n_layers: int | None) -> list[int]:
 
 
 def check_output_dir(path: Path, option: str = "--output-dir") -> None:
-    """The directory can be created: no part of the path is an existing file."""
+    """The directory can be created and written: its nearest existing part is a directory we may write in."""
     for part in (path, *path.parents):
         if part.exists():
             if not part.is_dir():
                 raise UserError(f"{option} {path}: {part} exists and is not a directory")
+            if not os.access(part, os.W_OK | os.X_OK):
+                raise UserError(f"{option} {path}: {part} is not writable")
             return
 
 

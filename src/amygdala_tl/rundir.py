@@ -1,8 +1,9 @@
 """The output directory of one `extract` run: every file name, the run record, and what belongs to it.
 
-A run writes all its files in one atomic commit, records their names and a fresh `run_id` in
-extract.json, stamps the same id into each file a later command reads, and removes files an
-earlier run left that this run did not write. Readers (`report`, `score`, `steer`, `export`,
+A run writes all its files in one atomic commit, records their names (plain names from RUN_FILES,
+never a path) and a fresh `run_id` in extract.json, stamps the same id into each file a later
+command reads, and removes the files the previous run's extract.json recorded that this run did not
+write: a file no recorded run wrote is never touched. Readers (`report`, `score`, `steer`, `export`,
 `heads concept`) refuse a file whose run id differs from extract.json's: a stale or copied-in file
 is never combined with another run's record.
 """
@@ -87,9 +88,15 @@ class RunRecord:
         if not path.is_file():
             raise UserError(f"no {SIDECAR_FILE} in {output_dir}: run `amygdala-tl extract` first")
         try:
-            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+            record = cls.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
             raise UserError(f"unreadable {path} ({error}): re-run `amygdala-tl extract`") from None
+        strangers = [name for name in record.files if name not in RUN_FILES] if isinstance(record.files, list) else [record.files]
+        if strangers:  # a run's files are plain names in its directory: never a path, a link elsewhere or a user's file
+            raise UserError(
+                f"{path} lists {strangers[0]!r} as a file of the run, which is none of {', '.join(RUN_FILES)}: re-run `amygdala-tl extract`"
+            )
+        return record
 
     @property
     def reading(self) -> dict:
@@ -163,12 +170,23 @@ def json_payload(obj: dict, run_id: str) -> bytes:
     return atomic.dumps_json({"run_id": run_id, **obj}).encode()
 
 
+def recorded_files(output_dir: Path) -> set[str]:
+    """The files the run recorded in output_dir's extract.json wrote; none without a valid run record."""
+    try:
+        return set(RunRecord.read(output_dir).files)
+    except UserError:
+        return set()
+
+
 def commit_run(output_dir: Path, payloads: dict[str, bytes], record: RunRecord) -> list[Path]:
-    """Write the run's files and extract.json (last) atomically, then remove files of earlier runs."""
+    """Write the run's files and extract.json (last) atomically, then remove the previous run's files it did not rewrite."""
     output_dir = Path(output_dir)
+    if strangers := set(payloads) - set(RUN_FILES):
+        raise ValueError(f"not run files: {sorted(strangers)} (add them to RUN_FILES)")
+    previous = recorded_files(output_dir)
     record.files = sorted({*payloads, SIDECAR_FILE})
     files = [(output_dir / name, data) for name, data in payloads.items()]
     atomic.commit_all(files + [(output_dir / SIDECAR_FILE, atomic.dumps_json(record.to_json()).encode())])
-    for stale in set(RUN_FILES) - set(record.files):
+    for stale in previous - set(record.files):
         (output_dir / stale).unlink(missing_ok=True)
     return [path for path, _ in files] + [output_dir / SIDECAR_FILE]

@@ -75,10 +75,21 @@ def write_readout(readout: Readout, output_dir: Path) -> tuple[Path, Path]:
     return output_dir / VECTORS_FILE, output_dir / MANIFEST_FILE
 
 
+def readout_dir(path: str | Path) -> Path:
+    """The directory of an export named by itself or by either file's path; any other path is refused."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if not path.exists():
+        raise UserError(f"no such readout directory: {path}")
+    if path.name not in (VECTORS_FILE, MANIFEST_FILE):
+        raise UserError(f"{path} is neither a readout directory nor its {VECTORS_FILE} or {MANIFEST_FILE}")
+    return path.parent
+
+
 def load_readout(path: str | Path) -> Readout:
     """Load and validate an export (a directory holding both files, or either file's path)."""
-    path = Path(path)
-    directory = path if path.is_dir() else path.parent
+    directory = readout_dir(path)
     vectors_path, manifest_path = directory / VECTORS_FILE, directory / MANIFEST_FILE
     for required in (manifest_path, vectors_path):
         if not required.is_file():

@@ -15,8 +15,9 @@ import torch
 
 from .. import atomic
 from ..capture import capture, check_pooling
-from ..directions.registry import Method, MethodContext, get_method, heldout_fit, learn
+from ..directions.registry import METHODS, Method, MethodContext, get_method, heldout_fit, learn
 from ..directions.subspace import SubspaceCollector
+from ..errors import UserError
 from ..model import LoadedModel
 from ..quality.heldout import cv_evaluation, development_set_evaluation, leading_heldout
 from .extract import ExtractConfig, Log, Prepared, capture_dev_set, open_store, prepare, remember_model
@@ -91,6 +92,10 @@ def compare_methods(
 ) -> list[CompareRow]:
     """Every method under every pooling: each learns every layer and is scored on the held-out protocols,
     reading texts the way its pooling declares. One capture per pooling (the activation store keeps it)."""
+    if not methods:
+        raise UserError(f"--methods is empty: name one or more of {', '.join(METHODS)}")
+    if not poolings:
+        raise UserError("--poolings is empty: name one or more of mean, last, second_half, tail<N>, ema<N>")
     chosen = [get_method(name) for name in methods]
     poolings = [check_pooling(pooling, "--poolings") for pooling in poolings]
     prepared = prepare(config, log, loader, evaluate=True)

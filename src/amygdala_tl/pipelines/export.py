@@ -29,6 +29,8 @@ def export_control_vector(
     n_layers = recorded.get("n_layers")
     chosen = parse_layers(layers, n_layers) if layers is not None else None
     hint = model_hint or recorded.get("model_type") or "llama"
-    target = Path(output) if output else Path(vectors_dir) / f"{concept}.gguf"
+    target = Path(output) if output else vectors.directory / f"{concept}.gguf"
+    if target.is_dir():
+        raise UserError(f"--output {target} is a directory: name the file, e.g. {target / f'{concept}.gguf'}")
     check_output_dir(target.parent, "--output")
     return write_control_vector(vectors.readout, concept, target, hint, chosen, scale, n_layers), hint

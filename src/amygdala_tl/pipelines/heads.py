@@ -117,7 +117,7 @@ def concept(
         raise UserError(f"--negatives must be at least 1, got {negatives}")
     loaded_corpus = load_corpus(corpus)
     loaded_corpus.require(concept)
-    target = (output_dir or Path(vectors_dir) / "heads") / f"concept_{concept}_L{layer}.json"
+    target = (output_dir or vectors.directory / "heads") / f"concept_{concept}_L{layer}.json"
     check_output_dir(target.parent)
     loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
     vector = vectors.readout.vectors[layer][vectors.readout.concepts.index(concept)].float()

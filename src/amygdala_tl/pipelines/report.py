@@ -15,9 +15,10 @@ from ..corpus import load_corpus, load_heldout
 from ..directions.registry import METHODS, MethodContext, get_method, heldout_fit
 from ..errors import UserError
 from ..formats.readout import load_directions
+from ..model import check_output_dir
 from ..quality.output import quality_payloads, served
 from ..quality.report import DevSet
-from ..rundir import DIRECTIONS_FILE, QUALITY_FILE, SIDECAR_FILE, SUBSPACE_FILE, RunRecord, check_same_run, commit_run, read_run_json
+from ..rundir import DIRECTIONS_FILE, HTML_FILE, QUALITY_FILE, SIDECAR_FILE, SUBSPACE_FILE, RunRecord, check_same_run, commit_run, read_run_json
 from .analysis import dev_set, head_analysis, heldout_fingerprint, quality_inputs, stored_weights
 
 
@@ -27,6 +28,19 @@ def corpus_of(record: RunRecord, corpus_dir: Path | None):
         return load_corpus(Path(corpus_dir))
     paths = [Path(record.corpus[key]) if record.corpus.get(key) else None for key in ("corpus", "stories_dir", "paired_dir")]
     return load_corpus(*paths) if any(paths) else load_corpus(Path(record.corpus["root"]))
+
+
+def kept_files(output_dir: Path, record: RunRecord) -> dict[str, bytes]:
+    """The run's files that `report` does not rebuild (all but quality.json and report.html), each a regular file."""
+    kept = {}
+    for name in record.files:
+        path = output_dir / name
+        if name in (QUALITY_FILE, HTML_FILE, SIDECAR_FILE):
+            continue
+        if path.is_symlink() or not path.is_file():
+            raise UserError(f"{path}, a file of the run in {SIDECAR_FILE}, is missing or not a regular file: re-run `amygdala-tl extract`")
+        kept[name] = path.read_bytes()
+    return kept
 
 
 def previous_heldout(output_dir: Path, record: RunRecord) -> dict:
@@ -58,6 +72,8 @@ def stored_dev_set(record: RunRecord, store: ActivationStore, concepts: list[str
 def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path | None = None, head_concept: str | None = None):
     output_dir = Path(output_dir)
     record = RunRecord.read(output_dir)
+    check_output_dir(output_dir)
+    kept = kept_files(output_dir, record)
     corpus = corpus_of(record, corpus_dir)
     if corpus.fingerprint() != record.corpus["sha256"]:
         raise UserError(f"the corpus at {corpus.root} changed since extract (hash differs): re-run `amygdala-tl extract`")
@@ -102,6 +118,5 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
         dev=stored_dev_set(record, store, concepts, layers),
     )
     quality, payloads = quality_payloads(inputs, model["n_heads"], record.run_id, head_concept)
-    kept = {name: (output_dir / name).read_bytes() for name in record.files if name != SIDECAR_FILE and name not in payloads}
     paths = commit_run(output_dir, kept | payloads, record)
     return quality, [path for path in paths if path.name in payloads]

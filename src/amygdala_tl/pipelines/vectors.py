@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..capture.pooling import check_pooling
 from ..errors import UserError
-from ..formats.readout import Readout, load_readout
+from ..formats.readout import Readout, load_readout, readout_dir
 from ..model import LoadedModel, load_model, resolve_model_spec
 from ..preflight import preflight
 from ..rundir import RunRecord, recorded_run
@@ -46,9 +46,11 @@ class Vectors:
             raise UserError(f"unknown concept {concept!r}; the vectors have: {', '.join(self.readout.concepts)}")
 
 
-def open_vectors(directory: Path) -> Vectors:
+def open_vectors(path: Path) -> Vectors:
+    """--vectors: an export directory (or either readout file in it), with the run that wrote it."""
+    directory = readout_dir(path)
     readout = load_readout(directory)
-    return Vectors(Path(directory), readout, recorded_run(directory, readout))
+    return Vectors(directory, readout, recorded_run(directory, readout))
 
 
 def load_model_for(
