@@ -63,8 +63,9 @@ def _tensors(readout: Readout) -> dict[str, Tensor]:
 
 
 def readout_payloads(readout: Readout) -> dict[str, bytes]:
-    """{file name: bytes} of the two serving files."""
-    metadata = {key: str(value) for key, value in readout.metadata.items()}
+    """{file name: bytes} of the two serving files; the safetensors metadata repeats the concept order,
+    so a manifest edited afterwards (two names swapped) is refused on load."""
+    metadata = {key: str(value) for key, value in readout.metadata.items()} | {"concepts": json.dumps(readout.concepts)}
     return {VECTORS_FILE: save_safetensors_bytes(_tensors(readout), metadata=metadata), MANIFEST_FILE: atomic.dumps_json(readout.manifest()).encode()}
 
 
@@ -91,6 +92,8 @@ def load_readout(path: str | Path) -> Readout:
     except (SafetensorError, ValueError) as error:
         raise UserError(f"not a readable safetensors file: {vectors_path} ({error})") from None
 
+    if "concepts" in metadata and _json_or_none(metadata["concepts"]) != manifest["concepts"]:
+        raise UserError(f"{manifest_path}: its concepts disagree with the ones {vectors_path} was written for (an edited manifest?)")
     expected = {tensor_key(layer) for layer in manifest["layers"]}
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
@@ -130,6 +133,13 @@ def _read_manifest(path: Path) -> dict:
     if manifest["dtype"] != "float16":
         raise UserError(f"{path}: dtype {manifest['dtype']!r} is not supported, expected 'float16'")
     return manifest
+
+
+def _json_or_none(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def _safetensors_metadata(raw: bytes) -> dict[str, str]:
