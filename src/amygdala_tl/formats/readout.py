@@ -8,6 +8,7 @@ manifest keeps exactly its four keys because the loader on the serving side is n
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def write_readout(readout: Readout, output_dir: Path) -> tuple[Path, Path]:
 
 def load_readout(path: str | Path) -> Readout:
     """Load and validate an export (a directory holding both files, or either file's path)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(f"load_readout takes the path of a directory or file, got {path!r}")
     path = Path(path)
     directory = path if path.is_dir() else path.parent
     vectors_path, manifest_path = directory / VECTORS_FILE, directory / MANIFEST_FILE

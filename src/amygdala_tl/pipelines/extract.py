@@ -7,10 +7,12 @@ so tests can prove it. All files are written in one atomic commit at the end (se
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from numbers import Real
 from pathlib import Path
 
 import torch
@@ -35,6 +37,7 @@ from ..model import (
     parse_dtype,
     parse_layers,
     relative_depth,
+    is_index_list,
     resolve_model_spec,
 )
 from ..preflight import preflight
@@ -59,6 +62,31 @@ Log = Callable[[str], None]
 DEGENERATE_RELATIVE_GAP = 1e-6  # |mean(P) - mean(N)| below this share of the mean activation norm: no signal
 
 
+# The natural Python type of each option (the command line always passes these); layers and method take several.
+OPTION_TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
+    **{name: ("an integer", (int,)) for name in ("batch_size", "max_length", "min_positives", "subspace_eigen_k", "denoise_k")},
+    **{name: ("an integer or None", (int, type(None))) for name in ("subspace_k", "export_best_layers")},
+    "l1_c": ("a number", (Real,)),
+    **{name: ("True or False", (bool,)) for name in ("heads", "use_cache", "quality_report", "trust_remote_code")},
+    **{name: ("a string", (str,)) for name in ("pooling", "dtype")},
+    **{name: ("a string or None", (str, type(None))) for name in ("model", "device", "device_map")},
+    "output_dir": ("a path", (str, os.PathLike)),
+    **{name: ("a path or None", (str, os.PathLike, type(None))) for name in ("corpus", "stories_dir", "paired_dir", "cache_dir", "heldout")},
+}
+PATH_OPTIONS = ("output_dir", "corpus", "stories_dir", "paired_dir", "cache_dir", "heldout")
+
+
+def check_types(options: dict[str, object]) -> None:
+    """From Python an option can be anything: a wrong type is refused by the option's name, before any work."""
+    for name, value in options.items():
+        expected, types = OPTION_TYPES.get(name, ("", (object,)))
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise UserError(f"{name} must be {expected}, got {value!r}")
+    layers = options.get("layers")
+    if not (layers is None or isinstance(layers, str) or is_index_list(layers)):
+        raise UserError(f"layers must be a list of block indices or a string such as '12,14', got {layers!r}")
+
+
 @dataclass
 class ExtractConfig:
     output_dir: Path = Path("out")
@@ -66,7 +94,7 @@ class ExtractConfig:
     corpus: Path | None = None
     stories_dir: Path | None = None
     paired_dir: Path | None = None
-    layers: str | None = None
+    layers: str | Sequence[int] | None = None  # '12,14,-3' or a list of block indices
     method: str | Method | Fit = "lda"
     pooling: str = "last"
     batch_size: int = 8
@@ -122,6 +150,7 @@ class Prepared:
 
 def check_options(config: ExtractConfig) -> Method:
     """Option values that need no model and no files; returns the method."""
+    check_types(vars(config))
     method = get_method(config.method)
     if config.pooling not in POOLINGS:
         raise UserError(f"unknown --pooling {config.pooling!r}: choose one of {', '.join(POOLINGS)}")
@@ -209,7 +238,11 @@ def extract(
 ) -> ExtractResult:
     """The Python entry point: `amygdala_tl.extract(corpus, output_dir, model, layers="12,14", method="pooled", ...)`;
     every ExtractConfig field is a keyword (`method` also takes a Method or a plain fit callable)."""
-    config = ExtractConfig(output_dir=Path(output_dir), model=model, corpus=Path(corpus) if corpus is not None else None, **options)
+    if unknown := sorted(set(options) - {f.name for f in fields(ExtractConfig)}):
+        raise UserError(f"extract() got an unknown option {unknown[0]!r}; the options are ExtractConfig's fields")
+    options |= {"output_dir": output_dir, "model": model, "corpus": corpus}
+    check_types(options)
+    config = ExtractConfig(**{name: Path(v) if name in PATH_OPTIONS and v is not None else v for name, v in options.items()})
     return run_extract(config, log=log, loader=loader)
 
 
