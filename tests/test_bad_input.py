@@ -48,6 +48,25 @@ def test_a_readout_whose_concepts_disagree_with_extract_json_is_refused(starter_
         export_control_vector(out, "calm")
 
 
+def test_a_gguf_cut_inside_its_tensor_data_is_refused_before_the_load(tmp_path):
+    import numpy as np
+    from gguf import GGUFWriter
+
+    from amygdala_tl.preflight import gguf_header
+
+    writer = GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("w", np.ones(256, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert gguf_header(tmp_path / "m.gguf")["block_count"] == 2
+    (tmp_path / "cut.gguf").write_bytes((tmp_path / "m.gguf").read_bytes()[:-100])
+    with pytest.raises(UserError, match=r"cut.gguf is truncated: \d+ bytes, its header describes \d+"):
+        gguf_header(tmp_path / "cut.gguf")
+
+
 # ---- item 12: the Python API takes natural types, and names the argument otherwise ---------------
 
 
@@ -121,3 +140,129 @@ def test_api_entry_points_refuse_wrong_types_with_a_user_error():
         "UserError Head layer must be a non-negative integer, got True",
         "True L3H5",
     ]
+
+
+# ---- the README's "checked before the model loads" list, one row per entry -----------------------
+# {corpus}: the starter corpus, {vec}: a readout at layers 1, 2 (no extract.json: the bundled model), {tmp}: scratch.
+
+REMOTE_CODE_CONFIG = '{"model_type": "evil", "num_hidden_layers": 2, "auto_map": {"AutoModelForCausalLM": "modeling_evil.Evil"}}'
+BEFORE_THE_LOAD = {
+    # bad or empty paths, options and numbers (NaN and infinities included)
+    "missing_corpus": ("extract --corpus {tmp}/nowhere", "corpus directory not found"),
+    "empty_corpus": ("extract --corpus {tmp}/emptydir", "corpus directory has neither stories/ nor paired/"),
+    "missing_model": ("extract --model {tmp}/nowhere.gguf", "model file not found"),
+    "batch_size_0": ("extract --batch-size 0", "--batch-size must be at least 1, got 0"),
+    "l1_c_nan": ("extract --l1-c nan", "--l1-c must be a finite positive number"),
+    "alpha_inf": ("steer go --vectors {vec} --concept calm --layer 1 --alpha inf", "--alpha must be a number between"),
+    "alpha_1e300": ("steer go --vectors {vec} --concept calm --layer 1 --alpha 1e300", "--alpha must be a number between -100 and 100"),
+    "temperature_1e-45": ("steer go --vectors {vec} --concept calm --layer 1 --temperature 1e-45", "--temperature must be 0 (greedy) or"),
+    "scale_1e39": ("export --vectors {vec} --concept calm --layers 1 --scale 1e39", "--scale must be a non-zero number within fp32 range"),
+    "denoise_k_1000": ("extract --denoise-k 1000", "--denoise-k 1000 is more than the 0 directions the corpus's 1 baseline texts span"),
+    "score_top_-1": ("score calm --vectors {vec} --top -1", "--top must be at least 1, got -1"),
+    "score_empty": ("score calm  --vectors {vec}", "text 2 is empty"),
+    "steer_empty": ("steer  --vectors {vec} --concept calm --layer 1", "the prompt is empty"),
+    "detect_length_0": ("heads detect --length 0", "--length must be at least 2"),
+    # --layers empty or out of range (the layer count from config.json or the GGUF header)
+    "layers_empty": ("extract --layers ''", "--layers is empty"),
+    "layers_30": ("extract --layers 30", "--layers: 30 is out of range for a model with 30 layers"),
+    "layers_local": ("extract --layers 3 --model {tmp}/llama", "--layers: 3 is out of range for a model with 3 layers"),
+    # --device cuda without CUDA; --device-map that is not a dispatch strategy or a device, or beside --device
+    "device_cuda": ("extract --device cuda", "CUDA is not available"),
+    "detect_cuda": ("heads detect --device cuda", "CUDA is not available"),
+    "ablate_cuda": ("heads ablate --heads L0H0 --prompt x --device cuda", "CUDA is not available"),
+    "device_map_nonsense": ("extract --device-map nonsense", "unknown --device-map 'nonsense'"),
+    "device_map_and_device": ("extract --device-map auto --device cpu", "exclude each other"),
+    # a fake or truncated .gguf, a broken config.json, a model that ships its own code
+    "fake_gguf": ("extract --model {tmp}/fake.gguf", "fake.gguf is not a GGUF file"),
+    "truncated_gguf": ("extract --model {tmp}/truncated.gguf", "truncated.gguf is not a readable GGUF file"),
+    "broken_config": ("extract --model {tmp}/broken", "broken model config"),
+    "remote_code": ("extract --model {tmp}/evil", "--trust-remote-code"),
+    # a hub id that is not cached, offline or unreachable
+    "hub_offline": ("extract --model some-org/some-model", "HF_HUB_OFFLINE"),
+    "hub_unreachable": ("extract --model some-org/some-model", "cannot reach 127.0.0.1"),
+    # an output path under an existing file
+    "output_under_file": ("extract -o {tmp}/file/sub", "exists and is not a directory"),
+    # corpus problems
+    "two_concepts": ("extract --corpus {tmp}/twice", "the same text is labelled"),
+    "non_utf8_story": ("extract --corpus {tmp}/latin", "not valid UTF-8"),
+    "binary_story": ("extract --corpus {tmp}/binary", "binary data?"),
+    # steer concepts and layers (and the --measure layer); heads ablate heads and --mode
+    "steer_concept": ("steer go --vectors {vec} --concept joyful --layer 1", "unknown concept 'joyful'"),
+    "steer_layer": ("steer go --vectors {vec} --concept calm --layer 5", "layer 5 is not in the vectors"),
+    "steer_measure_layer": ("steer x --vectors {vec} --concept all --layer 2 --measure --corpus {corpus}", "--measure needs exported layers after 2"),
+    "ablate_mode": ("heads ablate --heads L0H0 --prompt x --mode foo", "unknown ablation mode 'foo'"),
+    "ablate_layer": ("heads ablate --heads L99H0 --prompt x", "head L99H0: layer 99 is out of range for a model with 30 layers"),
+    "ablate_head": ("heads ablate --heads L1H9 --prompt x", "head L1H9: head 9 is out of range for a model with 9 heads per layer"),
+    # non-UTF-8 --file / --text-file
+    "score_file": ("score --vectors {vec} --file {tmp}/latin1.txt", "latin1.txt"),
+    "detect_text_file": ("heads detect --text-file {tmp}/latin1.txt", "latin1.txt"),
+    # --quality-report / compare-methods: the development test set, the cross-validation folds
+    "heldout_copy": ("extract --quality-report --heldout {tmp}/heldout", "h.txt"),
+    "compare_heldout_copy": ("compare-methods --methods pooled -o {tmp}/out", "h.txt"),
+    "cv_folds": ("extract --quality-report", "too small for grouped cross-validation"),
+}
+DEFAULT_CORPUS_ARGS = ("extract", "compare-methods")
+
+
+def make_inputs(tmp: Path, corpus: Path) -> None:
+    """The bad files the table's rows name."""
+    from .conftest import write
+
+    bundled = Path(__import__("amygdala_tl").resolve_model_spec(None).location)
+    (tmp / "truncated.gguf").write_bytes(bundled.open("rb").read(1 << 20))
+    write(tmp / "fake.gguf", "not a model")
+    write(tmp / "broken" / "config.json", "{not json")
+    write(tmp / "evil" / "config.json", REMOTE_CODE_CONFIG)
+    write(tmp / "evil" / "modeling_evil.py", "raise SystemExit('ran')")
+    write(tmp / "llama" / "config.json", '{"model_type": "llama", "num_hidden_layers": 3}')
+    write(tmp / "file", "x")
+    (tmp / "emptydir").mkdir()
+    (tmp / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    story = next((corpus / "stories" / "calm").glob("*.txt")).read_text()
+    write(tmp / "twice" / "stories" / "calm" / "a.txt", story)
+    write(tmp / "twice" / "stories" / "bored" / "a.txt", story)
+    write(tmp / "latin" / "stories" / "calm" / "a.txt", "x").write_bytes(b"caf\xe9")
+    write(tmp / "binary" / "stories" / "calm" / "a.txt", "x").write_bytes(b"\x00" * 64)
+    write(tmp / "heldout" / "calm" / "h.txt", story)
+    write(tmp / "heldout" / "_neutral" / "n.txt", "The bus came at nine and the street was wet.")
+    write_readout(build_readout(["calm", "afraid"], [1, 2], torch.randn(2, 2, 576)), tmp / "vec")
+
+
+@pytest.mark.parametrize("case", list(BEFORE_THE_LOAD))
+def test_every_check_the_readme_lists_fails_before_the_model_loads(case, starter_corpus, tmp_path, monkeypatch):
+    import shlex
+    import shutil
+    import socket
+
+    from typer.testing import CliRunner
+
+    from amygdala_tl.cli import app
+
+    args, fragment = BEFORE_THE_LOAD[case]
+    make_inputs(tmp_path, starter_corpus)
+    monkeypatch.setattr("amygdala_tl.model._from_pretrained_args", never_load)  # below every loader: no weights are read
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    if case == "hub_offline":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if case == "hub_unreachable":
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{sock.getsockname()[1]}")
+    if case == "cv_folds":
+        folders = lambda self: [s.path.parent.name for s in self.stories]  # noqa: E731 - a concept's stories in one group
+        monkeypatch.setattr("amygdala_tl.corpus.load.Corpus.groups", lambda self: [sorted(set(folders(self))).index(f) for f in folders(self)])
+    if case == "compare_heldout_copy":
+        shutil.copytree(tmp_path / "heldout", starter_corpus / "heldout")
+    argv = shlex.split(args.format(tmp=tmp_path, vec=tmp_path / "vec", corpus=starter_corpus))
+    if argv[0] in DEFAULT_CORPUS_ARGS and "--corpus" not in argv:
+        argv += ["--corpus", str(starter_corpus)]
+    if argv[0] == "extract" and "-o" not in argv:
+        argv += ["-o", str(tmp_path / "out")]
+    if case in ("score_empty", "steer_empty"):
+        argv.insert(2 if case == "score_empty" else 1, "")
+    result = CliRunner().invoke(app, argv)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.output
+    assert "loading" not in result.output and not (tmp_path / "out").exists()

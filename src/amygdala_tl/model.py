@@ -221,12 +221,11 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .preflight import preflight
+    from .preflight import check_device_map, preflight
 
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)  # a plain path or hub id from Python
+    check_device_map(device_map, device)
     preflight(spec, device, trust_remote_code)
-    if device is not None and device_map is not None:
-        raise UserError(f"--device {device} and --device-map {device_map} exclude each other: pass one")
     if device_map is None and (max_memory is not None or offload_folder is not None):
         raise UserError("max_memory and offload_folder apply only with a device_map")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from numbers import Real
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,15 +33,15 @@ from ..model import (
     ModelSpec,
     check_output_dir,
     describe_layer,
+    is_index_list,
     load_model,
     model_identity,
     parse_dtype,
     parse_layers,
     relative_depth,
-    is_index_list,
     resolve_model_spec,
 )
-from ..preflight import preflight
+from ..preflight import check_device_map, preflight
 from ..quality.heldout import cv_folds
 from ..quality.output import quality_payloads, served, summary_lines
 from ..quality.report import DevSet
@@ -174,6 +175,7 @@ def check_options(config: ExtractConfig) -> Method:
         raise UserError(f"--l1-c must be a finite positive number, got {config.l1_c}")
     if config.export_best_layers and not config.quality_report:
         raise UserError("--export-best-layers needs --quality-report (the held-out evaluation ranks the layers)")
+    check_device_map(config.device_map, config.device)  # before the load, and a fully cached run never loads
     if config.layers is not None:
         parse_layers(config.layers, n_layers=10**9)  # syntax only; ranges once the model's depth is known
     check_output_dir(Path(config.output_dir))
@@ -188,6 +190,7 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
     parse_dtype(config.dtype)
     corpus = load_corpus(*(Path(p).resolve() if p is not None else None for p in (config.corpus, config.stories_dir, config.paired_dir)))
     concepts = select_concepts(corpus, config.min_positives)
+    check_denoise_k(config.denoise_k, corpus)
     dev_dir = heldout_dir_of(config.corpus, config.heldout) if evaluate else None
     dev_stories = load_dev_stories(dev_dir, corpus, concepts, log) if dev_dir is not None else None
     if evaluate:
@@ -204,6 +207,16 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
         f"target {', '.join(describe_layer(layer, model.facts.n_layers) for layer in layers)}"
     )
     return Prepared(corpus, concepts, model, layers, method, dev_stories, dev_dir)
+
+
+def check_denoise_k(denoise_k: int, corpus: Corpus) -> None:
+    """n centred baseline texts span at most n - 1 directions: asking for more would silently project out fewer."""
+    n_baselines = int(corpus.neutral_mask().sum())
+    if denoise_k > max(n_baselines - 1, 0):
+        raise UserError(
+            f"--denoise-k {denoise_k} is more than the {max(n_baselines - 1, 0)} directions the corpus's {n_baselines} "
+            "baseline texts span (at most one fewer than the baselines; add paired/<scenario>/baseline.txt files)"
+        )
 
 
 def open_model(config: ExtractConfig, spec: ModelSpec, log: Log, loader: Callable[..., LoadedModel] | None) -> LoadedModel:
@@ -242,7 +255,8 @@ def extract(
         raise UserError(f"extract() got an unknown option {unknown[0]!r}; the options are ExtractConfig's fields")
     options |= {"output_dir": output_dir, "model": model, "corpus": corpus}
     check_types(options)
-    config = ExtractConfig(**{name: Path(v) if name in PATH_OPTIONS and v is not None else v for name, v in options.items()})
+    paths: dict[str, Any] = {name: Path(v) for name, v in options.items() if name in PATH_OPTIONS and v is not None}
+    config = ExtractConfig(**(options | paths))
     return run_extract(config, log=log, loader=loader)
 
 
