@@ -30,7 +30,7 @@ def test_format_and_round_trip(tmp_path):
     assert sorted(raw) == ["layer_11.vectors", "layer_3.vectors", "layer_7.vectors"]
     loaded = load_readout(tmp_path)
     assert loaded.concepts == readout.concepts and loaded.layers == readout.layers
-    assert loaded.metadata == {"model": "m", "method": "pooled"}
+    assert loaded.metadata == {"model": "m", "method": "pooled", "concepts": json.dumps(readout.concepts)}
     for i, layer in enumerate(loaded.layers):
         vectors = loaded.vectors[layer]
         assert vectors.dtype == torch.float16 and vectors.shape == (4, 64)

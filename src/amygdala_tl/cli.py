@@ -116,9 +116,10 @@ def score(
     trust_remote_code: opt.TrustRemoteCode = False,
 ) -> None:
     """Score texts exactly as the serving side does: raw <h, v> at the last position, fp16 vectors."""
-    from .pipelines.score import score_texts
+    from .pipelines.score import check_top, score_texts
 
     with user_errors():
+        check_top(top)
         results = score_texts(vectors, texts or [], file, model, device, centered=centered, trust_remote_code=trust_remote_code, warn=warn)
     if as_json:
         typer.echo(json.dumps([result.to_json() for result in results], indent=2))

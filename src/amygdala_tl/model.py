@@ -11,8 +11,9 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,10 +143,13 @@ def bundled_model_path() -> Path:
     return path
 
 
-def resolve_model_spec(model: str | None) -> ModelSpec:
+def resolve_model_spec(model: str | os.PathLike[str] | None) -> ModelSpec:
     """Turn the --model value into a ModelSpec, failing fast on paths that do not exist."""
     if model is None:
         return ModelSpec("gguf", str(bundled_model_path()), BUNDLED_HUB_ID)
+    if not isinstance(model, (str, os.PathLike)):
+        raise UserError(f"model must be a hub id, a model directory or a .gguf path, got {model!r}")
+    model = os.fspath(model)
     path = Path(model).expanduser()
     if model.endswith(".gguf"):
         if not path.is_file():
@@ -221,7 +225,7 @@ def parse_dtype(name: str) -> torch.dtype:
 
 
 def load_model(
-    spec: ModelSpec,
+    spec: ModelSpec | str | os.PathLike[str] | None,
     dtype: torch.dtype = torch.float32,
     device: str | None = None,
     device_map: str | dict[str, str | int] | None = None,
@@ -238,14 +242,15 @@ def load_model(
     {"cpu": "2GiB", "disk": "100GiB"}) and `offload_folder` for weights offloaded to 'disk': the
     bridge keeps accelerate's placement and reads inputs onto the embedding's device.
     Model code shipped with the weights runs only with `trust_remote_code`; nothing reads stdin.
+    `spec` is a ModelSpec or what --model takes (None: the bundled model).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .preflight import preflight
+    from .preflight import check_device_map, preflight
 
+    spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)  # a plain path or hub id from Python
+    check_device_map(device_map, device)
     preflight(spec, device, trust_remote_code)
-    if device is not None and device_map is not None:
-        raise UserError(f"--device {device} and --device-map {device_map} exclude each other: pass one")
     if device_map is None and (max_memory is not None or offload_folder is not None):
         raise UserError("max_memory and offload_folder apply only with a device_map")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -331,10 +336,15 @@ def facts_of(bridge: Any) -> ModelFacts:
     )
 
 
-def parse_layers(spec: str | None, n_layers: int | None) -> list[int]:
-    """`--layers` as a sorted list of HF block indices; negatives count from the model's end; None: 40-80% depth.
+def parse_layers(spec: str | Sequence[int] | None, n_layers: int | None) -> list[int]:
+    """`--layers` ('12,14,-3', or from Python a list of ints) as a sorted list of HF block indices;
+    negatives count from the model's end; None: 40-80% depth.
 
     `n_layers` None (the model's depth is unknown) accepts non-negative indices only."""
+    if spec is not None and not isinstance(spec, str):
+        if not is_index_list(spec):
+            raise UserError(f"layers must be a list of block indices or a string such as '12,14', got {spec!r}")
+        spec = ",".join(str(int(i)) for i in spec)
     if spec is None:
         if n_layers is None:
             raise ValueError("default layers need the model's layer count")
@@ -358,6 +368,11 @@ def parse_layers(spec: str | None, n_layers: int | None) -> list[int]:
             raise UserError(f"--layers: {index} is out of range for a model with {n_layers} layers")
         layers.add(resolved)
     return sorted(layers)
+
+
+def is_index_list(value: object) -> bool:
+    """A list or tuple of integers (layers from Python)."""
+    return isinstance(value, (list, tuple)) and all(isinstance(i, Integral) and not isinstance(i, bool) for i in value)
 
 
 def check_output_dir(path: Path, option: str = "--output-dir") -> None:

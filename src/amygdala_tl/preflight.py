@@ -7,6 +7,7 @@ after a long load (or, for a hub id without a network, after a minute of retries
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import struct
@@ -38,6 +39,24 @@ def check_device(device: str | None) -> None:
             raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {device}: MPS is not available on this machine")
+
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_device_map(device_map: object, device: str | None) -> None:
+    """accelerate's dispatch strategies, or one device this machine has; never together with --device."""
+    if device_map is None or isinstance(device_map, dict):
+        return
+    if device is not None:
+        raise UserError(f"--device {device} and --device-map {device_map} exclude each other: pass one")
+    if device_map in DEVICE_MAPS:
+        return
+    try:
+        torch.device(str(device_map))
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown --device-map {device_map!r}: use {', '.join(DEVICE_MAPS)}, or one device such as cuda:0") from None
+    check_device(str(device_map))
 
 
 def model_config(spec: ModelSpec) -> dict[str, Any] | None:
@@ -73,6 +92,17 @@ def n_layers_of(config: dict[str, Any] | None) -> int | None:
     return n_layers_of(text) if isinstance(text, dict) else None
 
 
+def n_heads_of(config: dict[str, Any] | None) -> int | None:
+    """Attention heads per block, from HF config keys or a GGUF header (`<arch>.attention.head_count`)."""
+    if not config:
+        return None
+    for key in ("num_attention_heads", "n_head", "num_heads", f"{config.get('general.architecture')}.attention.head_count"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    text = config.get("text_config")
+    return n_heads_of(text) if isinstance(text, dict) else None
+
+
 def check_remote_code(spec: ModelSpec, config: dict[str, Any] | None, trust_remote_code: bool) -> None:
     """A model that ships its own Python runs it only with the explicit opt-in."""
     if config and config.get("auto_map") and not trust_remote_code:
@@ -104,11 +134,16 @@ def check_hub_reachable(spec: ModelSpec) -> None:
 
 def preflight(spec: ModelSpec, device: str | None = None, trust_remote_code: bool = False) -> int | None:
     """Run every check that needs no weights; returns the model's layer count when it can be known."""
+    return n_layers_of(checked_config(spec, device, trust_remote_code))
+
+
+def checked_config(spec: ModelSpec, device: str | None = None, trust_remote_code: bool = False) -> dict[str, Any] | None:
+    """preflight's checks; returns the model's config (None when unknown without a download)."""
     check_device(device)
     config = model_config(spec)
     check_remote_code(spec, config, trust_remote_code)
     check_hub_reachable(spec)
-    return n_layers_of(config)
+    return config
 
 
 def _cached_hub_config(repo_id: str) -> Path | None:
@@ -122,29 +157,51 @@ def _cached_hub_config(repo_id: str) -> Path | None:
 
 
 # GGUF header: magic, version u32, tensor count u64, kv count u64, then (key, value type u32, value) pairs.
-# gguf.GGUFReader parses every tensor and the whole vocabulary (5 s on the bundled model); we need two keys.
+# gguf.GGUFReader parses every tensor and the whole vocabulary (5 s on the bundled model); we read the keys, skip the arrays,
+# then the tensor table, whose offsets and sizes say how long a complete file is.
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 
 
 def gguf_header(path: Path) -> dict[str, Any]:
-    """The GGUF header keys up to `<arch>.block_count` (a one-line UserError if the file is not a GGUF)."""
+    """The GGUF header's scalar and string keys (arrays skipped), with `block_count` added; a one-line
+    UserError if the file is not a GGUF, or is shorter than its tensor table says (a truncated download)."""
     try:
         with open(path, "rb") as handle:
             if handle.read(4) != GGUF_MAGIC:
                 raise UserError(f"{path} is not a GGUF file (no GGUF magic bytes)")
-            _version, _n_tensors, n_kv = struct.unpack("<IQQ", _read(handle, 20))
+            _version, n_tensors, n_kv = struct.unpack("<IQQ", _read(handle, 20))
             header: dict[str, Any] = {}
             for _ in range(n_kv):
                 key = _read_string(handle)
                 header[key] = _read_value(handle, struct.unpack("<I", _read(handle, 4))[0])
-                arch = header.get("general.architecture")
-                if arch and f"{arch}.block_count" in header:
-                    header["block_count"] = header[f"{arch}.block_count"]
-                    break
+            arch = header.get("general.architecture")
+            if f"{arch}.block_count" in header:
+                header["block_count"] = header[f"{arch}.block_count"]
+            _check_tensor_data(path, handle, n_tensors, header.get("general.alignment", 32))
             return header
     except (struct.error, UnicodeDecodeError, ValueError) as error:
         raise UserError(f"{path} is not a readable GGUF file ({error})") from None
+
+
+def _check_tensor_data(path: Path, handle: BinaryIO, n_tensors: int, alignment: int) -> None:
+    """The tensor table (name, dims, type, offset) says where each tensor ends: the file must reach the last end."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    end = 0
+    for _ in range(n_tensors):
+        name = _read_string(handle)
+        (n_dims,) = struct.unpack("<I", _read(handle, 4))
+        dims = struct.unpack(f"<{n_dims}Q", _read(handle, 8 * n_dims))
+        kind, offset = struct.unpack("<IQ", _read(handle, 12))
+        try:
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+        except (ValueError, KeyError):
+            raise ValueError(f"tensor {name} has unknown type {kind}") from None
+        end = max(end, offset + math.prod(dims) // block * size)
+    data_start = -(-handle.tell() // alignment) * alignment
+    if (size_on_disk := os.fstat(handle.fileno()).st_size) < data_start + end:
+        raise UserError(f"{path} is truncated: {size_on_disk} bytes, its header describes {data_start + end} (an interrupted download?)")
 
 
 def _read(handle: BinaryIO, n: int) -> bytes:
@@ -167,7 +224,12 @@ def _read_value(handle: BinaryIO, kind: int) -> Any:
         return struct.unpack(fmt, _read(handle, struct.calcsize(fmt)))[0]
     if kind == _STRING:
         return _read_string(handle)
-    if kind == _ARRAY:
+    if kind == _ARRAY:  # skipped (the vocabulary, merges): no check reads one
         item_kind, count = struct.unpack("<IQ", _read(handle, 12))
-        return [_read_value(handle, item_kind) for _ in range(count)]
+        if item_kind in _SCALARS:
+            handle.seek(count * struct.calcsize(_SCALARS[item_kind]), os.SEEK_CUR)
+        else:
+            for _ in range(count):
+                _read_value(handle, item_kind)
+        return None
     raise ValueError(f"unknown GGUF value type {kind}")

@@ -143,6 +143,11 @@ def recorded_run(vectors_dir: Path, readout: Readout) -> RunRecord | None:
         return None
     record = RunRecord.read(vectors_dir)
     check_same_run(Path(vectors_dir) / VECTORS_FILE, readout.metadata.get("run_id"), record)
+    if list(record.concepts) != readout.concepts or (record.exported_layers and record.exported_layers != readout.layers):
+        raise UserError(
+            f"{Path(vectors_dir) / MANIFEST_FILE} disagrees with {SIDECAR_FILE} beside it on the concepts or layers (an edited file?): "
+            "re-run `amygdala-tl extract`"
+        )
     return record
 
 

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import NamedTuple
 
 from ..errors import UserError
 
 
-class Head(NamedTuple):
+class _Head(NamedTuple):
     layer: int
     head: int
+
+
+class Head(_Head):
+    """A block index and a head index within it, both non-negative integers (checked)."""
+
+    __slots__ = ()
+
+    def __new__(cls, layer: int, head: int) -> Head:
+        for name, value in (("layer", layer), ("head", head)):
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+                raise UserError(f"Head {name} must be a non-negative integer, got {value!r}")
+        return super().__new__(cls, int(layer), int(head))
 
     def __str__(self) -> str:
         return f"L{self.layer}H{self.head}"

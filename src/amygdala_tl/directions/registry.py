@@ -97,6 +97,8 @@ METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
+    if not isinstance(method, Method):
+        raise UserError(f"register takes a Method(name, fit, summary), got {method!r}; a plain fit callable goes to extract(method=...)")
     METHODS[method.name] = method
     return method
 

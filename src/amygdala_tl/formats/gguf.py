@@ -45,8 +45,8 @@ def write_control_vector(
 
     if concept not in readout.concepts:
         raise UserError(f"unknown concept {concept!r}; the vectors have: {', '.join(readout.concepts)}")
-    if not np.isfinite(scale) or scale == 0:
-        raise UserError(f"--scale must be a finite non-zero number, got {scale}")
+    if not abs(scale) <= float(np.finfo(np.float32).max) or scale == 0:  # the file stores fp32: 1e39 is finite only as a double
+        raise UserError(f"--scale must be a non-zero number within fp32 range (|scale| < 3.4e38), got {scale}")
     layers = readout.layers if not layers else layers
     if missing := [layer for layer in layers if layer not in readout.layers]:
         raise UserError(f"layer {missing[0]} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")

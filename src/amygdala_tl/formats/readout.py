@@ -8,6 +8,7 @@ manifest keeps exactly its four keys because the loader on the serving side is n
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +64,9 @@ def _tensors(readout: Readout) -> dict[str, Tensor]:
 
 
 def readout_payloads(readout: Readout) -> dict[str, bytes]:
-    """{file name: bytes} of the two serving files."""
-    metadata = {key: str(value) for key, value in readout.metadata.items()}
+    """{file name: bytes} of the two serving files; the safetensors metadata repeats the concept order,
+    so a manifest edited afterwards (two names swapped) is refused on load."""
+    metadata = {key: str(value) for key, value in readout.metadata.items()} | {"concepts": json.dumps(readout.concepts)}
     return {VECTORS_FILE: save_safetensors_bytes(_tensors(readout), metadata=metadata), MANIFEST_FILE: atomic.dumps_json(readout.manifest()).encode()}
 
 
@@ -89,6 +91,8 @@ def readout_dir(path: str | Path) -> Path:
 
 def load_readout(path: str | Path) -> Readout:
     """Load and validate an export (a directory holding both files, or either file's path)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(f"load_readout takes the path of a directory or file, got {path!r}")
     directory = readout_dir(path)
     vectors_path, manifest_path = directory / VECTORS_FILE, directory / MANIFEST_FILE
     for required in (manifest_path, vectors_path):
@@ -102,6 +106,8 @@ def load_readout(path: str | Path) -> Readout:
     except (SafetensorError, ValueError) as error:
         raise UserError(f"not a readable safetensors file: {vectors_path} ({error})") from None
 
+    if "concepts" in metadata and _json_or_none(metadata["concepts"]) != manifest["concepts"]:
+        raise UserError(f"{manifest_path}: its concepts disagree with the ones {vectors_path} was written for (an edited manifest?)")
     expected = {tensor_key(layer) for layer in manifest["layers"]}
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
@@ -141,6 +147,13 @@ def _read_manifest(path: Path) -> dict:
     if manifest["dtype"] != "float16":
         raise UserError(f"{path}: dtype {manifest['dtype']!r} is not supported, expected 'float16'")
     return manifest
+
+
+def _json_or_none(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def _safetensors_metadata(raw: bytes) -> dict[str, str]:

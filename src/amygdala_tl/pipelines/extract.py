@@ -7,11 +7,14 @@ so tests can prove it. All files are written in one atomic commit at the end (se
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from numbers import Real
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,6 +33,7 @@ from ..model import (
     ModelSpec,
     check_output_dir,
     describe_layer,
+    is_index_list,
     load_model,
     model_identity,
     parse_dtype,
@@ -37,7 +41,7 @@ from ..model import (
     relative_depth,
     resolve_model_spec,
 )
-from ..preflight import preflight
+from ..preflight import check_device_map, preflight
 from ..quality.heldout import cv_folds
 from ..quality.output import quality_payloads, served, summary_lines
 from ..quality.report import DevSet
@@ -59,6 +63,31 @@ Log = Callable[[str], None]
 DEGENERATE_RELATIVE_GAP = 1e-6  # |mean(P) - mean(N)| below this share of the mean activation norm: no signal
 
 
+# The natural Python type of each option (the command line always passes these); layers and method take several.
+OPTION_TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
+    **{name: ("an integer", (int,)) for name in ("batch_size", "max_length", "min_positives", "subspace_eigen_k", "denoise_k")},
+    **{name: ("an integer or None", (int, type(None))) for name in ("subspace_k", "export_best_layers")},
+    "l1_c": ("a number", (Real,)),
+    **{name: ("True or False", (bool,)) for name in ("heads", "use_cache", "quality_report", "trust_remote_code")},
+    **{name: ("a string", (str,)) for name in ("pooling", "dtype")},
+    **{name: ("a string or None", (str, type(None))) for name in ("model", "device", "device_map")},
+    "output_dir": ("a path", (str, os.PathLike)),
+    **{name: ("a path or None", (str, os.PathLike, type(None))) for name in ("corpus", "stories_dir", "paired_dir", "cache_dir", "heldout")},
+}
+PATH_OPTIONS = ("output_dir", "corpus", "stories_dir", "paired_dir", "cache_dir", "heldout")
+
+
+def check_types(options: dict[str, object]) -> None:
+    """From Python an option can be anything: a wrong type is refused by the option's name, before any work."""
+    for name, value in options.items():
+        expected, types = OPTION_TYPES.get(name, ("", (object,)))
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise UserError(f"{name} must be {expected}, got {value!r}")
+    layers = options.get("layers")
+    if not (layers is None or isinstance(layers, str) or is_index_list(layers)):
+        raise UserError(f"layers must be a list of block indices or a string such as '12,14', got {layers!r}")
+
+
 @dataclass
 class ExtractConfig:
     output_dir: Path = Path("out")
@@ -66,7 +95,7 @@ class ExtractConfig:
     corpus: Path | None = None
     stories_dir: Path | None = None
     paired_dir: Path | None = None
-    layers: str | None = None
+    layers: str | Sequence[int] | None = None  # '12,14,-3' or a list of block indices
     method: str | Method | Fit = "lda"
     pooling: str = DEFAULT_POOLING  # the training pooling, which is also the declared reading (capture/pooling.py)
     batch_size: int = 8
@@ -122,6 +151,7 @@ class Prepared:
 
 def check_options(config: ExtractConfig) -> Method:
     """Option values that need no model and no files; returns the method."""
+    check_types(vars(config))
     method = get_method(config.method)
     check_pooling(config.pooling)
     for name, value in (
@@ -144,6 +174,7 @@ def check_options(config: ExtractConfig) -> Method:
         raise UserError(f"--l1-c must be a finite positive number, got {config.l1_c}")
     if config.export_best_layers and not config.quality_report:
         raise UserError("--export-best-layers needs --quality-report (the held-out evaluation ranks the layers)")
+    check_device_map(config.device_map, config.device)  # before the load, and a fully cached run never loads
     if config.layers is not None:
         parse_layers(config.layers, n_layers=10**9)  # syntax only; ranges once the model's depth is known
     check_output_dir(Path(config.output_dir))
@@ -158,6 +189,7 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
     parse_dtype(config.dtype)
     corpus = load_corpus(*(Path(p).resolve() if p is not None else None for p in (config.corpus, config.stories_dir, config.paired_dir)))
     concepts = select_concepts(corpus, config.min_positives)
+    check_denoise_k(config.denoise_k, corpus)
     dev_dir = heldout_dir_of(config.corpus, config.heldout) if evaluate else None
     dev_stories = load_dev_stories(dev_dir, corpus, concepts, log) if dev_dir is not None else None
     if evaluate:
@@ -174,6 +206,16 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
         f"target {', '.join(describe_layer(layer, model.facts.n_layers) for layer in layers)}"
     )
     return Prepared(corpus, concepts, model, layers, method, dev_stories, dev_dir)
+
+
+def check_denoise_k(denoise_k: int, corpus: Corpus) -> None:
+    """n centred baseline texts span at most n - 1 directions: asking for more would silently project out fewer."""
+    n_baselines = int(corpus.neutral_mask().sum())
+    if denoise_k > max(n_baselines - 1, 0):
+        raise UserError(
+            f"--denoise-k {denoise_k} is more than the {max(n_baselines - 1, 0)} directions the corpus's {n_baselines} "
+            "baseline texts span (at most one fewer than the baselines; add paired/<scenario>/baseline.txt files)"
+        )
 
 
 def open_model(config: ExtractConfig, spec: ModelSpec, log: Log, loader: Callable[..., LoadedModel] | None) -> LoadedModel:
@@ -208,7 +250,12 @@ def extract(
 ) -> ExtractResult:
     """The Python entry point: `amygdala_tl.extract(corpus, output_dir, model, layers="12,14", method="pooled", ...)`;
     every ExtractConfig field is a keyword (`method` also takes a Method or a plain fit callable)."""
-    config = ExtractConfig(output_dir=Path(output_dir), model=model, corpus=Path(corpus) if corpus is not None else None, **options)
+    if unknown := sorted(set(options) - {f.name for f in fields(ExtractConfig)}):
+        raise UserError(f"extract() got an unknown option {unknown[0]!r}; the options are ExtractConfig's fields")
+    options |= {"output_dir": output_dir, "model": model, "corpus": corpus}
+    check_types(options)
+    paths: dict[str, Any] = {name: Path(v) for name, v in options.items() if name in PATH_OPTIONS and v is not None}
+    config = ExtractConfig(**(options | paths))
     return run_extract(config, log=log, loader=loader)
 
 

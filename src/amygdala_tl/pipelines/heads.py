@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import atomic
@@ -15,15 +15,29 @@ from ..circuits.render import ablation_html, write_detector_outputs
 from ..corpus import load_corpus, read_lines
 from ..errors import UserError
 from ..model import LoadedModel, check_output_dir, load_model, resolve_model_spec
+from ..preflight import checked_config, n_heads_of, n_layers_of
 from .vectors import load_model_for, open_vectors
 
 Loader = Callable[..., LoadedModel]
 
 
 def load_named(
-    model: str | None, device: str | None, trust_remote_code: bool, log: Callable[[str], None], loader: Loader = load_model
+    model: str | None,
+    device: str | None,
+    trust_remote_code: bool,
+    log: Callable[[str], None],
+    loader: Loader = load_model,
+    heads: Sequence[Head] = (),
 ) -> LoadedModel:
+    """The model, once every check that needs no weights passed (device, config, and `heads` against its shape)."""
     spec = resolve_model_spec(model)
+    config = checked_config(spec, device, trust_remote_code)
+    n_layers, n_heads = n_layers_of(config), n_heads_of(config)
+    for head in heads:
+        if n_layers is not None and head.layer >= n_layers:
+            raise UserError(f"head {head}: layer {head.layer} is out of range for a model with {n_layers} layers")
+        if n_heads is not None and head.head >= n_heads:
+            raise UserError(f"head {head}: head {head.head} is out of range for a model with {n_heads} heads per layer")
     log(f"loading {spec.display}")
     return loader(spec, device=device, trust_remote_code=trust_remote_code)
 
@@ -44,6 +58,10 @@ def detect(
     """Score every head with each detector: heads.json, heads_<detector>.png, heads.html."""
     texts = read_lines(text_file, "--text-file") if text_file is not None else load_corpus(corpus).texts
     check_detectors(detectors)
+    if length < 2:
+        raise UserError(f"--length must be at least 2 (the detectors compare a token with the one before it), got {length}")
+    if n_texts < 1:
+        raise UserError(f"--n-texts must be at least 1, got {n_texts}")
     check_output_dir(output_dir)
     loaded = load_named(model, device, trust_remote_code, log, loader)
     results = run_detectors(loaded, detectors, texts, length, n_texts)
@@ -76,7 +94,7 @@ def ablate(
     """Ablate heads for one next-token prediction per prompt; ablations.json and ablations.html."""
     conditions = parse_conditions(heads, mode, position)
     check_output_dir(output_dir)
-    loaded = load_named(model, device, trust_remote_code, log, loader)
+    loaded = load_named(model, device, trust_remote_code, log, loader, [Head(*head) for condition in conditions for head in condition.heads])
     results = run_ablations(loaded, prompts, conditions, top_k)
     files = [
         (output_dir / "ablations.json", atomic.dumps_json([r.to_json() for r in results]).encode()),

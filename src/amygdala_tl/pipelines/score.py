@@ -36,7 +36,14 @@ def read_texts(texts: list[str], file: Path | None) -> list[str]:
     texts = list(texts) + (read_lines(file, "--file") if file is not None else [])
     if not texts:
         raise UserError("nothing to score: pass texts or --file")
+    if empty := [i for i, text in enumerate(texts) if not text.strip()]:
+        raise UserError(f"text {empty[0] + 1} is empty: nothing to score")
     return texts
+
+
+def check_top(top: int) -> None:
+    if top < 1:
+        raise UserError(f"--top must be at least 1, got {top}")
 
 
 def score_texts(

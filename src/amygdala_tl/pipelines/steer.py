@@ -72,16 +72,26 @@ def concept_vector(readout: Readout, concept: str, layer: int) -> Float[Tensor, 
     return readout.vectors[layer][readout.concepts.index(concept)].float()
 
 
-def check_steer_args(readout: Readout, concept: str, layer: int, alpha: float, temperature: float, max_new_tokens: int, measure: bool) -> None:
+MAX_ALPHA = 100.0  # alpha 100 adds a hundred typical residual norms: the text is noise long before
+MIN_TEMPERATURE = 1e-3  # below it, logits / temperature overflow fp32 (1e-45 gives inf, then NaN probabilities)
+
+
+def check_steer_args(
+    readout: Readout, concept: str, layer: int, alpha: float, temperature: float, max_new_tokens: int, measure: bool, prompt: str = "x"
+) -> None:
     """Everything `steer` can check before the model loads."""
     if concept != "all" or not measure:
         concept_vector(readout, concept, layer)
     elif layer not in readout.layers:
         raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
-    if not math.isfinite(alpha):
-        raise UserError(f"--alpha must be a finite number, got {alpha}")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise UserError(f"--temperature must be a finite number >= 0, got {temperature}")
+    if measure and not any(l > layer for l in readout.layers):
+        raise UserError(f"--measure needs exported layers after {layer} (have {', '.join(map(str, readout.layers))})")
+    if not measure and not prompt.strip():
+        raise UserError("the prompt is empty: steer continues a text (give one, or use --measure)")
+    if not math.isfinite(alpha) or abs(alpha) > MAX_ALPHA:
+        raise UserError(f"--alpha must be a number between -{MAX_ALPHA:g} and {MAX_ALPHA:g} (residual norms), got {alpha}")
+    if not math.isfinite(temperature) or temperature < 0 or 0 < temperature < MIN_TEMPERATURE:
+        raise UserError(f"--temperature must be 0 (greedy) or a finite number >= {MIN_TEMPERATURE:g}, got {temperature}")
     if max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
 
@@ -206,7 +216,7 @@ def run_steer_command(
 ) -> SteerResult | MeasureResult:
     """`steer`: every argument checked against the vectors (and the corpus for --measure) before the model loads."""
     vectors = open_vectors(vectors_dir)
-    check_steer_args(vectors.readout, concept, layer, alpha, temperature, max_new_tokens, measure_shift)
+    check_steer_args(vectors.readout, concept, layer, alpha, temperature, max_new_tokens, measure_shift, prompt)
     baselines = [s.text for s in load_corpus(corpus).stories if s.is_baseline] if measure_shift else []
     if measure_shift and not baselines:
         raise UserError(f"--measure needs neutral baseline texts: {corpus} has no paired/<scenario>/baseline.txt")
