@@ -83,7 +83,12 @@ def main() -> None:
                         row = {"method": method, "trained": trained, "read": read, "set": name, "layer": layer}
                         if trained == read:
                             figures = evaluate_served(hidden, directions[slot], labels[name], concepts)
-                            row |= {"auroc": figures.mean_auroc, "top1": figures.top1, "auroc_ci": figures.auroc_interval, "top1_ci": figures.top1_interval}
+                            row |= {
+                                "auroc": figures.mean_auroc,
+                                "top1": figures.top1,
+                                "auroc_ci": figures.auroc_interval,
+                                "top1_ci": figures.top1_interval,
+                            }
                         else:
                             result = rank_metrics(zscore(hidden @ directions[slot].T), labels[name], concepts)
                             row |= {"auroc": result["mean_auroc"], "top1": result["top1"]}

@@ -151,6 +151,8 @@ def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, b
     served = score_texts(out, [text], None, None, None, loader=lambda *a, **k: bundled)[0].scores
     api = result.score([text])
     for layer in result.readout.layers:
-        reference = (hf_token_outputs(hf_reference, bundled.tokenizer, text, [layer])[layer].double() @ tensors[f"layer_{layer}.vectors"].double().T).mean(0)
+        reference = (
+            hf_token_outputs(hf_reference, bundled.tokenizer, text, [layer])[layer].double() @ tensors[f"layer_{layer}.vectors"].double().T
+        ).mean(0)
         assert [served[str(layer)][c] for c in concepts] == pytest.approx(reference.tolist(), abs=2e-3)
         assert api[layer][0].tolist() == pytest.approx(reference.tolist(), abs=2e-3)

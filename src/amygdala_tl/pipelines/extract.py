@@ -361,9 +361,9 @@ def capture_dev_set(prepared: Prepared, config: ExtractConfig, store: Activation
         prepared.dev_stories,
         prepared.dev_dir,
         prepared.concepts,
-        lambda texts: capture(
-            model, texts, layers, pooling=config.pooling, batch_size=config.batch_size, max_length=config.max_length, store=store
-        ).resid,
+        lambda texts: (
+            capture(model, texts, layers, pooling=config.pooling, batch_size=config.batch_size, max_length=config.max_length, store=store).resid
+        ),
     )
 
 
