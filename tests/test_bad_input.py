@@ -4,6 +4,8 @@ Python types. Every mistake is one UserError naming the file or value (exit 2 on
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -162,6 +164,10 @@ BEFORE_THE_LOAD = {
     "score_empty": ("score calm  --vectors {vec}", "text 2 is empty"),
     "steer_empty": ("steer  --vectors {vec} --concept calm --layer 1", "the prompt is empty"),
     "detect_length_0": ("heads detect --length 0", "--length must be at least 2"),
+    "pooling_unknown": ("extract --pooling median", "unknown --pooling 'median'"),
+    "compare_poolings_unknown": ("compare-methods --methods pooled --poolings tail0 -o {tmp}/out", "unknown --poolings 'tail0'"),
+    "compare_methods_empty": ("compare-methods --methods , -o {tmp}/out", "--methods is empty"),
+    "vectors_missing": ("score calm --vectors {tmp}/vec/typo", "no such readout directory"),
     # --layers empty or out of range (the layer count from config.json or the GGUF header)
     "layers_empty": ("extract --layers ''", "--layers is empty"),
     "layers_30": ("extract --layers 30", "--layers: 30 is out of range for a model with 30 layers"),
@@ -180,12 +186,16 @@ BEFORE_THE_LOAD = {
     # a hub id that is not cached, offline or unreachable
     "hub_offline": ("extract --model some-org/some-model", "HF_HUB_OFFLINE"),
     "hub_unreachable": ("extract --model some-org/some-model", "cannot reach 127.0.0.1"),
-    # an output path under an existing file
+    # an output path under an existing file or in a directory that cannot be written; export -o naming a directory
     "output_under_file": ("extract -o {tmp}/file/sub", "exists and is not a directory"),
+    "output_not_writable": ("extract -o {tmp}/locked/out", "locked is not writable"),
+    "cache_not_writable": ("extract --cache-dir {tmp}/locked/cache", "locked is not writable"),
+    "export_to_directory": ("export --vectors {vec} --concept calm --layers 1 -o {tmp}/emptydir", "emptydir is a directory"),
     # corpus problems
     "two_concepts": ("extract --corpus {tmp}/twice", "the same text is labelled"),
     "non_utf8_story": ("extract --corpus {tmp}/latin", "not valid UTF-8"),
     "binary_story": ("extract --corpus {tmp}/binary", "binary data?"),
+    "fifo_story": ("extract --corpus {tmp}/fifo", "not a regular file"),
     # steer concepts and layers (and the --measure layer); heads ablate heads and --mode
     "steer_concept": ("steer go --vectors {vec} --concept joyful --layer 1", "unknown concept 'joyful'"),
     "steer_layer": ("steer go --vectors {vec} --concept calm --layer 5", "layer 5 is not in the vectors"),
@@ -198,6 +208,7 @@ BEFORE_THE_LOAD = {
     "detect_text_file": ("heads detect --text-file {tmp}/latin1.txt", "latin1.txt"),
     # --quality-report / compare-methods: the development test set, the cross-validation folds
     "heldout_copy": ("extract --quality-report --heldout {tmp}/heldout", "h.txt"),
+    "heldout_near_copy": ("extract --quality-report --heldout {tmp}/near", "is a near-copy of training story"),
     "compare_heldout_copy": ("compare-methods --methods pooled -o {tmp}/out", "h.txt"),
     "cv_folds": ("extract --quality-report", "too small for grouped cross-validation"),
 }
@@ -225,13 +236,17 @@ def make_inputs(tmp: Path, corpus: Path) -> None:
     write(tmp / "binary" / "stories" / "calm" / "a.txt", "x").write_bytes(b"\x00" * 64)
     write(tmp / "heldout" / "calm" / "h.txt", story)
     write(tmp / "heldout" / "_neutral" / "n.txt", "The bus came at nine and the street was wet.")
+    words = story.split()
+    write(tmp / "near" / "calm" / "h.txt", " ".join(words[:-1] + ["differently."]))  # one word changed
+    shutil.copytree(corpus, tmp / "fifo")
+    os.mkfifo(tmp / "fifo" / "stories" / "calm" / "pipe.txt")
+    (tmp / "locked").mkdir()
     write_readout(build_readout(["calm", "afraid"], [1, 2], torch.randn(2, 2, 576)), tmp / "vec")
 
 
 @pytest.mark.parametrize("case", list(BEFORE_THE_LOAD))
 def test_every_check_the_readme_lists_fails_before_the_model_loads(case, starter_corpus, tmp_path, monkeypatch):
     import shlex
-    import shutil
     import socket
 
     from typer.testing import CliRunner
@@ -242,6 +257,8 @@ def test_every_check_the_readme_lists_fails_before_the_model_loads(case, starter
     make_inputs(tmp_path, starter_corpus)
     monkeypatch.setattr("amygdala_tl.model._from_pretrained_args", never_load)  # below every loader: no weights are read
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    writable = os.access  # root writes anywhere: the tests stand a read-only directory in by os.access
+    monkeypatch.setattr("os.access", lambda path, mode: Path(path).name != "locked" and writable(path, mode))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     if case == "hub_offline":
@@ -263,6 +280,6 @@ def test_every_check_the_readme_lists_fails_before_the_model_loads(case, starter
     if case in ("score_empty", "steer_empty"):
         argv.insert(2 if case == "score_empty" else 1, "")
     result = CliRunner().invoke(app, argv)
-    lines = [line for line in result.output.splitlines() if line.strip()]
+    lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("warning:")]  # corpus warnings may precede
     assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.output
     assert "loading" not in result.output and not (tmp_path / "out").exists()
