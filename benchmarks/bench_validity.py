@@ -2,12 +2,12 @@
 
 Every configuration learns from the shipped corpus and is scored exactly as `amygdala-tl evaluate`
 scores an export: the exported fp16 rows, the raw dot product with each development-set text's
-last-token residual, each concept's scores z-scored over the set, mean one-vs-rest AUROC and 60-way
-top-1, beside random unit directions. The development set (corpus/heldout) is never trained on.
+residual pooled as the configuration declares (its training pooling is its reading), each concept's
+scores z-scored over the set, mean one-vs-rest AUROC and 60-way top-1, beside random unit directions. The development set (corpus/heldout) is never trained on.
 Prints one row per configuration (best first), the best configuration, and the default's.
 
     python -m benchmarks.bench_validity [--layers 12,14,17,20,23] [--methods pooled,lda,logistic]
-                                        [--poolings last,second_half] [--denoise 0,8] [--cache out/cache]
+                                        [--poolings mean,last,second_half] [--denoise 0,8] [--cache out/cache]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--corpus", default="corpus")
     parser.add_argument("--layers", default=None, help="default: the extract defaults (40-80%% depth)")
     parser.add_argument("--methods", default="pooled,lda,mean,logistic")
-    parser.add_argument("--poolings", default="last,second_half")
+    parser.add_argument("--poolings", default="mean,last,second_half")
     parser.add_argument("--denoise", default="0,8")
     parser.add_argument("--cache", default="out/cache", help="activation store shared with `make demo` (re-runs cost no forward pass)")
     args = parser.parse_args()
@@ -43,11 +43,15 @@ def main() -> None:
     stores = {pooling: ActivationStore(args.cache, model.identity, pooling, default.max_length) for pooling in args.poolings.split(",")}
     started = time.perf_counter()
     train = {pooling: capture(model, corpus.texts, layers, pooling=pooling, store=store) for pooling, store in stores.items()}
-    last_store = stores.get("last") or ActivationStore(args.cache, model.identity, "last", default.max_length)
     heldout = Path(args.corpus) / "heldout"
-    dev = dev_set(load_heldout(heldout), heldout, concepts, lambda texts: capture(model, texts, layers, store=last_store).resid)
+    dev = {
+        pooling: dev_set(
+            load_heldout(heldout), heldout, concepts, lambda texts, p=pooling: capture(model, texts, layers, pooling=p, store=stores[p]).resid
+        )
+        for pooling in stores
+    }
     print(
-        f"captured {len(corpus.texts)} training texts x {len(stores)} poolings and {dev.acts.shape[1]} development texts "
+        f"captured {len(corpus.texts)} training texts x {len(stores)} poolings and {len(load_heldout(heldout))} development texts "
         f"in {time.perf_counter() - started:.0f} s; layers {layers}"
     )
 
@@ -61,7 +65,7 @@ def main() -> None:
                     inputs = MethodInputs(partner, l1_c=default.l1_c, neutral=neutral, denoise_k=k)
                     directions = fit_layer(METHODS[method], acts.resid[slot], membership, inputs)
                     fit_s = time.perf_counter() - fit_started
-                    figures = evaluate_served(dev.acts[slot], directions.half().float(), dev.labels, concepts)
+                    figures = evaluate_served(dev[pooling].acts[slot], directions.half().float(), dev[pooling].labels, concepts)
                     rows.append((method, pooling, k, layer, figures.mean_auroc, figures.top1, figures.random_auroc, figures.random_top1, fit_s))
     rows.sort(key=lambda row: -row[4])
     print(f"{'method':12s} {'positions':12s} {'denoise':>7s} {'layer':>5s} {'AUROC':>6s} {'top-1':>6s} {'random':>13s} {'fit s':>6s}")

@@ -157,6 +157,6 @@ def heldout_fingerprint(stories: list[Story]) -> str:
 
 
 def dev_set(stories: list[Story], directory: Path, concepts: list[str], read: Callable[[list[str]], Tensor]) -> DevSet:
-    """The development test set's last-token activations ([n_target_layers, n_dev, d_model], from `read`) and labels."""
+    """The development test set's pooled activations ([n_target_layers, n_dev, d_model], from `read`) and labels."""
     labels = torch.tensor([concepts.index(s.label) if s.label in concepts else -1 for s in stories])
     return DevSet(read([s.text for s in stories]), labels, str(Path(directory).resolve()))

@@ -40,12 +40,12 @@ class QualityInputs:
     fit: Fit | None = None  # None: held-out via the exact leave-one-out diff-of-means
     heldout: dict | None = None  # a held-out block computed earlier (report on a subspace run)
     groups: list[int] | None = None  # cross-validation groups: a paired scenario's texts share one
-    dev: DevSet | None = None  # the development test set's last-token activations, when there is one
+    dev: DevSet | None = None  # the development test set's activations pooled as the run reads, when there is one
 
 
 @dataclass
 class DevSet:
-    """The development test set as `evaluate` reads it: last-token activations, row of each text's concept (-1: neutral)."""
+    """The development test set as `evaluate` reads it: activations pooled as the export declares, row of each text's concept (-1: neutral)."""
 
     acts: Float[Tensor, "n_target_layers n_dev d_model"]
     labels: Int[Tensor, " n_dev"]
