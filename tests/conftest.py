@@ -112,3 +112,18 @@ def bundled_tokenizer():
 
     path = Path(resolve_model_spec(None).location)
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def client_reading(per_token: torch.Tensor, declared: dict) -> torch.Tensor:
+    """What a client of the server computes from the per-token values [pos, ...] (served scores, or the block
+    outputs they are linear in) under a declared reading, written from the README's formula alone."""
+    if declared["pool"] == "last":
+        return per_token[-1]
+    if declared["pool"] == "mean":
+        if declared["span"] == "last_tokens":
+            return per_token[-declared["n"] :].mean(0)
+        return per_token[len(per_token) // 2 :].mean(0) if declared["span"] == "second_half" else per_token.mean(0)
+    state = per_token[0]
+    for value in per_token[1:]:
+        state = declared["alpha"] * value + (1 - declared["alpha"]) * state
+    return state

@@ -21,8 +21,11 @@ import pytest
 import torch
 from torch import nn
 
+from amygdala_tl.capture import DEFAULT_POOLING, reading
 from amygdala_tl.formats.readout import load_readout
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
+
+from .conftest import client_reading
 
 VOCAB = 49152  # the bundled SmolLM2 tokenizer's vocabulary
 MAX_LENGTH = 200  # the stories run 126-228 tokens: some keep their end, the others are right-padded in a batch
@@ -175,19 +178,20 @@ def labelled_texts(corpus: Path) -> list[tuple[str, str]]:
 
 
 def block_outputs(model: nn.Module, blocks: nn.ModuleList, token_ids: list[int]) -> torch.Tensor:
-    """[n_layers, d_model]: every decoder block's output at the last token, from plain forward hooks."""
+    """[n_layers, d_model]: every decoder block's output read as a default export declares (the client's
+    aggregate over the text's tokens: conftest.client_reading), from plain forward hooks."""
     seen: dict[int, torch.Tensor] = {}
 
     def keep(index: int):
         def hook(module, args, output) -> None:  # noqa: ARG001 - torch hook signature
-            seen[index] = (output[0] if isinstance(output, tuple) else output)[0, -1].double()
+            seen[index] = client_reading((output[0] if isinstance(output, tuple) else output)[0].double(), reading(DEFAULT_POOLING))
 
         return hook
 
     handles = [block.register_forward_hook(keep(index)) for index, block in enumerate(blocks)]
     try:
         with torch.inference_mode():
-            model(input_ids=torch.tensor([token_ids]), use_cache=False, logits_to_keep=1)
+            model(input_ids=torch.tensor([token_ids]), use_cache=False, logits_to_keep=1)  # the hooks see every position
     finally:
         for handle in handles:
             handle.remove()

@@ -135,6 +135,6 @@ def test_dispatch_mistakes_are_user_errors(model_dir):
         load_model(spec, device="cpu", device_map="auto")
     with pytest.raises(UserError, match="only with a device_map"):
         load_model(spec, device="cpu", max_memory={"cpu": "1GiB"})
-    # a placement TransformerLens refuses at boot (as it refuses CPU/disk offload beside a GPU): one line, not a traceback
-    with pytest.raises(UserError, match="--device-map .* unsupported offload targets"):
+    # a placement refused (by transformers >= 5.2x at load, by TransformerLens at boot before): one line, not a traceback
+    with pytest.raises(UserError, match="unsupported offload targets|Unsupported device type 'meta'"):
         load_model(spec, device_map={**BLOCKS_ON_DISK, "model.layers.1": "meta"})

@@ -8,10 +8,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from amygdala_tl.capture import capture, encode
+from amygdala_tl.capture import DEFAULT_POOLING, capture, encode, reading
 from amygdala_tl.cli import app
 from amygdala_tl.formats.readout import load_readout, score
 from amygdala_tl.pipelines import extract as extract_module
+
+from .conftest import client_reading
 
 pytestmark = pytest.mark.integration
 
@@ -61,12 +63,13 @@ def test_cli_extract_end_to_end_and_serving_score_parity(bundled, hf_reference, 
     sidecar = json.loads((out / "extract.json").read_text())
     assert sidecar["model"]["identity"].startswith("sha256:") and sidecar["n_forward_passes"] == 4  # 15 texts / 4
 
-    # the declared reading: the mean over the text's tokens of fp16 vectors . plain HF hook output (no TransformerLens),
-    # which is what the toolkit scores from the mean-pooled activation
-    assert sidecar["pooling"] == "mean" and json.loads(readout.metadata["reading"]) == {"pool": "mean", "span": "text"}
+    # the declared reading: a client's aggregate over the text's tokens of fp16 vectors . plain HF hook output (no
+    # TransformerLens), which is what the toolkit scores from the pooled activation
+    declared = reading(DEFAULT_POOLING)
+    assert sidecar["pooling"] == DEFAULT_POOLING and json.loads(readout.metadata["reading"]) == declared
     text = TEXTS[1]
     ours = score(readout, {layer: capture(bundled, [text], [layer]).resid[0] for layer in readout.layers})
     reference = hf_token_outputs(hf_reference, bundled.tokenizer, text, readout.layers)
     for layer in readout.layers:
-        served = (reference[layer].float() @ readout.vectors[layer].float().T).mean(0)
+        served = client_reading(reference[layer].float() @ readout.vectors[layer].float().T, declared)
         torch.testing.assert_close(ours[layer][0], served, rtol=1e-4, atol=1e-3 * reference[layer].norm(dim=-1).mean().item() * 1e-2)

@@ -108,18 +108,20 @@ def test_score_matches_the_exported_vectors(quality_run, bundled):
 def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, bundled, hf_reference, tmp_path):
     """`evaluate` against an independent reading: plain HF forward hooks on model.layers[idx] (the serving
     convention) at every token, the fp16 rows from the safetensors file, aggregated as reading.json declares
-    (the mean over the text's tokens), per-concept z-scores, sklearn's AUROC. `score` reads the same way."""
+    (conftest.client_reading), per-concept z-scores, sklearn's AUROC. `score` reads the same way."""
     import numpy as np
     from safetensors.torch import load_file
     from sklearn.metrics import roc_auc_score
 
+    from amygdala_tl.capture import DEFAULT_POOLING, reading
     from amygdala_tl.pipelines.evaluate import evaluate_vectors
 
-    from .conftest import CORPUS
+    from .conftest import CORPUS, client_reading
     from .test_integration_extract import hf_token_outputs
 
     result, out = quality_run
-    assert json.loads((out / "reading.json").read_text())["reading"] == {"pool": "mean", "span": "text"}
+    declared = reading(DEFAULT_POOLING)
+    assert json.loads((out / "reading.json").read_text())["reading"] == declared
     heldout = tmp_path / "heldout"
     for concept in ("calm", "afraid", "joyful", "bored", "_neutral"):
         for story in sorted((CORPUS / "heldout" / concept).glob("*.txt"))[:2]:
@@ -137,7 +139,7 @@ def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, b
     for layer in result.readout.layers:
         rows = tensors[f"layer_{layer}.vectors"].double()
         per_token = [hf_token_outputs(hf_reference, bundled.tokenizer, text, [layer])[layer].double() @ rows.T for _, text in texts]
-        z = zscore(torch.stack([scores.mean(0) for scores in per_token]).numpy())
+        z = zscore(torch.stack([client_reading(scores, declared) for scores in per_token]).numpy())
         z_last = zscore(torch.stack([scores[-1] for scores in per_token]).numpy())
         assert np.abs(z - z_last).max() > 0.5  # the two readings differ: an evaluation reading the last token fails below
         aurocs = [roc_auc_score(labels == concepts.index(c), z[:, concepts.index(c)]) for c in evaluation.concepts_covered]
@@ -146,7 +148,7 @@ def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, b
         assert figures.top1 == pytest.approx(float((z.argmax(1)[labels >= 0] == labels[labels >= 0]).mean()), abs=1e-6)
         assert 0 <= figures.random_auroc <= 1 and figures.n_concepts_evaluated == 4
         assert figures.auroc_interval[0] <= figures.mean_auroc <= figures.auroc_interval[1]
-    # `score` and the Python API read a text as evaluate does: the mean of the per-token served scores
+    # `score` and the Python API read a text as evaluate does: the declared aggregate of the per-token served scores
     text = texts[0][1]
     served = score_texts(out, [text], None, None, None, loader=lambda *a, **k: bundled)[0].scores
     api = result.score([text])

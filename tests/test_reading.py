@@ -10,7 +10,7 @@ from amygdala_tl.capture import capture, encode, reading
 from amygdala_tl.formats.readout import served_scores
 from amygdala_tl.quality.evaluation import bootstrap_interval, mean_rank_auroc, rank_metrics
 
-from .conftest import make_tiny_hf
+from .conftest import client_reading, make_tiny_hf
 
 
 def labelled_scores(seed: int, n_texts: int = 90, n_concepts: int = 6, signal: float = 1.0):
@@ -63,7 +63,7 @@ def hf_token_outputs(hf_model, ids: list[int], layer: int, padding: int = 0, lef
 TEXTS = ["the cat sat on the mat", "rain", "she had a cup of tea at the table in the morning and it was warm", "the dog sat"]
 
 
-@pytest.mark.parametrize("pooling", ["mean", "last", "tail3", "ema4"])
+@pytest.mark.parametrize("pooling", ["mean", "last", "second_half", "tail3", "ema4"])
 def test_declared_reading_equals_the_served_per_token_scores_aggregated_by_a_client(tiny_model, pooling):
     """A client gets <h_t, v> per token from the server and aggregates them as the export declares; extract's
     pooled activation read through the fp16 rows must give the same number, whatever the batch and padding."""
@@ -74,17 +74,5 @@ def test_declared_reading_equals_the_served_per_token_scores_aggregated_by_a_cli
     for i, ids in enumerate(encode(tiny_model.tokenizer, TEXTS)[0]):
         for padding, left in ((0, False), (3, False), (4, True)):
             per_token = served_scores(hf_token_outputs(hf_model, ids, layer, padding, left), rows)  # what the server returns, token by token
-            client = client_aggregate(per_token, declared)
+            client = client_reading(per_token, declared)
             torch.testing.assert_close(ours[i], client, atol=1e-4, rtol=1e-4)
-
-
-def client_aggregate(per_token: torch.Tensor, declared: dict) -> torch.Tensor:
-    """The README's client formula, written from the declaration alone."""
-    if declared["pool"] == "last":
-        return per_token[-1]
-    if declared["pool"] == "mean":
-        return per_token[-declared["n"] :].mean(0) if declared["span"] == "last_tokens" else per_token.mean(0)
-    state = per_token[0]
-    for score in per_token[1:]:
-        state = declared["alpha"] * score + (1 - declared["alpha"]) * state
-    return state

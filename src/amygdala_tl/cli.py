@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as opt
+from .capture.pooling import COMPARED_POOLINGS, DEFAULT_POOLING
 from .circuits.detectors import DETECTORS, thresholds_help
 from .console import print_table, progress_bar, progress_callback, say, stdout, user_errors, warn
 from .directions.registry import METHODS
@@ -39,7 +40,7 @@ def extract(
     cache: opt.UseCache = True,
     quality_report: opt.QualityReport = False,
     export_best_layers: opt.ExportBestLayers = None,
-    pooling: opt.PoolingOption = "mean",
+    pooling: opt.PoolingOption = DEFAULT_POOLING,
     batch_size: opt.BatchSize = 8,
     max_length: opt.MaxLength = 512,
     min_positives: opt.MinPositives = 2,
@@ -152,7 +153,7 @@ def evaluate(
 @app.command("compare-methods")
 def compare_methods_command(
     methods: Annotated[str, typer.Option(help="Comma-separated methods to compare.")] = ",".join(METHODS),
-    poolings: Annotated[str, typer.Option(help="Comma-separated poolings (each learned and read its own way).")] = "mean,last,second_half",
+    poolings: Annotated[str, typer.Option(help="Comma-separated poolings (each learned and read its own way).")] = ",".join(COMPARED_POOLINGS),
     corpus: opt.CorpusDir = opt.DEFAULT_CORPUS,
     model: opt.Model = None,
     layers: opt.Layers = None,

@@ -29,7 +29,8 @@ from ..errors import UserError
 POOLINGS_HELP = "last, mean, second_half, tail<N> (mean of the last N tokens), ema<N> (moving average, alpha 2/(N+1))"
 FIXED = ("last", "mean", "second_half")
 WINDOWED = re.compile(r"^(tail|ema)([1-9][0-9]{0,5})$")
-DEFAULT_POOLING = "mean"
+DEFAULT_POOLING = "tail128"  # best matched reading on both development sets (benchmarks/bench_reading.py), and a running window
+COMPARED_POOLINGS = (DEFAULT_POOLING, "mean", "last")  # compare-methods' rows by default
 
 
 def check_pooling(name: object, option: str = "--pooling") -> str:

@@ -15,6 +15,7 @@ import torch
 
 from .. import atomic
 from ..capture import capture, check_pooling
+from ..capture.pooling import COMPARED_POOLINGS
 from ..directions.registry import METHODS, Method, MethodContext, get_method, heldout_fit, learn
 from ..directions.subspace import SubspaceCollector
 from ..errors import UserError
@@ -79,13 +80,10 @@ class CompareRow:
         ]
 
 
-DEFAULT_POOLINGS = ("mean", "last", "second_half")
-
-
 def compare_methods(
     config: ExtractConfig,
     methods: list[str],
-    poolings: Sequence[str] = DEFAULT_POOLINGS,
+    poolings: Sequence[str] = COMPARED_POOLINGS,
     log: Log = lambda _: None,
     on_progress=None,
     loader: Callable[..., LoadedModel] | None = None,
