@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,28 +47,46 @@ def user_errors() -> Iterator[None]:
         warnings.showwarning = previous
 
 
-def progress_bar(description: str) -> Progress:
-    return Progress(
-        TextColumn(description),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+class Bar(Progress):
+    """A rich bar in a terminal; without one (a log, CI), plain lines every PLAIN_EVERY_S seconds instead."""
+
+    def __init__(self, description: str):
+        super().__init__(
+            TextColumn(description),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            disable=not console.is_terminal,
+        )
+        self.description = description
 
 
-def progress_callback(progress: Progress) -> Callable[[int, int], None]:
+PLAIN_EVERY_S = 5.0
+
+
+def progress_bar(description: str) -> Bar:
+    return Bar(description)
+
+
+def progress_callback(progress: Bar) -> Callable[[int, int], None]:
     """A (done, total) callback whose task (and clock) starts at the first batch, not at model load."""
     task = None
+    started = printed = 0.0
 
     def update(done: int, total: int) -> None:
-        nonlocal task
+        nonlocal task, started, printed
+        now = time.monotonic()
         if task is None:
-            task = progress.add_task("", total=total)
+            task, started = progress.add_task("", total=total), now
         progress.update(task, completed=done, total=total)
+        if progress.disable and (now - printed >= PLAIN_EVERY_S or done == total):
+            printed, elapsed = now, now - started
+            eta = f", ETA {elapsed / done * (total - done):.0f} s" if 0 < done < total else ""
+            say(f"{progress.description}: {done}/{total} texts, {elapsed:.0f} s{eta}")
 
     return update
 
