@@ -144,7 +144,7 @@ def test_api_entry_points_refuse_wrong_types_with_a_user_error():
     ]
 
 
-# ---- the README's "checked before the model loads" list, one row per entry -----------------------
+# ---- docs/checks.md's "checked before the model loads" list (linked from the README), one row per entry
 # {corpus}: the starter corpus, {vec}: a readout at layers 1, 2 (no extract.json: the bundled model), {tmp}: scratch.
 
 REMOTE_CODE_CONFIG = '{"model_type": "evil", "num_hidden_layers": 2, "auto_map": {"AutoModelForCausalLM": "modeling_evil.Evil"}}'

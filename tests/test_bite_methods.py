@@ -1,5 +1,5 @@
 """Methods checked against independent computations: left truncation with a BOS-adding tokenizer,
-the subspace direction against a from-scratch fp64 reference of methods.md, and steer's alpha
+the subspace direction against a from-scratch fp64 reference of docs/methods.md, and steer's alpha
 scaling against a captured residual norm."""
 
 from __future__ import annotations
@@ -60,11 +60,11 @@ def test_tokenize_keeps_leading_and_trailing_specials_and_the_end_of_the_text():
     assert truncated == [0] and ids[0] == [2, vocab[words[-3]], vocab[words[-2]], vocab[words[-1]], 3]  # not the first word
 
 
-# ---- subspace: an independent reference of methods.md's recipe ----------------------------------
+# ---- subspace: an independent reference of docs/methods.md's recipe -----------------------------
 
 
 def reference_subspace(bases, positive, reference, eigen_k):
-    """methods.md, "subspace": M = mean_pos V V^T - mean_neg V V^T (fp64, full eigh); take the top
+    """docs/methods.md, "subspace": M = mean_pos V V^T - mean_neg V V^T (fp64, full eigh); take the top
     eigen_k eigenvectors, flip each so it points along the pooled diff-of-means, weight each by its
     eigenvalue clamped at 0, sum, normalize, and flip the result to point along the reference too."""
     d = bases[0].shape[0]
@@ -187,11 +187,11 @@ def test_steer_adds_alpha_times_the_mean_residual_norm_after_the_first_token(tin
     torch.testing.assert_close(added.norm(dim=-1), torch.full((tokens.shape[1],), expected * float(vector.norm())), atol=1e-4, rtol=1e-5)
 
 
-# ---- lda (the default method): an independent numpy reference of methods.md's "whitened" -----------
+# ---- lda (the default method): an independent numpy reference of docs/methods.md's "whitened" ------
 
 
 def reference_lda(x, labels, shrink=True):
-    """methods.md, "whitened", from scratch in numpy: every text minus its own class mean (each concept's
+    """docs/methods.md, "whitened", from scratch in numpy: every text minus its own class mean (each concept's
     positives a class, the scenario baselines (label -1) one more), the pooled within-class covariance
     S = R^T R / n shrunk by the Ledoit-Wolf formula written out (shrinkage = min(beta, delta) / delta with
     beta = sum_k |r_k r_k^T - S|_F^2 / n^2 and delta = |S - mu I|_F^2, mu = tr S / d), then per concept

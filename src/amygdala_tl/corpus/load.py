@@ -3,7 +3,7 @@
 Layout (see corpus/README.md): stories/<concept>.txt or stories/<concept>/*.txt, and
 paired/<scenario>/{baseline,<concept>}.txt. Every text carries exactly one label: a concept or
 BASELINE. A concept's negatives are all texts not labelled with it (other concepts' positives and
-every baseline), as methods.md defines them.
+every baseline), as docs/methods.md defines them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The steering-vectors library's aggregators, for users who want them (methods.md, "aggregators").
+"""The steering-vectors library's aggregators, for users who want them (docs/methods.md, "aggregators").
 
 Each maps pooled activations and membership to unit directions, sign-aligned with the pooled
 diff-of-means (so "positive" always means "more of the concept"):

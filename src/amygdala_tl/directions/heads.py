@@ -1,4 +1,4 @@
-"""Per-head decomposition from `blocks.<l>.attn.hook_z` (methods.md, "per-head").
+"""Per-head decomposition from `blocks.<l>.attn.hook_z` (docs/methods.md, "per-head").
 
 Per concept, layer and head h (query heads, so grouped-query attention needs nothing special):
 diff_h = mean(P_h) - mean(N_h), raw_norm_h = |diff_h|, selectivity_h = raw_norm_h / max(|std(N_h)|, 1e-6)

@@ -1,4 +1,4 @@
-"""Per-story common subspace (methods.md, "subspace").
+"""Per-story common subspace (docs/methods.md, "subspace").
 
 Each story i contributes V_i, the top right singular vectors of its token-centred activations
 (zero-variance directions dropped). For concept c with positive set C (|C| = p, n stories in all):

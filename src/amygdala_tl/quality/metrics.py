@@ -1,4 +1,4 @@
-"""Per-concept quality metrics of methods.md, computed on CPU in fp32/fp64.
+"""Per-concept quality metrics of docs/methods.md, computed on CPU in fp32/fp64.
 
 Alignment is measured against the concept's own contrast: story i's alignment is the cosine of
 (p_i - mean(N)) with the direction, so a story pointing away from the others is a mislabel candidate.

@@ -1,4 +1,4 @@
-"""quality.json: every metric of methods.md per concept, the triage, and the held-out evaluation.
+"""quality.json: every metric of docs/methods.md per concept, the triage, and the held-out evaluation.
 
 Metrics describe the vectors as exported (the fp16 file, in fp32), so `extract --quality-report`
 and `report` (from the activation store, no model) produce the same file.
@@ -99,7 +99,7 @@ def build_quality(inputs: QualityInputs) -> dict:
 
 
 def triage(report: dict, middle: int) -> dict:
-    """Buckets at the middle target layer, as methods.md defines them (redundant counted on its own)."""
+    """Buckets at the middle target layer, as docs/methods.md defines them (redundant counted on its own)."""
     buckets: dict[str, list[str]] = {
         name: [] for name in ("too_few_stories", "contaminated", "clean_single_neuron", "clean_low_dim_circuit", "fragmented", "mixed", "redundant")
     }
