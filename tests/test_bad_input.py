@@ -38,7 +38,7 @@ def test_a_manifest_with_two_concepts_swapped_is_refused(tmp_path):
 
 
 def test_a_readout_whose_concepts_disagree_with_extract_json_is_refused(starter_corpus, tmp_path, tiny_model):
-    from amygdala_tl.pipelines.export import export_control_vector
+    from amygdala_tl.pipelines.export import ExportConfig, export_control_vector
 
     out = tmp_path / "out"
     run_extract(ExtractConfig(output_dir=out, corpus=starter_corpus, layers="1,2", heads=False), loader=lambda *a, **k: tiny_model)
@@ -47,7 +47,7 @@ def test_a_readout_whose_concepts_disagree_with_extract_json_is_refused(starter_
     metadata = {key: value for key, value in readout.metadata.items() if key != "concepts"}
     write_readout(Readout(swapped, readout.layers, readout.vectors, readout.hidden_size, metadata), out)
     with pytest.raises(UserError, match="disagrees with extract.json"):
-        export_control_vector(out, "calm")
+        export_control_vector(ExportConfig(vectors=out, concept="calm"))
 
 
 def test_a_gguf_cut_inside_its_tensor_data_is_refused_before_the_load(tmp_path):

@@ -1,11 +1,22 @@
-"""CLI behaviour that needs no model: one-line errors with exit code 2, corpus check on the shipped corpus."""
+"""CLI behaviour that needs no model: one-line errors with exit code 2, corpus check on the shipped corpus, the configs built."""
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
 from amygdala_tl.cli import app
 from amygdala_tl.corpus import CONCEPTS
+from amygdala_tl.errors import UserError
+from amygdala_tl.pipelines.evaluate import EvaluateConfig
+from amygdala_tl.pipelines.export import ExportConfig
+from amygdala_tl.pipelines.extract import ExtractConfig
+from amygdala_tl.pipelines.heads import AblateConfig, ConceptConfig, DetectConfig
+from amygdala_tl.pipelines.score import ScoreConfig
+from amygdala_tl.pipelines.steer import SteerConfig
 
 from .conftest import CORPUS
 
@@ -48,3 +59,172 @@ def test_progress_without_a_terminal_prints_plain_lines_every_few_seconds(monkey
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("capturing:")]
     assert lines[0] == "capturing: 0/20 texts, 0 s" and lines[-1] == "capturing: 20/20 texts, 20 s"
     assert lines[1] == "capturing: 6/20 texts, 6 s, ETA 14 s" and len(lines) == 5  # at 0, 6, 12, 18 s and the end
+
+
+# ---- each command builds its pipeline's config by keyword: defaults from the config, every option reaching its field ----
+
+CONFIG_CASES = {
+    "extract_defaults": (["extract"], "extract.run_extract", lambda: ExtractConfig(corpus=Path("corpus"))),
+    "extract_all": (
+        "extract --model m --stories-dir s --paired-dir p --layers 1,2 -o o --method pooled --l1-c 0.5 --denoise-k 1 --subspace-k 2"
+        " --subspace-eigen-k 3 --no-heads --cache-dir c --no-cache --quality-report --export-best-layers 2 --pooling last --batch-size 4"
+        " --max-length 64 --min-positives 3 --dtype bf16 --device cpu --device-map auto --trust-remote-code --heldout h",
+        "extract.run_extract",
+        lambda: ExtractConfig(
+            model="m",
+            stories_dir=Path("s"),
+            paired_dir=Path("p"),
+            layers="1,2",
+            output_dir=Path("o"),
+            method="pooled",
+            l1_c=0.5,
+            denoise_k=1,
+            subspace_k=2,
+            subspace_eigen_k=3,
+            heads=False,
+            cache_dir=Path("c"),
+            use_cache=False,
+            quality_report=True,
+            export_best_layers=2,
+            pooling="last",
+            batch_size=4,
+            max_length=64,
+            min_positives=3,
+            dtype="bf16",
+            device="cpu",
+            device_map="auto",
+            trust_remote_code=True,
+            heldout=Path("h"),
+        ),
+    ),
+    "compare_defaults": (["compare-methods"], "compare.compare_methods", lambda: ExtractConfig(corpus=Path("corpus"))),
+    "compare_all": (
+        "compare-methods --corpus c --model m --layers 1 -o o --batch-size 4 --max-length 64 --min-positives 3 --l1-c 0.5 --device cpu --trust-remote-code",
+        "compare.compare_methods",
+        lambda: ExtractConfig(
+            corpus=Path("c"),
+            model="m",
+            layers="1",
+            output_dir=Path("o"),
+            batch_size=4,
+            max_length=64,
+            min_positives=3,
+            l1_c=0.5,
+            device="cpu",
+            trust_remote_code=True,
+        ),
+    ),
+    "score_defaults": (["score", "a"], "score.score_texts", lambda: ScoreConfig(texts=["a"])),
+    "score_all": (
+        "score a b --vectors v --file f --model m --top 2 --centered --device cpu --trust-remote-code",
+        "score.score_texts",
+        lambda: ScoreConfig(
+            texts=["a", "b"], vectors=Path("v"), file=Path("f"), model="m", top=2, centered=True, device="cpu", trust_remote_code=True
+        ),
+    ),
+    "evaluate_defaults": (["evaluate"], "evaluate.evaluate_vectors", lambda: EvaluateConfig()),
+    "evaluate_all": (
+        "evaluate --vectors v --heldout h --model m --device cpu --trust-remote-code",
+        "evaluate.evaluate_vectors",
+        lambda: EvaluateConfig(vectors=Path("v"), heldout=Path("h"), model="m", device="cpu", trust_remote_code=True),
+    ),
+    "steer_defaults": (
+        ["steer", "p", "--concept", "calm", "--layer", "1"],
+        "steer.run_steer_command",
+        lambda: SteerConfig(concept="calm", layer=1, prompt="p"),
+    ),
+    "steer_all": (
+        "steer p --concept calm --layer 1 --vectors v --alpha 2 --max-new-tokens 3 --temperature 0.5 --seed 4 --measure --corpus c"
+        " --model m --device cpu --trust-remote-code",
+        "steer.run_steer_command",
+        lambda: SteerConfig(
+            concept="calm",
+            layer=1,
+            prompt="p",
+            vectors=Path("v"),
+            alpha=2.0,
+            max_new_tokens=3,
+            temperature=0.5,
+            seed=4,
+            measure=True,
+            corpus=Path("c"),
+            model="m",
+            device="cpu",
+            trust_remote_code=True,
+        ),
+    ),
+    "export_defaults": (["export", "--concept", "calm"], "export.export_control_vector", lambda: ExportConfig(concept="calm")),
+    "export_all": (
+        "export --concept calm --vectors v --format f --layers 1 --scale 2 --model-hint h -o o.gguf",
+        "export.export_control_vector",
+        lambda: ExportConfig(concept="calm", vectors=Path("v"), format="f", layers="1", scale=2.0, model_hint="h", output=Path("o.gguf")),
+    ),
+    "detect_defaults": (["heads", "detect"], "heads.detect", lambda: DetectConfig(detectors=list(DetectConfig.detectors))),
+    "detect_all": (
+        "heads detect --detectors induction,positional --model m --corpus c --text-file t --length 8 --n-texts 2 -o o --device cpu --trust-remote-code",
+        "heads.detect",
+        lambda: DetectConfig(
+            detectors=["induction", "positional"],
+            model="m",
+            corpus=Path("c"),
+            text_file=Path("t"),
+            length=8,
+            n_texts=2,
+            output_dir=Path("o"),
+            device="cpu",
+            trust_remote_code=True,
+        ),
+    ),
+    "ablate_defaults": (["heads", "ablate", "--heads", "L0H0", "--prompt", "x"], "heads.ablate", lambda: AblateConfig(heads="L0H0", prompts=["x"])),
+    "ablate_all": (
+        "heads ablate --heads L0H0 --prompt x --prompt y --mode mean --position -1 --top-k 2 --model m -o o --device cpu --trust-remote-code",
+        "heads.ablate",
+        lambda: AblateConfig(
+            heads="L0H0",
+            prompts=["x", "y"],
+            mode="mean",
+            position=-1,
+            top_k=2,
+            model="m",
+            output_dir=Path("o"),
+            device="cpu",
+            trust_remote_code=True,
+        ),
+    ),
+    "concept_defaults": (["heads", "concept", "--concept", "calm", "--layer", "1"], "heads.concept", lambda: ConceptConfig(concept="calm", layer=1)),
+    "concept_all": (
+        "heads concept --concept calm --layer 1 --vectors v --corpus c --negatives 4 --from-layer 1 --mode ablation --verify-top 2 --model m"
+        " -o o --device cpu --trust-remote-code",
+        "heads.concept",
+        lambda: ConceptConfig(
+            concept="calm",
+            layer=1,
+            vectors=Path("v"),
+            corpus=Path("c"),
+            negatives=4,
+            from_layer=1,
+            mode="ablation",
+            verify_top=2,
+            model="m",
+            output_dir=Path("o"),
+            device="cpu",
+            trust_remote_code=True,
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_each_command_builds_its_config_by_keyword(case, monkeypatch):
+    """With no options a command's config is the config's defaults (one place); with every option, each reaches its field."""
+    argv, target, expected = CONFIG_CASES[case]
+    built = []
+
+    def capture(config, *args, **kwargs):
+        built.append(config)
+        raise UserError("captured")
+
+    monkeypatch.setattr(f"amygdala_tl.pipelines.{target}", capture)
+    result = CliRunner().invoke(app, argv if isinstance(argv, list) else shlex.split(argv))
+    assert result.exit_code == 2 and "captured" in result.output, result.output
+    assert built == [expected()]

@@ -218,7 +218,7 @@ def test_export_layers_are_block_indices_of_the_recorded_model(starter_corpus, t
 
 def test_a_later_run_removes_files_it_did_not_write_and_readers_refuse_strangers(starter_corpus, tmp_path, tiny_model, monkeypatch):
     from amygdala_tl.pipelines.report import run_report
-    from amygdala_tl.pipelines.score import score_texts
+    from amygdala_tl.pipelines.score import ScoreConfig, score_texts
 
     out = tmp_path / "out"
     relative = Path("corpus")
@@ -237,21 +237,21 @@ def test_a_later_run_removes_files_it_did_not_write_and_readers_refuse_strangers
     run_extract(ExtractConfig(output_dir=other, corpus=starter_corpus, layers="2", heads=False), loader=lambda *a, **k: tiny_model)
     (out / "readout.safetensors").write_bytes((other / "readout.safetensors").read_bytes())
     with pytest.raises(UserError, match="does not belong to the run"):
-        score_texts(out, ["the cat"], None, None, None, loader=never_load)
+        score_texts(ScoreConfig(vectors=out, texts=["the cat"]), loader=never_load)
     # and report refuses a cache that holds nothing for this run
     with pytest.raises(UserError, match="no entries for this run"):
         run_report(other, cache_dir=tmp_path / "empty-cache")
 
 
 def test_score_truncates_a_long_text_as_extract_did_and_says_so(starter_corpus, tmp_path, tiny_model, monkeypatch):
-    from amygdala_tl.pipelines.score import score_texts
+    from amygdala_tl.pipelines.score import ScoreConfig, score_texts
 
     monkeypatch.setattr("amygdala_tl.pipelines.vectors.preflight", lambda *a, **k: None)  # the tiny model has no hub id to check
 
     out = tmp_path / "out"
     run_extract(ExtractConfig(output_dir=out, corpus=starter_corpus, layers="2", heads=False, max_length=32), loader=lambda *a, **k: tiny_model)
     warnings: list[str] = []
-    results = score_texts(out, ["the cat sat " * 400, "the dog"], None, None, None, loader=lambda *a, **k: tiny_model, warn=warnings.append)
+    results = score_texts(ScoreConfig(vectors=out, texts=["the cat sat " * 400, "the dog"]), loader=lambda *a, **k: tiny_model, warn=warnings.append)
     assert len(results) == 2 and len(warnings) == 1 and "text 1" in warnings[0] and "32" in warnings[0]
 
 

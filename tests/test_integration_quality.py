@@ -13,7 +13,7 @@ import torch
 
 from amygdala_tl.pipelines import report as report_module
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
-from amygdala_tl.pipelines.score import score_texts
+from amygdala_tl.pipelines.score import ScoreConfig, score_texts
 from amygdala_tl.quality.html import SECTIONS
 
 pytestmark = pytest.mark.integration
@@ -92,13 +92,12 @@ def test_html_report_renders_in_headless_chromium(quality_run):
 
 def test_score_matches_the_exported_vectors(quality_run, bundled):
     result, out = quality_run
-    results = score_texts(out, ["I could not stop shaking while I waited for the phone to ring."], None, None, None, loader=lambda *a, **k: bundled)
+    text = "I could not stop shaking while I waited for the phone to ring."
+    results = score_texts(ScoreConfig(vectors=out, texts=[text]), loader=lambda *a, **k: bundled)
     scores = results[0].to_json()["scores"]
     assert set(scores) == {str(layer) for layer in result.readout.layers}
     assert set(scores[str(result.readout.layers[0])]) == set(result.readout.concepts)
-    centred = score_texts(
-        out, ["I could not stop shaking while I waited for the phone to ring."], None, None, None, loader=lambda *a, **k: bundled, centered=True
-    )[0].to_json()["scores"]
+    centred = score_texts(ScoreConfig(vectors=out, texts=[text], centered=True), loader=lambda *a, **k: bundled)[0].to_json()["scores"]
     offsets = json.loads((out / "extract.json").read_text())["score_offsets"]
     layer = str(result.readout.layers[0])
     for concept, raw in scores[layer].items():
@@ -114,7 +113,7 @@ def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, b
     from sklearn.metrics import roc_auc_score
 
     from amygdala_tl.capture import DEFAULT_POOLING, reading
-    from amygdala_tl.pipelines.evaluate import evaluate_vectors
+    from amygdala_tl.pipelines.evaluate import EvaluateConfig, evaluate_vectors
 
     from .conftest import CORPUS, client_reading
     from .test_integration_extract import hf_token_outputs
@@ -127,7 +126,7 @@ def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, b
         for story in sorted((CORPUS / "heldout" / concept).glob("*.txt"))[:2]:
             (heldout / concept).mkdir(parents=True, exist_ok=True)
             shutil.copy(story, heldout / concept / story.name)
-    evaluation = evaluate_vectors(out, heldout, loader=lambda *a, **k: bundled)
+    evaluation = evaluate_vectors(EvaluateConfig(vectors=out, heldout=heldout), loader=lambda *a, **k: bundled)
     assert evaluation.n_texts == 10 and evaluation.n_neutral == 2 and evaluation.concepts_covered == ["afraid", "bored", "calm", "joyful"]
 
     texts = [(p.parent.name, p.read_text().strip()) for p in sorted(heldout.rglob("*.txt"))]
@@ -150,7 +149,7 @@ def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, b
         assert figures.auroc_interval[0] <= figures.mean_auroc <= figures.auroc_interval[1]
     # `score` and the Python API read a text as evaluate does: the declared aggregate of the per-token served scores
     text = texts[0][1]
-    served = score_texts(out, [text], None, None, None, loader=lambda *a, **k: bundled)[0].scores
+    served = score_texts(ScoreConfig(vectors=out, texts=[text]), loader=lambda *a, **k: bundled)[0].scores
     api = result.score([text])
     for layer in result.readout.layers:
         reference = (

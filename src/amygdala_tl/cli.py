@@ -9,62 +9,96 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as opt
-from .capture.pooling import COMPARED_POOLINGS, DEFAULT_POOLING
-from .circuits.detectors import DETECTORS, thresholds_help
+from .capture.pooling import COMPARED_POOLINGS
+from .circuits.detectors import thresholds_help
 from .console import print_table, progress_bar, progress_callback, say, stdout, user_errors, warn
+from .corpus import DEFAULT_CORPUS
 from .directions.registry import METHODS
+from .pipelines.evaluate import EvaluateConfig
+from .pipelines.export import ExportConfig
+from .pipelines.extract import ExtractConfig
+from .pipelines.heads import AblateConfig, ConceptConfig, DetectConfig
+from .pipelines.score import ScoreConfig
+from .pipelines.steer import SteerConfig
 
 app = typer.Typer(help=opt.APP_HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 corpus_app = typer.Typer(help="Inspect and lint a story corpus.", no_args_is_help=True)
 heads_app = typer.Typer(help="Head-level circuit probing: detectors, ablations, concept circuits.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(heads_app, name="heads")
+# Each command builds its pipeline's config by keyword; the defaults below are the config's own (one place).
+# Where an option's name differs from the field it fills, the call that builds the config says so.
 METHOD_HELP = "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
 
 
 @app.command()
 def extract(
-    model: opt.Model = None,
-    corpus: opt.ExtractCorpus = None,
-    stories_dir: opt.StoriesDir = None,
-    paired_dir: opt.PairedDir = None,
+    model: opt.Model = ExtractConfig.model,
+    corpus: opt.ExtractCorpus = ExtractConfig.corpus,  # None with no --stories-dir/--paired-dir: the shipped corpus (below)
+    stories_dir: opt.StoriesDir = ExtractConfig.stories_dir,
+    paired_dir: opt.PairedDir = ExtractConfig.paired_dir,
+    # layers and method: ExtractConfig types them wider (a list of indices; a Method or a fit callable), so the two
+    # defaults are written here too, and tests/test_cli.py checks that they are ExtractConfig's
     layers: opt.Layers = None,
-    output_dir: opt.OutputDir = Path("out"),
+    output_dir: opt.OutputDir = ExtractConfig.output_dir,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = "lda",
-    l1_c: opt.L1C = 0.05,
-    denoise_k: opt.DenoiseK = 0,
-    subspace_k: opt.SubspaceK = None,
-    subspace_eigen_k: opt.SubspaceEigenK = 5,
-    heads: opt.Heads = True,
-    cache_dir: opt.CacheDir = None,
-    cache: opt.UseCache = True,
-    quality_report: opt.QualityReport = False,
-    export_best_layers: opt.ExportBestLayers = None,
-    pooling: opt.PoolingOption = DEFAULT_POOLING,
-    batch_size: opt.BatchSize = 8,
-    max_length: opt.MaxLength = 512,
-    min_positives: opt.MinPositives = 2,
-    dtype: opt.Dtype = "fp32",
-    device: opt.Device = None,
-    device_map: opt.DeviceMap = None,
-    trust_remote_code: opt.TrustRemoteCode = False,
-    heldout: opt.ExtractHeldout = None,
+    l1_c: opt.L1C = ExtractConfig.l1_c,
+    denoise_k: opt.DenoiseK = ExtractConfig.denoise_k,
+    subspace_k: opt.SubspaceK = ExtractConfig.subspace_k,
+    subspace_eigen_k: opt.SubspaceEigenK = ExtractConfig.subspace_eigen_k,
+    heads: opt.Heads = ExtractConfig.heads,
+    cache_dir: opt.CacheDir = ExtractConfig.cache_dir,
+    cache: opt.UseCache = ExtractConfig.use_cache,
+    quality_report: opt.QualityReport = ExtractConfig.quality_report,
+    export_best_layers: opt.ExportBestLayers = ExtractConfig.export_best_layers,
+    pooling: opt.PoolingOption = ExtractConfig.pooling,
+    batch_size: opt.BatchSize = ExtractConfig.batch_size,
+    max_length: opt.MaxLength = ExtractConfig.max_length,
+    min_positives: opt.MinPositives = ExtractConfig.min_positives,
+    dtype: opt.Dtype = ExtractConfig.dtype,
+    device: opt.Device = ExtractConfig.device,
+    device_map: opt.DeviceMap = ExtractConfig.device_map,
+    trust_remote_code: opt.TrustRemoteCode = ExtractConfig.trust_remote_code,
+    heldout: opt.ExtractHeldout = ExtractConfig.heldout,
 ) -> None:
     """Learn one direction per concept and layer from the corpus and export it for serving."""
-    options = dict(locals())  # the parameters, named as ExtractConfig's fields
-    from .pipelines.extract import ExtractConfig, run_extract
+    from .pipelines.extract import run_extract
 
-    options["use_cache"] = options.pop("cache")
-    if corpus is None and stories_dir is None and paired_dir is None:
-        options["corpus"] = opt.DEFAULT_CORPUS
+    config = ExtractConfig(
+        output_dir=output_dir,
+        model=model,
+        corpus=DEFAULT_CORPUS if corpus is None and stories_dir is None and paired_dir is None else corpus,
+        stories_dir=stories_dir,
+        paired_dir=paired_dir,
+        layers=layers,
+        method=method,
+        pooling=pooling,
+        batch_size=batch_size,
+        max_length=max_length,
+        min_positives=min_positives,
+        dtype=dtype,
+        device=device,
+        device_map=device_map,
+        heads=heads,
+        cache_dir=cache_dir,
+        use_cache=cache,  # --cache/--no-cache
+        subspace_k=subspace_k,
+        subspace_eigen_k=subspace_eigen_k,
+        l1_c=l1_c,
+        quality_report=quality_report,
+        export_best_layers=export_best_layers,
+        trust_remote_code=trust_remote_code,
+        denoise_k=denoise_k,
+        heldout=heldout,
+    )
     with user_errors(), progress_bar("capturing") as progress:
-        result = run_extract(ExtractConfig(**options), log=say, on_progress=progress_callback(progress))
+        result = run_extract(config, log=say, on_progress=progress_callback(progress))
     say("\n".join(f"wrote {path}" for path in result.files))
 
 
 @corpus_app.command("check")
 def corpus_check(
-    corpus: opt.CorpusDir = opt.DEFAULT_CORPUS,
+    corpus: opt.CorpusDir = DEFAULT_CORPUS,
     expect: Annotated[Optional[str], typer.Option(help="Comma-separated concepts that must be present, or 'all' for the 60.")] = None,
     min_positives: Annotated[int, typer.Option(help="Minimum positive stories for each expected concept.")] = 1,
 ) -> None:
@@ -105,23 +139,25 @@ def report(
 @app.command()
 def score(
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to score (or --file).")] = None,
-    vectors: opt.Vectors = Path("out"),
-    file: Annotated[Optional[Path], typer.Option(help="Score each non-empty line of this file.")] = None,
-    model: opt.Model = None,
-    top: Annotated[int, typer.Option(help="Concepts shown per layer.")] = 5,
+    vectors: opt.Vectors = ScoreConfig.vectors,
+    file: Annotated[Optional[Path], typer.Option(help="Score each non-empty line of this file.")] = ScoreConfig.file,
+    model: opt.Model = ScoreConfig.model,
+    top: Annotated[int, typer.Option(help="Concepts shown per layer.")] = ScoreConfig.top,
     as_json: opt.AsJson = False,
     centered: Annotated[
         bool, typer.Option("--centered", help="Subtract each concept's corpus offset mu . v_c (from extract.json). Serving reports raw scores.")
-    ] = False,
-    device: opt.Device = None,
-    trust_remote_code: opt.TrustRemoteCode = False,
+    ] = ScoreConfig.centered,
+    device: opt.Device = ScoreConfig.device,
+    trust_remote_code: opt.TrustRemoteCode = ScoreConfig.trust_remote_code,
 ) -> None:
     """Score texts exactly as the serving side does: raw <h, v> at the last position, fp16 vectors."""
-    from .pipelines.score import check_top, score_texts
+    from .pipelines.score import score_texts
 
+    config = ScoreConfig(
+        texts=texts or [], file=file, vectors=vectors, model=model, top=top, centered=centered, device=device, trust_remote_code=trust_remote_code
+    )
     with user_errors():
-        check_top(top)
-        results = score_texts(vectors, texts or [], file, model, device, centered=centered, trust_remote_code=trust_remote_code, warn=warn)
+        results = score_texts(config, warn=warn)
     if as_json:
         typer.echo(json.dumps([result.to_json() for result in results], indent=2))
         return
@@ -131,18 +167,19 @@ def score(
 
 @app.command()
 def evaluate(
-    vectors: opt.Vectors = Path("out"),
-    heldout: opt.Heldout = opt.DEFAULT_HELDOUT,
-    model: opt.Model = None,
+    vectors: opt.Vectors = EvaluateConfig.vectors,
+    heldout: opt.Heldout = EvaluateConfig.heldout,
+    model: opt.Model = EvaluateConfig.model,
     as_json: opt.AsJson = False,
-    device: opt.Device = None,
-    trust_remote_code: opt.TrustRemoteCode = False,
+    device: opt.Device = EvaluateConfig.device,
+    trust_remote_code: opt.TrustRemoteCode = EvaluateConfig.trust_remote_code,
 ) -> None:
     """The exported vectors on a separately written test set, read as the server reads them (z-scored per concept)."""
     from .pipelines.evaluate import COLUMNS, evaluate_vectors
 
+    config = EvaluateConfig(vectors=vectors, heldout=heldout, model=model, device=device, trust_remote_code=trust_remote_code)
     with user_errors():
-        result = evaluate_vectors(vectors, heldout, model, device, trust_remote_code, log=say)
+        result = evaluate_vectors(config, log=say)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -154,26 +191,36 @@ def evaluate(
 def compare_methods_command(
     methods: Annotated[str, typer.Option(help="Comma-separated methods to compare.")] = ",".join(METHODS),
     poolings: Annotated[str, typer.Option(help="Comma-separated poolings (each learned and read its own way).")] = ",".join(COMPARED_POOLINGS),
-    corpus: opt.CorpusDir = opt.DEFAULT_CORPUS,
-    model: opt.Model = None,
-    layers: opt.Layers = None,
-    output_dir: opt.OutputDir = Path("out"),
-    batch_size: opt.BatchSize = 8,
-    max_length: opt.MaxLength = 512,
-    min_positives: opt.MinPositives = 2,
-    l1_c: opt.L1C = 0.05,
-    device: opt.Device = None,
-    trust_remote_code: opt.TrustRemoteCode = False,
+    corpus: opt.CorpusDir = DEFAULT_CORPUS,
+    model: opt.Model = ExtractConfig.model,
+    layers: opt.Layers = None,  # ExtractConfig.layers, typed wider (see extract)
+    output_dir: opt.OutputDir = ExtractConfig.output_dir,
+    batch_size: opt.BatchSize = ExtractConfig.batch_size,
+    max_length: opt.MaxLength = ExtractConfig.max_length,
+    min_positives: opt.MinPositives = ExtractConfig.min_positives,
+    l1_c: opt.L1C = ExtractConfig.l1_c,
+    device: opt.Device = ExtractConfig.device,
+    trust_remote_code: opt.TrustRemoteCode = ExtractConfig.trust_remote_code,
 ) -> None:
     """Every method under every pooling, one table: held-out AUROC and top-1 at each row's best layer, and time."""
-    options = dict(locals())  # the parameters, named as ExtractConfig's fields
     from .pipelines.compare import COMPARE_FILE, CompareRow, compare_methods
-    from .pipelines.extract import ExtractConfig
 
-    names = [m.strip() for m in options.pop("methods").split(",") if m.strip()]
-    pooling_names = [p.strip() for p in options.pop("poolings").split(",") if p.strip()]
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    pooling_names = [p.strip() for p in poolings.split(",") if p.strip()]
+    config = ExtractConfig(
+        corpus=corpus,
+        model=model,
+        layers=layers,
+        output_dir=output_dir,
+        batch_size=batch_size,
+        max_length=max_length,
+        min_positives=min_positives,
+        l1_c=l1_c,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
     with user_errors(), progress_bar("capturing") as progress:
-        rows = compare_methods(ExtractConfig(**options), names, pooling_names, log=say, on_progress=progress_callback(progress))
+        rows = compare_methods(config, names, pooling_names, log=say, on_progress=progress_callback(progress))
     print_table("held-out evaluation by method and pooling (best layer)", CompareRow.COLUMNS, [row.cells() for row in rows], first_left=False)
     say(f"wrote {output_dir / COMPARE_FILE}")
 
@@ -183,24 +230,39 @@ def steer(
     prompt: Annotated[str, typer.Argument(help="Prompt to continue.")],
     concept: Annotated[str, typer.Option(help="Concept to steer toward (negative --alpha: away; 'all' with --measure).")],
     layer: Annotated[int, typer.Option(help="Block whose output (hook_resid_post) gets the vector; must be exported.")],
-    vectors: opt.Vectors = Path("out"),
-    alpha: Annotated[float, typer.Option(help="Strength in units of the layer's mean residual norm on the prompt (BOS excluded).")] = 4.0,
-    max_new_tokens: int = 40,
-    temperature: Annotated[float, typer.Option(help="0: greedy; > 0: sampling with --seed.")] = 0.0,
-    seed: int = 0,
-    measure: opt.Measure = False,
-    corpus: opt.CorpusDir = opt.DEFAULT_CORPUS,
-    model: opt.Model = None,
-    device: opt.Device = None,
-    trust_remote_code: opt.TrustRemoteCode = False,
+    vectors: opt.Vectors = SteerConfig.vectors,
+    alpha: Annotated[
+        float, typer.Option(help="Strength in units of the layer's mean residual norm on the prompt (BOS excluded).")
+    ] = SteerConfig.alpha,
+    max_new_tokens: int = SteerConfig.max_new_tokens,
+    temperature: Annotated[float, typer.Option(help="0: greedy; > 0: sampling with --seed.")] = SteerConfig.temperature,
+    seed: int = SteerConfig.seed,
+    measure: opt.Measure = SteerConfig.measure,
+    corpus: opt.CorpusDir = SteerConfig.corpus,
+    model: opt.Model = SteerConfig.model,
+    device: opt.Device = SteerConfig.device,
+    trust_remote_code: opt.TrustRemoteCode = SteerConfig.trust_remote_code,
 ) -> None:
     """Generate with alpha * v added to the residual stream, unsteered and steered side by side."""
     from .pipelines.steer import MeasureResult, run_steer_command
 
+    config = SteerConfig(
+        concept=concept,
+        layer=layer,
+        prompt=prompt,
+        vectors=vectors,
+        alpha=alpha,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        measure=measure,
+        corpus=corpus,
+        model=model,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
     with user_errors():
-        result = run_steer_command(
-            vectors, concept, layer, alpha, prompt, max_new_tokens, temperature, seed, measure, corpus, model, device, trust_remote_code, log=say
-        )
+        result = run_steer_command(config, log=say)
     if isinstance(result, MeasureResult):
         for line in result.summary():
             say(line)
@@ -216,41 +278,58 @@ def steer(
 @app.command()
 def export(
     concept: Annotated[str, typer.Option(help="Concept to export.")],
-    vectors: opt.Vectors = Path("out"),
-    format: opt.ExportFormat = "gguf-control",
-    layers: opt.ExportLayers = None,
-    scale: opt.Scale = 1.0,
-    model_hint: Annotated[Optional[str], typer.Option(help="controlvector.model_hint (default: model_type from extract.json).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Default: VECTORS/<concept>.gguf")] = None,
+    vectors: opt.Vectors = ExportConfig.vectors,
+    format: opt.ExportFormat = ExportConfig.format,
+    layers: opt.ExportLayers = ExportConfig.layers,
+    scale: opt.Scale = ExportConfig.scale,
+    model_hint: Annotated[
+        Optional[str], typer.Option(help="controlvector.model_hint (default: model_type from extract.json).")
+    ] = ExportConfig.model_hint,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Default: VECTORS/<concept>.gguf")] = ExportConfig.output,
 ) -> None:
     """Export one concept as a llama.cpp / repeng control vector (unit-norm vectors times --scale)."""
     from .formats.gguf import SCALE_HINT
     from .pipelines.export import export_control_vector
 
+    config = ExportConfig(concept=concept, vectors=vectors, format=format, layers=layers, scale=scale, model_hint=model_hint, output=output)
     with user_errors():
-        path, hint = export_control_vector(vectors, concept, layers, scale, model_hint, output, format)
+        path, hint = export_control_vector(config)
     say(f"wrote {path} (model hint {hint!r}; direction.<i> is added to HF block i's output)")
     say(f"note: {SCALE_HINT}")
 
 
 @heads_app.command("detect")
 def heads_detect(
-    detectors: Annotated[str, typer.Option(help=f"Comma-separated detectors. Flag thresholds: {thresholds_help()}.")] = ",".join(DETECTORS),
-    model: opt.Model = None,
-    corpus: Annotated[Path, typer.Option(help="Natural text for previous-token, positional, delimiter: the corpus stories.")] = opt.DEFAULT_CORPUS,
-    text_file: Annotated[Optional[Path], typer.Option(help="Natural text instead of the corpus: one text per non-empty line.")] = None,
-    length: Annotated[int, typer.Option(help="Tokens per natural-text sequence.")] = 64,
-    n_texts: Annotated[int, typer.Option(help="Natural-text sequences used.")] = 32,
-    output_dir: opt.OutputDir = Path("out/heads"),
-    device: opt.Device = None,
-    trust_remote_code: opt.TrustRemoteCode = False,
+    detectors: Annotated[str, typer.Option(help=f"Comma-separated detectors. Flag thresholds: {thresholds_help()}.")] = ",".join(
+        DetectConfig.detectors
+    ),
+    model: opt.Model = DetectConfig.model,
+    corpus: Annotated[Path, typer.Option(help="Natural text for previous-token, positional, delimiter: the corpus stories.")] = DetectConfig.corpus,
+    text_file: Annotated[
+        Optional[Path], typer.Option(help="Natural text instead of the corpus: one text per non-empty line.")
+    ] = DetectConfig.text_file,
+    length: Annotated[int, typer.Option(help="Tokens per natural-text sequence.")] = DetectConfig.length,
+    n_texts: Annotated[int, typer.Option(help="Natural-text sequences used.")] = DetectConfig.n_texts,
+    output_dir: opt.OutputDir = DetectConfig.output_dir,
+    device: opt.Device = DetectConfig.device,
+    trust_remote_code: opt.TrustRemoteCode = DetectConfig.trust_remote_code,
 ) -> None:
     """Score every head with each detector: heads.json, heads_<detector>.png, heads.html."""
     from .pipelines.heads import detect
 
-    names = [name.strip() for name in detectors.split(",") if name.strip()]
+    config = DetectConfig(
+        detectors=[name.strip() for name in detectors.split(",") if name.strip()],
+        model=model,
+        corpus=corpus,
+        text_file=text_file,
+        length=length,
+        n_texts=n_texts,
+        output_dir=output_dir,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
     with user_errors():
-        results, paths = detect(names, model, corpus, text_file, length, n_texts, output_dir, device, trust_remote_code, log=say)
+        results, paths = detect(config, log=say)
     for result in results.values():
         say(result.summary())
     say(f"wrote {output_dir / 'heads.json'}, {output_dir / 'heads.html'} and {len(paths) - 2} heatmaps")
@@ -260,19 +339,32 @@ def heads_detect(
 def heads_ablate(
     heads: Annotated[str, typer.Option(help="Heads to ablate together, e.g. L3H5,L4H1. Several conditions with ';': 'L3H5;L3H5,L4H1'.")],
     prompt: Annotated[list[str], typer.Option(help="Prompt(s) whose next-token prediction is examined (repeatable).")],
-    mode: Annotated[str, typer.Option(help="zero or mean (hook_z), or value (zero the value vectors at --position).")] = "zero",
-    position: Annotated[Optional[int], typer.Option(help="Ablate at this position only (negative: from the end). Default: all.")] = None,
-    top_k: Annotated[int, typer.Option(help="Logit increases/decreases shown.")] = 5,
-    model: opt.Model = None,
-    output_dir: opt.OutputDir = Path("out/heads"),
-    device: opt.Device = None,
-    trust_remote_code: opt.TrustRemoteCode = False,
+    mode: Annotated[str, typer.Option(help="zero or mean (hook_z), or value (zero the value vectors at --position).")] = AblateConfig.mode,
+    position: Annotated[
+        Optional[int], typer.Option(help="Ablate at this position only (negative: from the end). Default: all.")
+    ] = AblateConfig.position,
+    top_k: Annotated[int, typer.Option(help="Logit increases/decreases shown.")] = AblateConfig.top_k,
+    model: opt.Model = AblateConfig.model,
+    output_dir: opt.OutputDir = AblateConfig.output_dir,
+    device: opt.Device = AblateConfig.device,
+    trust_remote_code: opt.TrustRemoteCode = AblateConfig.trust_remote_code,
 ) -> None:
     """Ablate heads for one next-token prediction; ablations.json and ablations.html."""
     from .pipelines.heads import ablate
 
+    config = AblateConfig(
+        heads=heads,
+        prompts=prompt,  # --prompt, repeatable
+        mode=mode,
+        position=position,
+        top_k=top_k,
+        model=model,
+        output_dir=output_dir,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
     with user_errors():
-        results, paths = ablate(heads, prompt, mode, position, top_k, model, output_dir, device, trust_remote_code, log=say)
+        results, paths = ablate(config, log=say)
     for line in (line for result in results for line in result.summary()):
         say(line)
     say(f"wrote {paths[0]} and {paths[1]}")
@@ -282,22 +374,34 @@ def heads_ablate(
 def heads_concept(
     concept: Annotated[str, typer.Option(help="Concept whose readout is probed.")],
     layer: Annotated[int, typer.Option(help="Readout layer (must be exported in --vectors).")],
-    vectors: opt.Vectors = Path("out"),
-    corpus: opt.CorpusDir = opt.DEFAULT_CORPUS,
-    negatives: Annotated[int, typer.Option(help="Negative stories sampled.")] = 16,
-    from_layer: Annotated[int, typer.Option(help="Ablate heads in layers from_layer..layer (fewer layers: faster).")] = 0,
-    mode: opt.ConceptMode = "attribution",
-    verify_top: opt.VerifyTop = 5,
-    model: opt.Model = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Default: VECTORS/heads.")] = None,
-    device: opt.Device = None,
-    trust_remote_code: opt.TrustRemoteCode = False,
+    vectors: opt.Vectors = ConceptConfig.vectors,
+    corpus: opt.CorpusDir = ConceptConfig.corpus,
+    negatives: Annotated[int, typer.Option(help="Negative stories sampled.")] = ConceptConfig.negatives,
+    from_layer: Annotated[int, typer.Option(help="Ablate heads in layers from_layer..layer (fewer layers: faster).")] = ConceptConfig.from_layer,
+    mode: opt.ConceptMode = ConceptConfig.mode,
+    verify_top: opt.VerifyTop = ConceptConfig.verify_top,
+    model: opt.Model = ConceptConfig.model,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Default: VECTORS/heads.")] = ConceptConfig.output_dir,
+    device: opt.Device = ConceptConfig.device,
+    trust_remote_code: opt.TrustRemoteCode = ConceptConfig.trust_remote_code,
 ) -> None:
     """Rank heads by the causal effect of mean-ablating them on a concept's readout, beside diff-of-means."""
     from .pipelines.heads import concept as concept_pipeline
 
+    config = ConceptConfig(
+        concept=concept,
+        layer=layer,
+        vectors=vectors,
+        corpus=corpus,
+        negatives=negatives,
+        from_layer=from_layer,
+        mode=mode,
+        verify_top=verify_top,
+        model=model,
+        output_dir=output_dir,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
     with user_errors():
-        circuit, target = concept_pipeline(
-            concept, layer, vectors, corpus, negatives, from_layer, mode, verify_top, model, output_dir, device, trust_remote_code, log=say
-        )
+        circuit, target = concept_pipeline(config, log=say)
     say("\n".join([*circuit.summary(), f"wrote {target}"]))

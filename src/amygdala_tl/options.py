@@ -11,8 +11,6 @@ APP_HELP = (
     "Concept readout vectors for a language model's residual stream, through TransformerLens.\n\n"
     "Start with `amygdala-tl extract` (bundled SmolLM2-135M and the shipped corpus by default)."
 )
-DEFAULT_CORPUS = Path("corpus")
-DEFAULT_HELDOUT = DEFAULT_CORPUS / "heldout"
 
 Model = Annotated[
     Optional[str],

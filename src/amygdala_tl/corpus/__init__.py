@@ -2,11 +2,27 @@
 
 from .check import check_corpus
 from .concepts import CONCEPTS, SAFE_NAME, names_own_concept
-from .load import BASELINE, NEUTRAL, Corpus, CorpusWarning, Story, load_corpus, load_heldout, read_lines, read_story, select_concepts, text_sha256
+from .load import (
+    BASELINE,
+    DEFAULT_CORPUS,
+    DEFAULT_HELDOUT,
+    NEUTRAL,
+    Corpus,
+    CorpusWarning,
+    Story,
+    load_corpus,
+    load_heldout,
+    read_lines,
+    read_story,
+    select_concepts,
+    text_sha256,
+)
 
 __all__ = [
     "BASELINE",
     "CONCEPTS",
+    "DEFAULT_CORPUS",
+    "DEFAULT_HELDOUT",
     "NEUTRAL",
     "SAFE_NAME",
     "Corpus",

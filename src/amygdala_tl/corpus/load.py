@@ -23,6 +23,8 @@ from torch import Tensor
 from ..errors import UserError
 from .concepts import SAFE_NAME
 
+DEFAULT_CORPUS = Path("corpus")  # the shipped corpus, from the working directory: every command's default
+DEFAULT_HELDOUT = DEFAULT_CORPUS / "heldout"  # its development test set, never trained on
 BASELINE = "baseline"
 NEUTRAL = "_neutral"  # heldout/_neutral/: evaluation texts that frame no concept
 MAX_TEXT_BYTES = 4 * 2**20  # a story is ~1 KB; `score --file` lines a few MB at most

@@ -14,13 +14,11 @@ from pathlib import Path
 import torch
 
 from ..capture import ActivationStore, capture
-from ..corpus import NEUTRAL, load_heldout
+from ..corpus import DEFAULT_HELDOUT, NEUTRAL, load_heldout
 from ..errors import UserError
 from ..model import LoadedModel, describe_layer, load_model
 from ..quality.evaluation import ServedEvaluation, evaluate_served
 from .vectors import load_model_for, open_vectors
-
-DEFAULT_HELDOUT = Path("corpus/heldout")
 
 
 @dataclass
@@ -74,16 +72,22 @@ class Evaluation:
 COLUMNS = ["layer", "AUROC", "top-1", "random AUROC / top-1", "most confused (concept->read as)"]
 
 
+@dataclass(kw_only=True)
+class EvaluateConfig:
+    """`evaluate`'s options and their defaults (the command line builds one by keyword)."""
+
+    vectors: Path = Path("out")
+    heldout: Path = DEFAULT_HELDOUT  # <concept>/*.txt and _neutral/*.txt, never trained on
+    model: str | None = None
+    device: str | None = None
+    trust_remote_code: bool = False
+    batch_size: int = 8
+
+
 def evaluate_vectors(
-    vectors_dir: Path,
-    heldout_dir: Path = DEFAULT_HELDOUT,
-    model: str | None = None,
-    device: str | None = None,
-    trust_remote_code: bool = False,
-    batch_size: int = 8,
-    log: Callable[[str], None] = lambda _: None,
-    loader: Callable[..., LoadedModel] = load_model,
+    config: EvaluateConfig, *, log: Callable[[str], None] = lambda _: None, loader: Callable[..., LoadedModel] = load_model
 ) -> Evaluation:
+    vectors_dir, heldout_dir = config.vectors, config.heldout
     vectors = open_vectors(vectors_dir)
     readout = vectors.readout
     stories = load_heldout(heldout_dir)
@@ -92,12 +96,12 @@ def evaluate_vectors(
     labels = torch.tensor([readout.concepts.index(s.label) if s.label in readout.concepts else -1 for s in stories])
     if not (labels >= 0).any():
         raise UserError(f"{heldout_dir} has no text of a concept in {vectors_dir}/readout.json: nothing to score")
-    loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
+    loaded = load_model_for(vectors, config.model, config.device, config.trust_remote_code, loader, log)
     store = None
     if vectors.record is not None and vectors.record.cache.get("enabled"):
         store = ActivationStore(Path(vectors.record.cache["dir"]), loaded.identity, vectors.pooling, vectors.max_length, loaded.dtype_name)
     texts = [s.text for s in stories]
-    acts = capture(loaded, texts, readout.layers, pooling=vectors.pooling, batch_size=batch_size, max_length=vectors.max_length, store=store)
+    acts = capture(loaded, texts, readout.layers, pooling=vectors.pooling, batch_size=config.batch_size, max_length=vectors.max_length, store=store)
     result = Evaluation(
         str(heldout_dir), len(stories), sum(s.label == NEUTRAL for s in stories), covered, len(readout.concepts), skipped_concepts=skipped
     )

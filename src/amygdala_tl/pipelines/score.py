@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from ..capture import capture
 from ..corpus import read_lines
 from ..errors import UserError
 from ..formats.readout import score
-from ..model import load_model
+from ..model import LoadedModel, load_model
 from .vectors import load_model_for, open_vectors
 
 
@@ -32,7 +32,7 @@ class TextScores:
         return lines
 
 
-def read_texts(texts: list[str], file: Path | None) -> list[str]:
+def read_texts(texts: Sequence[str], file: Path | None) -> list[str]:
     texts = list(texts) + (read_lines(file, "--file") if file is not None else [])
     if not texts:
         raise UserError("nothing to score: pass texts or --file")
@@ -46,27 +46,35 @@ def check_top(top: int) -> None:
         raise UserError(f"--top must be at least 1, got {top}")
 
 
+@dataclass(kw_only=True)
+class ScoreConfig:
+    """`score`'s options and their defaults (the command line builds one by keyword)."""
+
+    texts: Sequence[str] = ()
+    file: Path | None = None  # each non-empty line is a text too
+    vectors: Path = Path("out")
+    model: str | None = None
+    top: int = 5  # concepts shown per layer (TextScores.summary)
+    centered: bool = False  # subtract each concept's corpus offset mu . v_c (from extract.json)
+    device: str | None = None
+    trust_remote_code: bool = False
+
+
 def score_texts(
-    vectors_dir: Path,
-    texts: list[str],
-    file: Path | None,
-    model: str | None,
-    device: str | None,
-    loader=load_model,
-    centered: bool = False,
-    trust_remote_code: bool = False,
-    warn: Callable[[str], None] = lambda message: None,
+    config: ScoreConfig, *, loader: Callable[..., LoadedModel] = load_model, warn: Callable[[str], None] = lambda message: None
 ) -> list[TextScores]:
     """Serving-convention scores of each text; `centered` subtracts each concept's corpus offset.
 
     A text longer than extract's --max-length keeps its end, as extract did (`warn` names it)."""
-    texts = read_texts(texts, file)
+    check_top(config.top)
+    vectors_dir, centered = config.vectors, config.centered
+    texts = read_texts(config.texts, config.file)
     vectors = open_vectors(vectors_dir)
     readout = vectors.readout
     if centered and vectors.record is None:
         raise UserError(f"--centered needs the score offsets that `amygdala-tl extract` writes to extract.json in {vectors_dir}")
     offsets = vectors.record.offsets(readout.layers) if centered and vectors.record else None
-    loaded = load_model_for(vectors, model, device, trust_remote_code, loader)
+    loaded = load_model_for(vectors, config.model, config.device, config.trust_remote_code, loader)
     acts = capture(loaded, texts, readout.layers, pooling=vectors.pooling, max_length=vectors.max_length)
     for index in acts.truncated:
         warn(f"text {index + 1} is longer than {vectors.max_length} tokens: scored on its last {vectors.max_length}, as extract read the corpus")

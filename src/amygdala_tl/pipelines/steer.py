@@ -19,7 +19,7 @@ from torch import Tensor
 from .. import hooks
 from ..capture import encode, forward, last_token_resid, make_batches
 from ..capture.forward import Intervention
-from ..corpus import load_corpus
+from ..corpus import DEFAULT_CORPUS, load_corpus
 from ..errors import UserError
 from ..formats.readout import Readout, score
 from ..model import LoadedModel, load_model
@@ -72,28 +72,46 @@ def concept_vector(readout: Readout, concept: str, layer: int) -> Float[Tensor, 
     return readout.vectors[layer][readout.concepts.index(concept)].float()
 
 
+@dataclass(kw_only=True)
+class SteerConfig:
+    """`steer`'s options and their defaults (the command line builds one by keyword)."""
+
+    concept: str  # 'all' with measure: every concept of the vectors
+    layer: int
+    prompt: str
+    vectors: Path = Path("out")
+    alpha: float = 4.0
+    max_new_tokens: int = 40
+    temperature: float = 0.0
+    seed: int = 0
+    measure: bool = False
+    corpus: Path = DEFAULT_CORPUS  # --measure: its paired baselines are the texts steered
+    model: str | None = None
+    device: str | None = None
+    trust_remote_code: bool = False
+
+
 MAX_ALPHA = 100.0  # alpha 100 adds a hundred typical residual norms: the text is noise long before
 MIN_TEMPERATURE = 1e-3  # below it, logits / temperature overflow fp32 (1e-45 gives inf, then NaN probabilities)
 
 
-def check_steer_args(
-    readout: Readout, concept: str, layer: int, alpha: float, temperature: float, max_new_tokens: int, measure: bool, prompt: str = "x"
-) -> None:
+def check_steer_args(readout: Readout, config: SteerConfig) -> None:
     """Everything `steer` can check before the model loads."""
+    concept, layer, measure, alpha, temperature = config.concept, config.layer, config.measure, config.alpha, config.temperature
     if concept != "all" or not measure:
         concept_vector(readout, concept, layer)
     elif layer not in readout.layers:
         raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
     if measure and not any(l > layer for l in readout.layers):
         raise UserError(f"--measure needs exported layers after {layer} (have {', '.join(map(str, readout.layers))})")
-    if not measure and not prompt.strip():
+    if not measure and not config.prompt.strip():
         raise UserError("the prompt is empty: steer continues a text (give one, or use --measure)")
     if not math.isfinite(alpha) or abs(alpha) > MAX_ALPHA:
         raise UserError(f"--alpha must be a number between -{MAX_ALPHA:g} and {MAX_ALPHA:g} (residual norms), got {alpha}")
     if not math.isfinite(temperature) or temperature < 0 or 0 < temperature < MIN_TEMPERATURE:
         raise UserError(f"--temperature must be 0 (greedy) or a finite number >= {MIN_TEMPERATURE:g}, got {temperature}")
-    if max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if config.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
 
 
 @dataclass
@@ -198,30 +216,18 @@ def measure(model: LoadedModel, readout: Readout, texts: Sequence[str], concepts
 
 
 def run_steer_command(
-    vectors_dir: Path,
-    concept: str,
-    layer: int,
-    alpha: float,
-    prompt: str,
-    max_new_tokens: int,
-    temperature: float,
-    seed: int,
-    measure_shift: bool,
-    corpus: Path,
-    model: str | None,
-    device: str | None,
-    trust_remote_code: bool = False,
-    log: Callable[[str], None] = lambda _: None,
-    loader: Callable[..., LoadedModel] = load_model,
+    config: SteerConfig, *, log: Callable[[str], None] = lambda _: None, loader: Callable[..., LoadedModel] = load_model
 ) -> SteerResult | MeasureResult:
     """`steer`: every argument checked against the vectors (and the corpus for --measure) before the model loads."""
-    vectors = open_vectors(vectors_dir)
-    check_steer_args(vectors.readout, concept, layer, alpha, temperature, max_new_tokens, measure_shift, prompt)
-    baselines = [s.text for s in load_corpus(corpus).stories if s.is_baseline] if measure_shift else []
-    if measure_shift and not baselines:
-        raise UserError(f"--measure needs neutral baseline texts: {corpus} has no paired/<scenario>/baseline.txt")
-    loaded = load_model_for(vectors, model, device, trust_remote_code, loader, log)
-    if measure_shift:
-        concepts = vectors.readout.concepts if concept == "all" else [concept]
-        return measure(loaded, vectors.readout, baselines, concepts, layer, alpha)
-    return steer(loaded, vectors.readout, concept, layer, alpha, prompt, max_new_tokens, temperature, seed)
+    vectors = open_vectors(config.vectors)
+    check_steer_args(vectors.readout, config)
+    baselines = [s.text for s in load_corpus(config.corpus).stories if s.is_baseline] if config.measure else []
+    if config.measure and not baselines:
+        raise UserError(f"--measure needs neutral baseline texts: {config.corpus} has no paired/<scenario>/baseline.txt")
+    loaded = load_model_for(vectors, config.model, config.device, config.trust_remote_code, loader, log)
+    if config.measure:
+        concepts = vectors.readout.concepts if config.concept == "all" else [config.concept]
+        return measure(loaded, vectors.readout, baselines, concepts, config.layer, config.alpha)
+    return steer(
+        loaded, vectors.readout, config.concept, config.layer, config.alpha, config.prompt, config.max_new_tokens, config.temperature, config.seed
+    )

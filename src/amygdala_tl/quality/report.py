@@ -24,8 +24,10 @@ REDUNDANT_R2 = 0.9
 MIN_STORIES_FOR_TRIAGE = 3  # with 1-2 stories the first-PC ratio is 1.0 by construction
 
 
-@dataclass
+@dataclass(kw_only=True)
 class QualityInputs:
+    """Everything build_quality reads, built by keyword (pipelines/analysis.quality_inputs)."""
+
     concepts: list[str]
     layers: list[int]
     n_layers: int
