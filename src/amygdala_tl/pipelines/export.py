@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..formats.gguf import write_control_vector
-from ..model import check_output_dir, parse_layers
+from ..layers import parse_layers
+from ..rundir import check_output_dir
 from .vectors import open_vectors
 
 FORMATS = ("gguf-control",)
