@@ -20,7 +20,9 @@ import torch
 from amygdala_tl import hooks
 from amygdala_tl.capture import capture, encode, make_batches
 from amygdala_tl.corpus import load_corpus
-from amygdala_tl.model import DTYPES, load_model, parse_layers, resolve_model_spec
+from amygdala_tl.layers import parse_layers
+from amygdala_tl.model import DTYPES, load_model
+from amygdala_tl.model_spec import resolve_model_spec
 
 
 def peak_memory(device: str) -> str:

@@ -19,7 +19,9 @@ from pathlib import Path
 from amygdala_tl.capture import ActivationStore, capture
 from amygdala_tl.corpus import load_corpus, load_heldout, select_concepts
 from amygdala_tl.directions.registry import METHODS, MethodInputs, fit_layer
-from amygdala_tl.model import load_model, parse_layers, resolve_model_spec
+from amygdala_tl.layers import parse_layers
+from amygdala_tl.model import load_model
+from amygdala_tl.model_spec import resolve_model_spec
 from amygdala_tl.pipelines.analysis import dev_set
 from amygdala_tl.pipelines.extract import ExtractConfig
 from amygdala_tl.quality.evaluation import evaluate_served

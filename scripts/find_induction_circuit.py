@@ -13,7 +13,8 @@ from amygdala_tl.circuits.ablation import Condition, ablation_hooks
 from amygdala_tl.circuits.detectors import induction, natural_batch, previous_token, repeated_random_tokens
 from amygdala_tl.circuits.head import Head
 from amygdala_tl.corpus import load_corpus
-from amygdala_tl.model import load_model, resolve_model_spec
+from amygdala_tl.model import load_model
+from amygdala_tl.model_spec import resolve_model_spec
 
 
 def repeated_half_loss(model, tokens, interventions) -> float:

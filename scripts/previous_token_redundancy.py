@@ -13,7 +13,8 @@ from amygdala_tl.circuits.detectors import induction, natural_batch, previous_to
 from amygdala_tl.circuits.head import Head
 from amygdala_tl.circuits.patterns import attention_patterns, induction_detection, score_detection
 from amygdala_tl.corpus import load_corpus
-from amygdala_tl.model import load_model, resolve_model_spec
+from amygdala_tl.model import load_model
+from amygdala_tl.model_spec import resolve_model_spec
 
 
 def induction_score_with(model, tokens, induction_head: Head, interventions) -> float:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from amygdala_tl.model import LoadedModel, ModelSpec, facts_of, load_model, resolve_model_spec
+from amygdala_tl.model import LoadedModel, facts_of, load_model
+from amygdala_tl.model_spec import ModelSpec, resolve_model_spec
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpus"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import amygdala_tl.pipelines.heads  # noqa: F401 - imported at collection: a pipeline binds its default loader at import,
+import amygdala_tl.pipelines.score  # noqa: F401 - and a test that patches model.load_model must not be the first importer
 from amygdala_tl.errors import UserError
 from amygdala_tl.formats.readout import MANIFEST_FILE, Readout, build_readout, load_readout, write_readout
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
@@ -283,3 +285,39 @@ def test_every_check_the_readme_lists_fails_before_the_model_loads(case, starter
     lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("warning:")]  # corpus warnings may precede
     assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.output
     assert "loading" not in result.output and not (tmp_path / "out").exists()
+
+
+class Loaded(Exception):
+    """Raised below the loader: the command got past every check to the weights."""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "extract --corpus {corpus} -o {tmp}/out --model {tmp}/llama",
+        "heads detect --corpus {corpus} -o {tmp}/heads --model {tmp}/llama",
+        "score calm --vectors {tmp}/vec --model {tmp}/llama",
+    ],
+    ids=["extract", "heads_detect", "score"],
+)
+def test_the_checks_before_the_load_run_once_per_command(args, starter_corpus, tmp_path, monkeypatch):
+    """The command checks the model (preflight) before its load and hands the loader a spec marked checked:
+    load_model does not read the config, or ask the hub, a second time."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from amygdala_tl import preflight
+    from amygdala_tl.cli import app
+
+    from .conftest import write
+
+    write(tmp_path / "llama" / "config.json", '{"model_type": "llama", "num_hidden_layers": 3}')
+    write_readout(build_readout(["calm", "afraid"], [1, 2], torch.randn(2, 2, 576)), tmp_path / "vec")
+    read, config_of = [], preflight.model_config
+    monkeypatch.setattr("amygdala_tl.preflight.model_config", lambda spec: read.append(spec) or config_of(spec))
+    monkeypatch.setattr("amygdala_tl.model._from_pretrained_args", lambda *a, **k: (_ for _ in ()).throw(Loaded()))
+    monkeypatch.setenv("AMYGDALA_TL_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, shlex.split(args.format(tmp=tmp_path, corpus=starter_corpus)))
+    assert isinstance(result.exception, Loaded), result.output
+    assert len(read) == 1

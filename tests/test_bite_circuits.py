@@ -17,7 +17,8 @@ from amygdala_tl.circuits.ablation import Condition, ablation_hooks, mean_z, pro
 from amygdala_tl.circuits.concept import concept_circuit
 from amygdala_tl.circuits.detectors import NAMES, ORDINAL_RUNS, delimiter, natural_batch, ov_copy_scores, s_inhibition, successor
 from amygdala_tl.corpus import load_corpus
-from amygdala_tl.model import LoadedModel, ModelSpec, facts_of
+from amygdala_tl.model import LoadedModel, facts_of
+from amygdala_tl.model_spec import ModelSpec
 
 from .conftest import WORDS, make_tiny_hf, write
 

@@ -286,7 +286,7 @@ def reach_the_load(*args, **kwargs):
 
 @pytest.mark.parametrize("key", ["num_hidden_layers", "n_layer", "num_layers", "text_config"])
 def test_preflight_reads_the_layer_count_and_extract_refuses_layer_n_before_the_load(key, tmp_path, starter_corpus):
-    from amygdala_tl.model import resolve_model_spec
+    from amygdala_tl.model_spec import resolve_model_spec
     from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
     from amygdala_tl.preflight import preflight
 

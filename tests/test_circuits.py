@@ -88,6 +88,21 @@ def test_positional_detector_sees_the_offset_one_head(planted):
     assert result.extra["peak_offset"][0][1] == 1 and result.scores[PREV_HEAD] == pytest.approx(1.0)
 
 
+def test_run_detectors_runs_each_record_with_its_data_and_threshold(planted):
+    """One Detector record per name: the natural-text ones score the texts, the others data they make; each flags at its threshold."""
+    from amygdala_tl.circuits.detectors import DETECTORS, run_detectors
+
+    generator = torch.Generator().manual_seed(0)
+    texts = [" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (20,), generator=generator)) for _ in range(6)]
+    names = ["previous_token", "induction", "positional", "delimiter"]
+    results = run_detectors(planted, names, texts, length=16, n_texts=6)
+    assert list(results) == names and [DETECTORS[name].needs_text for name in names] == [True, False, True, True]
+    assert all(results[name].name == name and results[name].threshold == DETECTORS[name].threshold for name in names)
+    assert results["previous_token"].flagged == ["L0H1"] and results["induction"].flagged == ["L2H3"]
+    with pytest.raises(UserError, match="unknown detector 'copying'"):
+        run_detectors(planted, ["copying"], texts)
+
+
 def test_zero_ablating_a_head_removes_exactly_its_w_o_contribution(tiny_model):
     tokens = tokens_of(tiny_model, "the cat sat on the mat and the dog was quiet")
     layer, head = 1, 2

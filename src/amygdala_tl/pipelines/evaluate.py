@@ -16,7 +16,8 @@ import torch
 from ..capture import ActivationStore, capture
 from ..corpus import DEFAULT_HELDOUT, NEUTRAL, load_heldout
 from ..errors import UserError
-from ..model import LoadedModel, describe_layer, load_model
+from ..layers import describe_layer
+from ..model import LoadedModel, load_model
 from ..quality.evaluation import ServedEvaluation, evaluate_served
 from .vectors import load_model_for, open_vectors
 

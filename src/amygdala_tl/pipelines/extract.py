@@ -27,25 +27,14 @@ from ..directions.registry import Fit, Method, MethodContext, get_method, heldou
 from ..directions.subspace import SubspaceCollector
 from ..errors import UserError
 from ..formats.readout import Readout, build_readout, directions_payload, readout_payloads, score
-from ..model import (
-    DeferredModel,
-    LoadedModel,
-    ModelSpec,
-    check_output_dir,
-    describe_layer,
-    is_index_list,
-    load_model,
-    model_identity,
-    parse_dtype,
-    parse_layers,
-    relative_depth,
-    resolve_model_spec,
-)
+from ..layers import describe_layer, is_index_list, parse_layers, relative_depth
+from ..model import DeferredModel, LoadedModel, load_model, parse_dtype
+from ..model_spec import ModelSpec, model_identity, resolve_model_spec
 from ..preflight import check_device_map, preflight
 from ..quality.heldout import cv_folds
 from ..quality.output import quality_payloads, served, summary_lines
 from ..quality.report import DevSet
-from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, READING_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
+from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, READING_FILE, SUBSPACE_FILE, RunRecord, check_output_dir, commit_run, json_payload
 from .analysis import (
     LayerWeights,
     dev_set,
@@ -196,6 +185,7 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
         cv_folds(corpus.membership(concepts), corpus.groups())  # a corpus too small to cross-validate fails now
     spec = resolve_model_spec(config.model)
     n_layers = preflight(spec, config.device, config.trust_remote_code)
+    spec = spec.passed_preflight(config.device, config.trust_remote_code)  # the loader does not check again
     if n_layers is not None:
         parse_layers(config.layers, n_layers)  # out-of-range layers fail before the load
     log(f"corpus: {len(corpus.stories)} texts, {len(concepts)} concepts with >= {config.min_positives} positives")
@@ -229,7 +219,7 @@ def open_model(config: ExtractConfig, spec: ModelSpec, log: Log, loader: Callabl
             spec, dtype=dtype, device=config.device, device_map=config.device_map, trust_remote_code=config.trust_remote_code
         )
 
-    identity = model_identity(spec)  # weight files hashed once per version (model.content_sha256)
+    identity = model_identity(spec)  # weight files hashed once per version (model_spec.content_sha256)
     store = open_store(config, identity)
     known = store.load_model_record(identity) if store is not None else None
     if store is None or known is None:

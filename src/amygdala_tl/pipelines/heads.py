@@ -15,8 +15,10 @@ from ..circuits.head import Head
 from ..circuits.render import ablation_html, write_detector_outputs
 from ..corpus import DEFAULT_CORPUS, load_corpus, read_lines
 from ..errors import UserError
-from ..model import LoadedModel, check_output_dir, load_model, resolve_model_spec
+from ..model import LoadedModel, load_model
+from ..model_spec import resolve_model_spec
 from ..preflight import checked_config, n_heads_of, n_layers_of
+from ..rundir import check_output_dir
 from .vectors import load_model_for, open_vectors
 
 Loader = Callable[..., LoadedModel]
@@ -41,7 +43,7 @@ def load_named(
         if n_heads is not None and head.head >= n_heads:
             raise UserError(f"head {head}: head {head.head} is out of range for a model with {n_heads} heads per layer")
     log(f"loading {spec.display}")
-    return loader(spec, device=device, trust_remote_code=trust_remote_code)
+    return loader(spec.passed_preflight(device, trust_remote_code), device=device, trust_remote_code=trust_remote_code)
 
 
 @dataclass(kw_only=True)

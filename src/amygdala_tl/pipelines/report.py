@@ -15,10 +15,20 @@ from ..corpus import load_corpus, load_heldout
 from ..directions.registry import METHODS, MethodContext, get_method, heldout_fit
 from ..errors import UserError
 from ..formats.readout import load_directions
-from ..model import check_output_dir
 from ..quality.output import quality_payloads, served
 from ..quality.report import DevSet
-from ..rundir import DIRECTIONS_FILE, HTML_FILE, QUALITY_FILE, SIDECAR_FILE, SUBSPACE_FILE, RunRecord, check_same_run, commit_run, read_run_json
+from ..rundir import (
+    DIRECTIONS_FILE,
+    HTML_FILE,
+    QUALITY_FILE,
+    SIDECAR_FILE,
+    SUBSPACE_FILE,
+    RunRecord,
+    check_output_dir,
+    check_same_run,
+    commit_run,
+    read_run_json,
+)
 from .analysis import dev_set, head_analysis, heldout_fingerprint, quality_inputs, stored_weights
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from ..capture.pooling import check_pooling
 from ..errors import UserError
 from ..formats.readout import Readout, load_readout, readout_dir
-from ..model import LoadedModel, load_model, resolve_model_spec
+from ..model import LoadedModel, load_model
+from ..model_spec import resolve_model_spec
 from ..preflight import preflight
 from ..rundir import RunRecord, recorded_run
 
@@ -67,7 +68,7 @@ def load_model_for(
     if n_layers is not None and max(vectors.readout.layers) >= n_layers:
         raise UserError(f"the vectors use layer {max(vectors.readout.layers)}, the model {spec.display} has {n_layers} layers")
     log(f"loading {spec.display}")
-    loaded = loader(spec, device=device, trust_remote_code=trust_remote_code)
+    loaded = loader(spec.passed_preflight(device, trust_remote_code), device=device, trust_remote_code=trust_remote_code)
     if loaded.facts.d_model != vectors.readout.hidden_size:
         raise UserError(
             f"the vectors in {vectors.directory} have hidden size {vectors.readout.hidden_size}, the model {spec.display} has {loaded.facts.d_model}"

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..directions.pooled import diff_of_means, normalize
 from ..errors import UserError
 from ..formats.readout import served_scores
-from ..model import relative_depth
+from ..layers import relative_depth
 
 # (layer slot, acts [n, d], membership [C, n], kept text indices [n]) -> directions [C, d]
 Fit = Callable[[int, Tensor, Tensor, Tensor], Tensor]

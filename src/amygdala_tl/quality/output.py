@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model import describe_layer
+from ..layers import describe_layer
 from ..rundir import HTML_FILE, QUALITY_FILE, json_payload
 from .heldout import heldout_line
 from .html import render_html
