@@ -7,7 +7,7 @@ import torch
 
 from amygdala_tl import hooks
 from amygdala_tl.capture import capture
-from amygdala_tl.capture.pooling import check_pooling, pool, reading
+from amygdala_tl.capture.pooling import check_pooling, pool, reading, running_reading
 from amygdala_tl.errors import UserError
 
 TEXTS = ["the cat sat on the mat", "rain", "she had a cup of tea at the table in the morning and it was warm", "the dog", "quiet night"]
@@ -118,3 +118,13 @@ def test_reading_the_last_block_skips_the_unembedding(tiny_model):
     finally:
         handle.remove()
     assert not any(point.fwd_hooks for point in tiny_model.bridge.hook_dict.values()), "hooks left behind"
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "second_half", "tail1", "tail3", "ema2", "ema5"])
+def test_running_reading_at_each_position_equals_pooling_the_prefix(pooling):
+    """What a client holds after token t (trace, generate --readout) is the reading of the text so far."""
+    values = torch.randn(9, 4, dtype=torch.float64).float()
+    running = running_reading(values, pooling)
+    for t in range(9):
+        prefix = pool(values[None, : t + 1], torch.ones(1, t + 1, dtype=torch.long), pooling)[0]
+        torch.testing.assert_close(running[t], prefix, atol=1e-5, rtol=1e-5)

@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..model import LoadedModel
 from .activations import Activations, assemble, hook_shapes
 from .forward import Batch, encode, forward, last_token_resid, make_batches, read_batch
-from .pooling import DEFAULT_POOLING, check_pooling, pool, reading, token_weights
+from .pooling import DEFAULT_POOLING, check_pooling, pool, reading, running_reading, token_weights
 from .store import ActivationStore
 
 # Called after each batch with (text indices, {hook name: [batch, pos, ...] activations}, mask).
@@ -40,6 +40,7 @@ __all__ = [
     "pool",
     "read_batch",
     "reading",
+    "running_reading",
     "token_weights",
 ]
 

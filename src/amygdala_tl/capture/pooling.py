@@ -80,3 +80,30 @@ def pool(acts: Float[Tensor, "batch pos *feature"], attention_mask: Int[Tensor, 
     flat = rearrange(acts, "batch pos ... -> batch pos (...)").masked_fill(rearrange(weights == 0, "batch pos -> batch pos 1"), 0.0)
     pooled = einsum(flat, weights, "batch pos f, batch pos -> batch f")
     return pooled.reshape(acts.shape[0], *acts.shape[2:])
+
+
+def running_reading(per_token: Float[Tensor, "pos *feature"], pooling: str) -> Float[Tensor, "pos *feature"]:  # noqa: F821 - a jaxtyping shape
+    """The declared reading at every position t: what a client holds after the server returned tokens 1..t
+    (row t equals `pool` over the text's first t + 1 tokens). Per-token served scores in, running scores out."""
+    check_pooling(pooling)
+    x = per_token.double()
+    n = x.shape[0]
+    steps = torch.arange(1, n + 1, dtype=torch.float64).reshape(n, *([1] * (x.dim() - 1)))
+    prefix = torch.cat([torch.zeros_like(x[:1]), x.cumsum(0)])  # prefix[t] = sum of the first t tokens
+    if pooling == "last":
+        out = x
+    elif pooling == "mean":
+        out = prefix[1:] / steps
+    elif pooling == "second_half":
+        start = (steps.long() // 2).flatten()  # the second half of t tokens: positions t // 2 .. t - 1
+        out = (prefix[1:] - prefix[start]) / (steps - start.reshape(steps.shape).double())
+    elif pooling.startswith("tail"):
+        start = (steps.long().flatten() - int(pooling[4:])).clamp_min(0)
+        out = (prefix[1:] - prefix[start]) / (steps - start.reshape(steps.shape).double())
+    else:
+        alpha, state, rows = reading(pooling)["alpha"], x[0], []
+        for value in x:
+            state = alpha * value + (1 - alpha) * state
+            rows.append(state)
+        out = torch.stack(rows)
+    return out.to(per_token.dtype)
