@@ -152,8 +152,7 @@ def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, b
     served = score_texts(ScoreConfig(vectors=out, texts=[text]), loader=lambda *a, **k: bundled)[0].scores
     api = result.score([text])
     for layer in result.readout.layers:
-        reference = (
-            hf_token_outputs(hf_reference, bundled.tokenizer, text, [layer])[layer].double() @ tensors[f"layer_{layer}.vectors"].double().T
-        ).mean(0)
+        per_token = hf_token_outputs(hf_reference, bundled.tokenizer, text, [layer])[layer].double() @ tensors[f"layer_{layer}.vectors"].double().T
+        reference = client_reading(per_token, declared)
         assert [served[str(layer)][c] for c in concepts] == pytest.approx(reference.tolist(), abs=2e-3)
         assert api[layer][0].tolist() == pytest.approx(reference.tolist(), abs=2e-3)
