@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from amygdala_tl.errors import UserError
-from amygdala_tl.formats.readout import MANIFEST_FILE, Readout, build_readout, load_readout, write_readout
+from amygdala_tl.formats.readout import MANIFEST_FILE, Readout, build_readout, load_readout
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
+
+from .conftest import write_readout
 
 
 def never_load(*args, **kwargs):

@@ -2,7 +2,20 @@
 
 from .check import check_corpus
 from .concepts import CONCEPTS, SAFE_NAME, names_own_concept
-from .load import BASELINE, NEUTRAL, Corpus, CorpusWarning, Story, load_corpus, load_heldout, read_lines, read_story, select_concepts, text_sha256
+from .load import (
+    BASELINE,
+    NEUTRAL,
+    Corpus,
+    CorpusWarning,
+    Story,
+    load_corpus,
+    load_heldout,
+    read_lines,
+    read_story,
+    select_concepts,
+    stories_fingerprint,
+    text_sha256,
+)
 
 __all__ = [
     "BASELINE",
@@ -19,5 +32,6 @@ __all__ = [
     "read_lines",
     "read_story",
     "select_concepts",
+    "stories_fingerprint",
     "text_sha256",
 ]

@@ -127,8 +127,8 @@ def concept(
     if verify_top < 1:
         raise UserError(f"--verify-top must be at least 1, got {verify_top}")
     vectors = open_vectors(vectors_dir)
-    vectors.check_concept(concept)
-    vectors.check_layer(layer)
+    vectors.readout.check_concept(concept)
+    vectors.readout.check_layers([layer])
     if not 0 <= from_layer <= layer:
         raise UserError(f"--from-layer must be between 0 and {layer}")
     if negatives < 1:

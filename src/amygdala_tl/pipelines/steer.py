@@ -65,10 +65,8 @@ def generate(
 
 
 def concept_vector(readout: Readout, concept: str, layer: int) -> Float[Tensor, " d_model"]:
-    if concept not in readout.concepts:
-        raise UserError(f"unknown concept {concept!r}; the vectors have: {', '.join(readout.concepts)}")
-    if layer not in readout.layers:
-        raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
+    readout.check_concept(concept)
+    readout.check_layers([layer])
     return readout.vectors[layer][readout.concepts.index(concept)].float()
 
 
@@ -82,8 +80,8 @@ def check_steer_args(
     """Everything `steer` can check before the model loads."""
     if concept != "all" or not measure:
         concept_vector(readout, concept, layer)
-    elif layer not in readout.layers:
-        raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
+    else:
+        readout.check_layers([layer])
     if measure and not any(l > layer for l in readout.layers):
         raise UserError(f"--measure needs exported layers after {layer} (have {', '.join(map(str, readout.layers))})")
     if not measure and not prompt.strip():
