@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -106,25 +106,11 @@ class DevLayer:
     relative_depth: float
     figures: ServedEvaluation
 
-    @property
-    def mean_auroc(self) -> float | None:
-        return self.figures.mean_auroc
-
-    @property
-    def top1(self) -> float | None:
-        return self.figures.top1
-
-    @property
-    def random_auroc(self) -> float | None:
-        return self.figures.random_auroc
-
-    @property
-    def random_top1(self) -> float | None:
-        return self.figures.random_top1
-
-    @property
-    def per_concept(self) -> dict[str, dict[str, float]]:
-        return self.figures.per_concept
+    def __getattr__(self, name: str) -> Any:
+        """mean_auroc, top1, random_auroc, random_top1, per_concept...: the figures' own."""
+        if name == "figures":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.figures, name)
 
     def to_json(self) -> dict:
         return {"relative_depth": self.relative_depth, **self.figures.to_json()}
@@ -206,6 +192,14 @@ def loo_metrics(
     return rank_metrics(scores, torch.where(counted, labels, torch.full_like(labels, -1)), concepts)
 
 
+def beside_random(
+    layer: int, n_layers: int, figures: RankMetrics, read_random: Callable[[Tensor], RankMetrics], n_concepts: int, d_model: int
+) -> LayerFigures:
+    """A layer's figures beside the random floor (random rows read by `read_random` as the learned ones were)."""
+    random_auroc, random_top1 = random_floor(read_random, n_concepts, d_model)
+    return LayerFigures(round(relative_depth(layer, n_layers), 4), figures.mean_auroc, figures.top1, random_auroc, random_top1)
+
+
 def loo_random_metrics(
     layer_acts: Float[Tensor, "n_texts d_model"],
     labels: Int[Tensor, " n_texts"],
@@ -231,20 +225,12 @@ def heldout_evaluation(
     for slot, layer in enumerate(layers):
         raw = loo_metrics(loo_pooled_scores(acts[slot], membership), labels, evaluable, concepts)
         centered = loo_metrics(loo_pooled_scores(acts[slot], membership, centered=True), labels, evaluable, concepts)
-        random_auroc, random_top1 = random_floor(
-            partial(loo_random_metrics, acts[slot], labels, evaluable, concepts),
-            len(concepts),
-            acts.shape[2],
-        )
+        base = beside_random(layer, n_layers, raw, partial(loo_random_metrics, acts[slot], labels, evaluable, concepts), len(concepts), acts.shape[2])
         result[layer] = LooLayer(
-            round(relative_depth(layer, n_layers), 4),
-            raw.mean_auroc,
-            raw.top1,
-            random_auroc,
-            random_top1,
-            centered.mean_auroc,
-            centered.top1,
-            {concept: {"auroc": block["auroc"], "top1": block["top1"]} for concept, block in raw.per_concept.items()},
+            **asdict(base),
+            mean_auroc_centered=centered.mean_auroc,
+            top1_centered=centered.top1,
+            per_concept={concept: {"auroc": block["auroc"], "top1": block["top1"]} for concept, block in raw.per_concept.items()},
         )
     return LeaveOneOut(result)
 
@@ -320,20 +306,8 @@ def cv_evaluation(
         layer_acts = acts[slot]
         learned = fold_zscores(layer_acts, folds, partial(refit_without, slot, layer_acts, membership, fit), len(concepts))
         figures = rank_metrics(learned, labels, concepts)
-        random_auroc, random_top1 = random_floor(
-            partial(cv_random_metrics, layer_acts, folds, labels, concepts),
-            len(concepts),
-            acts.shape[2],
-        )
-        result[layer] = CvLayer(
-            round(relative_depth(layer, n_layers), 4),
-            figures.mean_auroc,
-            figures.top1,
-            random_auroc,
-            random_top1,
-            figures.per_concept,
-            figures.confusions,
-        )
+        base = beside_random(layer, n_layers, figures, partial(cv_random_metrics, layer_acts, folds, labels, concepts), len(concepts), acts.shape[2])
+        result[layer] = CvLayer(**asdict(base), per_concept=figures.per_concept, confusions=figures.confusions)
     return GroupedCV(len(folds), result)
 
 
