@@ -93,7 +93,7 @@ def main() -> None:
                             }
                         else:
                             result = rank_metrics(zscore(hidden @ directions[slot].T), labels[name], concepts)
-                            row |= {"auroc": result["mean_auroc"], "top1": result["top1"]}
+                            row |= {"auroc": result.mean_auroc, "top1": result.top1}
                         rows.append(row)
     print(f"\n{'method':7s} {'trained':12s} {'read':12s} {'set':14s} " + " ".join(f"{'L' + str(layer):>18s}" for layer in layers))
     for key in dict.fromkeys((r["method"], r["trained"], r["read"], r["set"]) for r in rows):

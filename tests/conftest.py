@@ -128,3 +128,13 @@ def client_reading(per_token: torch.Tensor, declared: dict) -> torch.Tensor:
     for value in per_token[1:]:
         state = declared["alpha"] * value + (1 - declared["alpha"]) * state
     return state
+
+
+def write_readout(readout, output_dir: Path) -> tuple[Path, Path]:
+    """Both serving files of a readout, written as a run commits them."""
+    from amygdala_tl import atomic
+    from amygdala_tl.formats.readout import MANIFEST_FILE, VECTORS_FILE, readout_payloads
+
+    output_dir = Path(output_dir)
+    atomic.commit_all([(output_dir / name, data) for name, data in readout_payloads(readout).items()])
+    return output_dir / VECTORS_FILE, output_dir / MANIFEST_FILE

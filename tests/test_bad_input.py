@@ -14,8 +14,10 @@ import torch
 import amygdala_tl.pipelines.heads  # noqa: F401 - imported at collection: a pipeline binds its default loader at import,
 import amygdala_tl.pipelines.score  # noqa: F401 - and a test that patches model.load_model must not be the first importer
 from amygdala_tl.errors import UserError
-from amygdala_tl.formats.readout import MANIFEST_FILE, Readout, build_readout, load_readout, write_readout
+from amygdala_tl.formats.readout import MANIFEST_FILE, Readout, build_readout, load_readout
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
+
+from .conftest import write_readout
 
 
 def never_load(*args, **kwargs):

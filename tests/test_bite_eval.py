@@ -106,7 +106,7 @@ def test_cv_evaluation_equals_a_hand_computation(seed):
     acts, membership, labels = cv_data(seed)
     concepts = [f"c{c}" for c in range(membership.shape[0])]
     groups = list(range(acts.shape[0]))
-    report = cv_evaluation(acts[None], [7], membership, concepts, groups, n_layers=10)
+    report = cv_evaluation(acts[None], [7], membership, concepts, groups, n_layers=10).to_json()
     folds = cv_folds(membership, groups)
     x, y, n_concepts = acts.double().numpy(), labels.numpy(), len(concepts)
 

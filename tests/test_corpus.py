@@ -23,9 +23,9 @@ def test_both_story_layouts_and_paired_labels(tmp_path):
     assert sorted(labels) == sorted(["calm", "calm", "afraid", BASELINE, "afraid"])
     assert corpus.concepts == ["afraid", "calm"]
     pos = corpus.positive_mask("afraid")
-    assert pos.sum() == 2 and corpus.negative_mask("afraid").sum() == 3  # calm x2 + baseline
+    assert pos.sum() == 2 and (~corpus.positive_mask("afraid")).sum() == 3  # calm x2 + baseline
     baseline_index = labels.index(BASELINE)
-    assert all(corpus.negative_mask(c)[baseline_index] for c in corpus.concepts)
+    assert all((~corpus.positive_mask(c))[baseline_index] for c in corpus.concepts)
     assert corpus.membership(corpus.concepts).sum(0).tolist() == [0 if l == BASELINE else 1 for l in labels]
 
 

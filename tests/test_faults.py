@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from amygdala_tl.cli import app
 from amygdala_tl.errors import UserError
-from amygdala_tl.formats.readout import build_readout, load_readout, write_readout
+from amygdala_tl.formats.readout import build_readout, load_readout
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
-from .conftest import write
+from .conftest import write, write_readout
 
 
 def never_load(*args, **kwargs):

@@ -20,19 +20,19 @@ def test_planted_head_ranks_first_and_concentration_is_high():
     z, membership = synthetic_z([7])
     stats = head_stats(z, membership)
     report = head_report(stats, None, 0, top_k=3)
-    assert report["top_heads"][0][0] == 7 and report["concentration_k"] == 3
-    assert report["head_concentration"] > 0.5  # sparse circuit: one head carries it
+    assert report.top_heads[0][0] == 7 and report.concentration_k == 3
+    assert report.head_concentration > 0.5  # sparse circuit: one head carries it
     # selectivity and raw norm against a hand computation for the planted head
     pos, neg = z[:100, 7], z[100:, 7]
     raw = (pos.mean(0) - neg.mean(0)).norm()
-    assert abs(report["top_heads"][0][1] - raw) < 1e-4
-    assert abs(report["top_heads"][0][2] - raw / neg.std(0).norm()) < 1e-4
+    assert abs(report.top_heads[0][1] - raw) < 1e-4
+    assert abs(report.top_heads[0][2] - raw / neg.std(0).norm()) < 1e-4
 
 
 def test_spread_concept_has_concentration_near_top_k_over_n_heads():
     z, membership = synthetic_z(range(12), shift=1.5)
     report = head_report(head_stats(z, membership), None, 0, top_k=3)
-    assert abs(report["head_concentration"] - 3 / 12) < 0.08
+    assert abs(report.head_concentration - 3 / 12) < 0.08
 
 
 def test_direct_contribution_is_the_projection_of_what_the_head_writes():
@@ -48,5 +48,5 @@ def test_direct_contribution_is_the_projection_of_what_the_head_writes():
 def test_concentration_stays_informative_with_fewer_heads_than_top_k():
     z, membership = synthetic_z(range(9), n_heads=9, shift=1.5)
     report = head_report(head_stats(z, membership), None, 0)  # top_k 10 > 9 heads
-    assert len(report["top_heads"]) == 9 and report["concentration_k"] == 2
-    assert abs(report["head_concentration"] - 2 / 9) < 0.08
+    assert len(report.top_heads) == 9 and report.concentration_k == 2
+    assert abs(report.head_concentration - 2 / 9) < 0.08

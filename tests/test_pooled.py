@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from amygdala_tl.directions.pooled import diff_of_means, pooled_directions
+from amygdala_tl.directions.pooled import diff_of_means, normalize
 
 
 def test_pooled_equals_hand_computed_diff_of_means():
@@ -13,7 +13,7 @@ def test_pooled_equals_hand_computed_diff_of_means():
     labels = ["a", "a", "b", "b", "b", "baseline", "baseline"]
     concepts = ["a", "b"]
     membership = torch.tensor([[label == c for label in labels] for c in concepts])
-    directions = pooled_directions(acts, membership)
+    directions = torch.stack([normalize(diff_of_means(layer_acts, membership)).float() for layer_acts in acts])
     assert directions.shape == (2, 2, 5)
     for layer in range(2):
         for ci, concept in enumerate(concepts):

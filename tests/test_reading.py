@@ -25,7 +25,7 @@ def labelled_scores(seed: int, n_texts: int = 90, n_concepts: int = 6, signal: f
 def test_rank_sum_auroc_equals_sklearn_with_ties(seed):
     z, labels = labelled_scores(seed)
     concepts = [f"c{i}" for i in range(z.shape[1])]
-    expected = rank_metrics(z, labels, concepts)["mean_auroc"]
+    expected = rank_metrics(z, labels, concepts).mean_auroc
     assert mean_rank_auroc(z.double().numpy(), labels.numpy()) == pytest.approx(expected, abs=1e-12)
 
 
@@ -34,7 +34,7 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_texts():
     concepts = [f"c{i}" for i in range(z.shape[1])]
     point = rank_metrics(z, labels, concepts)
     auroc, top1 = bootstrap_interval(z, labels)
-    assert auroc[0] < point["mean_auroc"] < auroc[1] and top1[0] < point["top1"] < top1[1]
+    assert auroc[0] < point.mean_auroc < auroc[1] and top1[0] < point.top1 < top1[1]
     big_z, big_labels = labelled_scores(0, n_texts=1400)
     big_auroc, _ = bootstrap_interval(big_z, big_labels)
     assert big_auroc[1] - big_auroc[0] < 0.5 * (auroc[1] - auroc[0])

@@ -52,7 +52,7 @@ def test_cached_rerun_loads_no_weights_and_writes_the_same_run(setup):
     assert len(loads) == 1 and not isinstance(first.model, DeferredModel)
     again = run("again")
     assert len(loads) == 1, "the re-run loaded the model although every activation was in the store"
-    assert isinstance(again.model, DeferredModel) and not again.model.loaded
+    assert isinstance(again.model, DeferredModel)
     assert again.record.n_forward_passes == 0
     first_vectors, again_vectors = vectors(first), vectors(again)
     assert first_vectors.keys() == again_vectors.keys()
@@ -70,7 +70,7 @@ def test_a_new_text_loads_the_model_then(setup):
     run("first")
     write(corpus / "stories" / "calm" / "new_one.txt", "She sat by the window with her tea and let the rain go on.")
     grown = run("grown")
-    assert len(loads) == 2 and grown.model.loaded and grown.record.n_forward_passes == 1
+    assert len(loads) == 2 and grown.record.n_forward_passes == 1
     uncached = amygdala_tl.extract(corpus, setup[3] / "uncached", grown.model.spec.location, use_cache=False, max_length=48)
     for name, tensor in vectors(uncached).items():  # fp16 rows; batch padding differs, so a few ulps apart
         assert torch.allclose(vectors(grown)[name].float(), tensor.float(), atol=1e-3), name
@@ -110,8 +110,9 @@ def test_a_record_for_another_model_is_not_used(tmp_path, tiny_model):
 
 def test_a_deferred_model_refuses_weights_that_are_not_its_own(tiny_model):
     record = tiny_model.record() | {"identity": "recorded"}
-    deferred = DeferredModel(record, tiny_model.tokenizer, tiny_model.spec, torch.float32, lambda: tiny_model)
-    assert deferred.attention_layers() == [0, 1, 2] and not deferred.loaded
+    loads: list[int] = []
+    deferred = DeferredModel(record, tiny_model.tokenizer, tiny_model.spec, torch.float32, lambda: loads.append(1) or tiny_model)
+    assert deferred.attention_layers() == [0, 1, 2] and not loads
     with pytest.raises(amygdala_tl.UserError, match="not the model its cache record describes"):
         _ = deferred.bridge
 

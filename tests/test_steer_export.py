@@ -124,7 +124,7 @@ def test_compare_methods_table(tiny_model, starter_corpus, tmp_path):
     concepts = select_concepts(corpus, 2)
     for pooling, row in (("mean", rows[0]), ("last", rows[len(methods)])):
         acts = capture(tiny_model, corpus.texts, [1, 2], pooling=pooling)
-        cv = cv_evaluation(acts.resid, [1, 2], corpus.membership(concepts), concepts, corpus.groups(), tiny_model.facts.n_layers)
+        cv = cv_evaluation(acts.resid, [1, 2], corpus.membership(concepts), concepts, corpus.groups(), tiny_model.facts.n_layers).to_json()
         assert row["per_layer"]["1"]["cv_auroc"] == pytest.approx(cv["layers"]["1"]["mean_auroc"], abs=1e-6)
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert len(saved["methods"]) == 12

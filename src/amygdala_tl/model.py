@@ -99,10 +99,6 @@ class DeferredModel(LoadedModel):
     def bridge(self, value: Any) -> None:
         self._bridge = value
 
-    @property
-    def loaded(self) -> bool:
-        return self._bridge is not None
-
     def attention_layers(self) -> list[int]:
         return list(self._record["attention_layers"])
 

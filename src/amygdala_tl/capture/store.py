@@ -19,6 +19,7 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -26,7 +27,10 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor
 
 from .. import atomic
-from ..model import ModelFacts
+from ..model import LoadedModel, ModelFacts
+
+if TYPE_CHECKING:
+    from ..rundir import RunRecord
 
 
 class StoreWarning(UserWarning):
@@ -54,6 +58,13 @@ class ActivationStore:
         self.key = store_key(model_identity, pooling, max_length, dtype)
         self.dir = Path(root) / self.key
         self.description = {"model_identity": model_identity, "pooling": pooling, "max_length": max_length, "dtype": dtype}
+
+    @classmethod
+    def of_run(cls, record: RunRecord, cache_dir: Path | None = None, model: LoadedModel | None = None) -> ActivationStore:
+        """The store a run read its texts through: its cache (or `cache_dir`), pooling and max_length, and the
+        run's model and dtype, or those of `model` when the texts are read with a model loaded now (`evaluate`)."""
+        identity, dtype = (model.identity, model.dtype_name) if model is not None else (record.model["identity"], record.model["dtype"])
+        return cls(Path(cache_dir or record.cache["dir"]), identity, record.pooling, record.max_length, dtype)
 
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.safetensors"))

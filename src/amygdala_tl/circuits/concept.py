@@ -244,6 +244,6 @@ def concept_circuit(
     if layer in z_layers and gradients.pooled_z is not None:
         stats = head_stats(gradients.pooled_z, is_pos[None])
         w_o = model.bridge.blocks[layer].attn.W_O.detach().float().cpu()
-        circuit.diff_of_means_at_layer = head_report(stats, direct_contribution(stats.diff, w_o, vector[None].float()), 0)
+        circuit.diff_of_means_at_layer = head_report(stats, direct_contribution(stats.diff, w_o, vector[None].float()), 0).to_json()
         circuit.ablation_at_layer = [row for row in by_ablation if Head.parse(row[0]).layer == layer]
     return circuit

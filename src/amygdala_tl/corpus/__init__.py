@@ -15,6 +15,7 @@ from .load import (
     read_lines,
     read_story,
     select_concepts,
+    stories_fingerprint,
     text_sha256,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "read_lines",
     "read_story",
     "select_concepts",
+    "stories_fingerprint",
     "text_sha256",
 ]

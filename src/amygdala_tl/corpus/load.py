@@ -72,9 +72,6 @@ class Corpus:
         self.require(concept)
         return torch.tensor([s.label == concept for s in self.stories])
 
-    def negative_mask(self, concept: str) -> Bool[Tensor, " n_texts"]:
-        return ~self.positive_mask(concept)
-
     def membership(self, concepts: list[str]) -> Bool[Tensor, "n_concepts n_texts"]:
         """Row c marks concept c's positives; its negatives are the complement."""
         return torch.stack([self.positive_mask(c) for c in concepts]) if concepts else torch.zeros(0, len(self.stories), dtype=torch.bool)
@@ -99,10 +96,15 @@ class Corpus:
 
     def fingerprint(self) -> str:
         """Hash of (label, text) pairs: provenance for the export and a cache key."""
-        digest = hashlib.sha256()
-        for story in sorted(self.stories, key=lambda s: (s.label, s.sha256)):
-            digest.update(f"{story.label}\0{story.sha256}\n".encode())
-        return digest.hexdigest()
+        return stories_fingerprint(self.stories)
+
+
+def stories_fingerprint(stories: list[Story]) -> str:
+    """Hash of the stories' (label, text) pairs, whatever their order: a corpus's or a development test set's."""
+    digest = hashlib.sha256()
+    for story in sorted(stories, key=lambda s: (s.label, s.sha256)):
+        digest.update(f"{story.label}\0{story.sha256}\n".encode())
+    return digest.hexdigest()
 
 
 def text_sha256(text: str) -> str:

@@ -61,18 +61,46 @@ def concentration_k(n_heads: int, top_k: int = TOP_HEADS) -> int:
     return max(1, min(top_k, n_heads // 4))
 
 
-def head_report(stats: HeadStats, contribution: Float[Tensor, "n_concepts n_heads"] | None, concept: int, top_k: int = TOP_HEADS) -> dict:
-    """The JSON block for one concept at one layer: the top_k heads by selectivity, and the share of
-    raw_norm held by the top concentration_k of them (spread evenly: concentration_k / n_heads)."""
+@dataclass
+class HeadReport:
+    """One concept at one layer (per_head.json's `concepts.<concept>.<layer>`)."""
+
+    top_heads: list[list]  # [head, raw_norm, selectivity], most selective first
+    head_concentration: float
+    concentration_k: int
+    direct_contribution: list[list] | None = None  # [head, (diff_h @ W_O[h]) . v], largest first
+
+    def to_json(self) -> dict:
+        data = {"top_heads": self.top_heads, "head_concentration": self.head_concentration, "concentration_k": self.concentration_k}
+        return data if self.direct_contribution is None else data | {"direct_contribution": self.direct_contribution}
+
+
+@dataclass
+class PerHead:
+    """per_head.json: every concept's head report at every head layer, and the layers without standard attention."""
+
+    n_heads: int
+    concepts: dict[str, dict[int, HeadReport]]
+    skipped_layers: list[int]
+
+    def skipped_json(self) -> list[dict]:
+        return [{"layer": layer, "reason": "no standard attention (no attn.hook_z)"} for layer in self.skipped_layers]
+
+    def concept_json(self, concept: str) -> dict[str, dict]:
+        return {str(layer): block.to_json() for layer, block in self.concepts.get(concept, {}).items()}
+
+    def to_json(self) -> dict:
+        return {"skipped_layers": self.skipped_json(), "n_heads": self.n_heads, "concepts": {c: self.concept_json(c) for c in self.concepts}}
+
+
+def head_report(stats: HeadStats, contribution: Float[Tensor, "n_concepts n_heads"] | None, concept: int, top_k: int = TOP_HEADS) -> HeadReport:
+    """One concept at one layer: the top_k heads by selectivity, and the share of raw_norm held by the
+    top concentration_k of them (spread evenly: concentration_k / n_heads)."""
     raw, sel = stats.raw_norm[concept], stats.selectivity[concept]
     order = torch.argsort(sel, descending=True)
     k = concentration_k(len(sel), top_k)
-    report = {
-        "top_heads": [[int(h), float(raw[h]), float(sel[h])] for h in order[:top_k]],
-        "head_concentration": float(raw[order[:k]].sum() / raw.sum().clamp_min(1e-12)),
-        "concentration_k": k,
-    }
+    report = HeadReport([[int(h), float(raw[h]), float(sel[h])] for h in order[:top_k]], float(raw[order[:k]].sum() / raw.sum().clamp_min(1e-12)), k)
     if contribution is not None:
         order = torch.argsort(contribution[concept], descending=True)
-        report["direct_contribution"] = [[int(h), float(contribution[concept, h])] for h in order]
+        report.direct_contribution = [[int(h), float(contribution[concept, h])] for h in order]
     return report

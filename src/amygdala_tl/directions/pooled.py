@@ -6,7 +6,6 @@ positives, so mean(N) = (sum of all - sum of P) / (n - |P|). Sums run in fp64.
 
 from __future__ import annotations
 
-import torch
 from einops import einsum, reduce
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -35,10 +34,3 @@ def diff_of_means(acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tenso
 
 def normalize(vectors: Float[Tensor, "... d"], eps: float = 1e-12) -> Float[Tensor, "... d"]:
     return vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(eps)
-
-
-def pooled_directions(
-    acts: Float[Tensor, "n_target_layers n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"]
-) -> Float[Tensor, "n_target_layers n_concepts d_model"]:
-    """Unit diff-of-means direction of every concept at every layer (fp32)."""
-    return torch.stack([normalize(diff_of_means(layer_acts, membership)).float() for layer_acts in acts])

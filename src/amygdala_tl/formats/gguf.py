@@ -43,13 +43,11 @@ def write_control_vector(
     """Write one concept's vectors at `layers` (default: every exported layer) as a control-vector GGUF."""
     from gguf import GGUFWriter
 
-    if concept not in readout.concepts:
-        raise UserError(f"unknown concept {concept!r}; the vectors have: {', '.join(readout.concepts)}")
+    readout.check_concept(concept)
     if not abs(scale) <= float(np.finfo(np.float32).max) or scale == 0:  # the file stores fp32: 1e39 is finite only as a double
         raise UserError(f"--scale must be a non-zero number within fp32 range (|scale| < 3.4e38), got {scale}")
     layers = readout.layers if not layers else layers
-    if missing := [layer for layer in layers if layer not in readout.layers]:
-        raise UserError(f"layer {missing[0]} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
+    readout.check_layers(layers)
     if n_layers is not None and (beyond := [layer for layer in layers if layer >= n_layers]):
         raise UserError(f"layer {beyond[0]} is out of range for a model with {n_layers} layers")
     indices = {layer: gguf_layer_index(layer) for layer in layers}

@@ -44,6 +44,18 @@ class Readout:
     def manifest(self) -> dict:
         return {"concepts": self.concepts, "layers": self.layers, "hidden_size": self.hidden_size, "dtype": "float16"}
 
+    def check_concept(self, concept: str) -> None:
+        if concept not in self.concepts:
+            raise UserError(f"unknown concept {concept!r}; the vectors have: {', '.join(self.concepts)}")
+
+    def check_layers(self, layers: list[int]) -> None:
+        if missing := [layer for layer in layers if layer not in self.layers]:
+            raise UserError(f"layer {missing[0]} is not in the vectors (layers: {', '.join(map(str, self.layers))})")
+
+    def stacked(self) -> Float[Tensor, "n_layers n_concepts hidden_size"]:
+        """Every layer's rows as served (fp16 values) in one fp32 tensor: what the quality metrics are computed on."""
+        return torch.stack([self.vectors[layer].float() for layer in self.layers])
+
 
 def build_readout(
     concepts: list[str],
@@ -68,13 +80,6 @@ def readout_payloads(readout: Readout) -> dict[str, bytes]:
     so a manifest edited afterwards (two names swapped) is refused on load."""
     metadata = {key: str(value) for key, value in readout.metadata.items()} | {"concepts": json.dumps(readout.concepts)}
     return {VECTORS_FILE: save_safetensors_bytes(_tensors(readout), metadata=metadata), MANIFEST_FILE: atomic.dumps_json(readout.manifest()).encode()}
-
-
-def write_readout(readout: Readout, output_dir: Path) -> tuple[Path, Path]:
-    """Write both files atomically (a failure leaves any previous export intact)."""
-    output_dir = Path(output_dir)
-    atomic.commit_all([(output_dir / name, data) for name, data in readout_payloads(readout).items()])
-    return output_dir / VECTORS_FILE, output_dir / MANIFEST_FILE
 
 
 def readout_dir(path: str | Path) -> Path:

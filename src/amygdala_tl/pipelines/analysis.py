@@ -6,7 +6,6 @@ the model (and stores it), `report` reads it back from the activation store.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,10 +18,10 @@ from ..capture import Activations
 from ..capture.store import ActivationStore
 from ..corpus import NEUTRAL, Corpus, Story, load_heldout
 from ..corpus.check import NEAR_DUPLICATE_JACCARD, NGRAM, heldout_near_copies
-from ..directions.heads import direct_contribution, head_report, head_stats
+from ..directions.heads import PerHead, direct_contribution, head_report, head_stats
 from ..errors import UserError
 from ..model import LoadedModel
-from ..quality.heldout import Fit
+from ..quality.heldout import FoldFit, Heldout
 from ..quality.report import DevSet, QualityInputs
 
 LayerWeights = dict[int, dict[str, Tensor]]
@@ -66,20 +65,15 @@ def head_analysis(
     directions: Float[Tensor, "n_target_layers n_concepts d_model"],
     concepts: list[str],
     skipped: list[int],
-) -> dict:
+) -> PerHead:
     """per_head.json: top heads, concentration and direct contribution per concept and head layer."""
-    n_heads = acts.z.shape[2] if acts.z is not None else 0
-    report: dict = {
-        "skipped_layers": [{"layer": layer, "reason": "no standard attention (no attn.hook_z)"} for layer in skipped],
-        "n_heads": n_heads,
-        "concepts": {concept: {} for concept in concepts},
-    }
+    report = PerHead(acts.z.shape[2] if acts.z is not None else 0, {concept: {} for concept in concepts}, skipped)
     for slot, layer in enumerate(acts.head_layers):
         assert acts.z is not None
         stats = head_stats(acts.z[slot], membership)
         contribution = direct_contribution(stats.diff, weights[layer]["W_O"], directions[acts.layers.index(layer)])
         for c, concept in enumerate(concepts):
-            report["concepts"][concept][str(layer)] = head_report(stats, contribution, c)
+            report.concepts[concept][layer] = head_report(stats, contribution, c)
     return report
 
 
@@ -91,10 +85,10 @@ def quality_inputs(
     weights: LayerWeights,
     n_layers: int,
     method: str,
-    per_head: dict | None,
+    per_head: PerHead | None,
     subspace: dict | None,
-    fit: Fit | None,
-    heldout: dict | None = None,
+    fit: FoldFit | None,
+    heldout: Heldout | None = None,
     dev: DevSet | None = None,
 ) -> QualityInputs:
     return QualityInputs(
@@ -147,13 +141,6 @@ def load_dev_stories(directory: Path, corpus: Corpus, concepts: list[str], log: 
         log(f"development test set {directory} has no text of an exported concept: the report leads with cross-validation")
         return None
     return stories
-
-
-def heldout_fingerprint(stories: list[Story]) -> str:
-    digest = hashlib.sha256()
-    for story in sorted(stories, key=lambda s: (s.label, s.sha256)):
-        digest.update(f"{story.label}\0{story.sha256}\n".encode())
-    return digest.hexdigest()
 
 
 def dev_set(stories: list[Story], directory: Path, concepts: list[str], read: Callable[[list[str]], Tensor]) -> DevSet:

@@ -20,7 +20,7 @@ from ..directions.registry import METHODS, Method, MethodContext, get_method, he
 from ..directions.subspace import SubspaceCollector
 from ..errors import UserError
 from ..model import LoadedModel
-from ..quality.heldout import cv_evaluation, development_set_evaluation, leading_heldout
+from ..quality.heldout import DevLayer, Heldout, cv_evaluation, development_set_evaluation
 from .extract import ExtractConfig, Log, Prepared, capture_dev_set, open_store, prepare, remember_model
 
 COMPARE_FILE = "compare.json"
@@ -35,16 +35,16 @@ class CompareRow:
     method: str
     pooling: str
     best_layer: int
-    auroc: float
-    top1: float
-    random_auroc: float
-    random_top1: float
+    auroc: float | None
+    top1: float | None
+    random_auroc: float | None
+    random_top1: float | None
     protocol: str
-    cv_auroc: float
-    cv_top1: float
+    cv_auroc: float | None
+    cv_top1: float | None
     fit_s: float
     heldout_s: float
-    per_layer: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_layer: dict[str, dict[str, float | None]] = field(default_factory=dict)
     auroc_interval: list[float] | None = None
     top1_interval: list[float] | None = None
 
@@ -137,38 +137,39 @@ def compare_pooling(config: ExtractConfig, prepared: Prepared, chosen: list[Meth
         served_directions = torch.stack([row.half().float() for row in directions])
         cv = cv_evaluation(acts.resid, layers, membership, concepts, groups, n_layers, None if method.exact_loo else heldout_fit(context, layers))
         dev_block = development_set_evaluation(dev.acts, layers, served_directions, dev.labels, concepts, n_layers) if dev else None
-        heldout = leading_heldout(None, cv, dev_block)
-        best_layer = str(heldout["best_layer"])
-        best, best_cv = heldout["layers"][best_layer], cv["layers"][best_layer]
+        heldout = Heldout(cv, dev_block)
+        best_layer = heldout.best_layer
+        best, best_cv = heldout.layers[best_layer], cv.layers[best_layer]
+        interval = best.figures if isinstance(best, DevLayer) else None
         rows.append(
             CompareRow(
                 method.name,
                 config.pooling,
-                heldout["best_layer"],
-                best["mean_auroc"],
-                best["top1"],
-                best["random_auroc"],
-                best["random_top1"],
-                heldout["protocol"],
-                best_cv["mean_auroc"],
-                best_cv["top1"],
+                best_layer,
+                best.mean_auroc,
+                best.top1,
+                best.random_auroc,
+                best.random_top1,
+                heldout.protocol,
+                best_cv.mean_auroc,
+                best_cv.top1,
                 round(learned - started, 3),
                 round(time.perf_counter() - learned, 3),
                 {
-                    layer: {
-                        "auroc": block["mean_auroc"],
-                        "top1": block["top1"],
-                        "cv_auroc": cv["layers"][layer]["mean_auroc"],
-                        "cv_top1": cv["layers"][layer]["top1"],
+                    str(layer): {
+                        "auroc": block.mean_auroc,
+                        "top1": block.top1,
+                        "cv_auroc": cv.layers[layer].mean_auroc,
+                        "cv_top1": cv.layers[layer].top1,
                     }
-                    for layer, block in heldout["layers"].items()
+                    for layer, block in heldout.layers.items()
                 },
-                best.get("auroc_interval"),
-                best.get("top1_interval"),
+                interval.auroc_interval if interval else None,
+                interval.top1_interval if interval else None,
             )
         )
         log(
-            f"{method.name} ({config.pooling}): best layer {best_layer}, AUROC {best['mean_auroc']:.3f}, top-1 {best['top1']:.3f} "
-            f"({heldout['protocol']}; grouped CV {best_cv['mean_auroc']:.3f} / {best_cv['top1']:.3f})"
+            f"{method.name} ({config.pooling}): best layer {best_layer}, AUROC {best.mean_auroc:.3f}, top-1 {best.top1:.3f} "
+            f"({heldout.protocol}; grouped CV {best_cv.mean_auroc:.3f} / {best_cv.top1:.3f})"
         )
     return rows

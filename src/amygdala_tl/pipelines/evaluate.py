@@ -100,7 +100,7 @@ def evaluate_vectors(
     loaded = load_model_for(vectors, config.model, config.device, config.trust_remote_code, loader, log)
     store = None
     if vectors.record is not None and vectors.record.cache.get("enabled"):
-        store = ActivationStore(Path(vectors.record.cache["dir"]), loaded.identity, vectors.pooling, vectors.max_length, loaded.dtype_name)
+        store = ActivationStore.of_run(vectors.record, model=loaded)
     texts = [s.text for s in stories]
     acts = capture(loaded, texts, readout.layers, pooling=vectors.pooling, batch_size=config.batch_size, max_length=vectors.max_length, store=store)
     result = Evaluation(

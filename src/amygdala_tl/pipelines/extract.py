@@ -20,7 +20,7 @@ import torch
 
 from .. import __version__, hooks
 from ..capture import DEFAULT_POOLING, Activations, ActivationStore, ProgressCallback, capture, check_pooling
-from ..corpus import Corpus, Story, load_corpus, select_concepts
+from ..corpus import Corpus, Story, load_corpus, select_concepts, stories_fingerprint
 from ..directions.aggregators import DEFAULT_L1_C
 from ..directions.pooled import diff_of_means
 from ..directions.registry import Fit, Method, MethodContext, get_method, heldout_fit, learn
@@ -32,7 +32,7 @@ from ..model import DeferredModel, LoadedModel, load_model, parse_dtype
 from ..model_spec import ModelSpec, model_identity, resolve_model_spec
 from ..preflight import check_device_map, preflight
 from ..quality.heldout import cv_folds
-from ..quality.output import quality_payloads, served, summary_lines
+from ..quality.output import quality_payloads, summary_lines
 from ..quality.report import DevSet
 from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, READING_FILE, SUBSPACE_FILE, RunRecord, check_output_dir, commit_run, json_payload
 from .analysis import (
@@ -40,7 +40,6 @@ from .analysis import (
     dev_set,
     head_analysis,
     heldout_dir_of,
-    heldout_fingerprint,
     load_dev_stories,
     model_weights,
     quality_inputs,
@@ -288,8 +287,9 @@ def run_extract(
     check_directions(directions, acts, membership, concepts, method.name)
     subspace = {"eigen_k": config.subspace_eigen_k, "concepts": dict(zip(concepts, diagnostics))} if diagnostics is not None else None
     all_layers = build_readout(concepts, layers, directions)
-    served_directions = served(all_layers.vectors, layers)
-    per_head = head_analysis(weights, acts, membership, served_directions, concepts, skipped_head_layers) if config.heads else None
+    served_directions = all_layers.stacked()
+    heads = head_analysis(weights, acts, membership, served_directions, concepts, skipped_head_layers) if config.heads else None
+    per_head = heads.to_json() if heads is not None else None
     learned = time.perf_counter()
 
     record = run_record(config, method, model, corpus, concepts, layers, acts)
@@ -299,7 +299,7 @@ def run_extract(
     quality, export_layers = None, layers
     dev = capture_dev_set(prepared, config, store)
     if dev is not None and prepared.dev_stories is not None:
-        record.heldout, record.heldout_sha256 = dev.directory, heldout_fingerprint(prepared.dev_stories)
+        record.heldout, record.heldout_sha256 = dev.directory, stories_fingerprint(prepared.dev_stories)
         log(f"development test set: {dev.acts.shape[1]} texts from {prepared.dev_dir} (evaluation only, never trained on)")
     if config.quality_report:
         inputs = quality_inputs(
@@ -310,17 +310,18 @@ def run_extract(
             weights,
             model.facts.n_layers,
             method.name,
-            per_head,
+            heads,
             subspace,
             None if method.exact_loo else heldout_fit(context, layers),
             dev=dev,
         )
-        quality, quality_files = quality_payloads(inputs, model.facts.n_heads, record.run_id)
+        built, quality_files = quality_payloads(inputs, model.facts.n_heads, record.run_id)
+        quality = built.to_json()
         payloads |= quality_files
-        for line in summary_lines(quality):
+        for line in summary_lines(built):
             log(line)
         if config.export_best_layers:
-            export_layers = sorted(quality["heldout"]["recommended_layers"][: config.export_best_layers])
+            export_layers = sorted(built.heldout.recommended_layers[: config.export_best_layers])
             log(f"exporting the {len(export_layers)} best layers: {', '.join(map(str, export_layers))}")
 
     record.exported_layers = export_layers

@@ -142,8 +142,8 @@ def concept(config: ConceptConfig, *, log: Log = lambda _: None, loader: Loader 
     if verify_top < 1:
         raise UserError(f"--verify-top must be at least 1, got {verify_top}")
     vectors = open_vectors(config.vectors)
-    vectors.check_concept(name)
-    vectors.check_layer(layer)
+    vectors.readout.check_concept(name)
+    vectors.readout.check_layers([layer])
     if not 0 <= config.from_layer <= layer:
         raise UserError(f"--from-layer must be between 0 and {layer}")
     if config.negatives < 1:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..capture import ActivationStore, activations_from_store
-from ..corpus import load_corpus, load_heldout
+from ..corpus import load_corpus, load_heldout, stories_fingerprint
 from ..directions.registry import METHODS, MethodContext, get_method, heldout_fit
 from ..errors import UserError
 from ..formats.readout import load_directions
-from ..quality.output import quality_payloads, served
+from ..quality.heldout import Heldout
+from ..quality.output import quality_payloads
 from ..quality.report import DevSet
 from ..rundir import (
     DIRECTIONS_FILE,
@@ -29,7 +30,7 @@ from ..rundir import (
     commit_run,
     read_run_json,
 )
-from .analysis import dev_set, head_analysis, heldout_fingerprint, quality_inputs, stored_weights
+from .analysis import dev_set, head_analysis, quality_inputs, stored_weights
 
 
 def corpus_of(record: RunRecord, corpus_dir: Path | None):
@@ -53,14 +54,14 @@ def kept_files(output_dir: Path, record: RunRecord) -> dict[str, bytes]:
     return kept
 
 
-def previous_heldout(output_dir: Path, record: RunRecord) -> dict:
+def previous_heldout(output_dir: Path, record: RunRecord) -> Heldout:
     quality = read_run_json(output_dir, QUALITY_FILE, record)
     if quality is None or "heldout" not in quality:
         raise UserError(
             f"the {record.method} method's held-out evaluation needs the model; run `extract --quality-report` "
             f"({output_dir / QUALITY_FILE} is missing)"
         )
-    return quality["heldout"]
+    return Heldout.from_json(quality["heldout"])
 
 
 def stored_dev_set(record: RunRecord, store: ActivationStore, concepts: list[str], layers: list[int]) -> DevSet | None:
@@ -69,7 +70,7 @@ def stored_dev_set(record: RunRecord, store: ActivationStore, concepts: list[str
         return None
     model = record.model
     stories = load_heldout(record.heldout)
-    if record.heldout_sha256 is not None and heldout_fingerprint(stories) != record.heldout_sha256:
+    if record.heldout_sha256 is not None and stories_fingerprint(stories) != record.heldout_sha256:
         raise UserError(f"the development test set {record.heldout} changed since extract: re-run `amygdala-tl extract --quality-report`")
     return dev_set(
         stories,
@@ -90,7 +91,7 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
     concepts, layers, model = list(record.concepts), record.target_layers, record.model
     if head_concept is not None and head_concept not in concepts:
         raise UserError(f"unknown --concept {head_concept!r}")
-    store = ActivationStore(Path(cache_dir or record.cache["dir"]), model["identity"], record.pooling, record.max_length, model["dtype"])
+    store = ActivationStore.of_run(record, cache_dir)
     if not store.dir.is_dir():
         raise UserError(
             f"the activation cache {store.dir.parent} has no entries for this run (key {store.key}); "
@@ -101,7 +102,7 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
     check_same_run(output_dir / DIRECTIONS_FILE, directions.metadata.get("run_id"), record)
     if directions.concepts != concepts or directions.layers != layers:
         raise UserError(f"{output_dir / DIRECTIONS_FILE} does not match {SIDECAR_FILE}: re-run `amygdala-tl extract`")
-    served_directions = served(directions.vectors, layers)
+    served_directions = directions.stacked()
     weights = stored_weights(store, layers)
     if weights is None:
         raise UserError(f"the activation cache {store.dir} lacks usable weights for layers {layers}: re-run `amygdala-tl extract`")
@@ -129,4 +130,4 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
     )
     quality, payloads = quality_payloads(inputs, model["n_heads"], record.run_id, head_concept)
     paths = commit_run(output_dir, kept | payloads, record)
-    return quality, [path for path in paths if path.name in payloads]
+    return quality.to_json(), [path for path in paths if path.name in payloads]

@@ -65,10 +65,8 @@ def generate(
 
 
 def concept_vector(readout: Readout, concept: str, layer: int) -> Float[Tensor, " d_model"]:
-    if concept not in readout.concepts:
-        raise UserError(f"unknown concept {concept!r}; the vectors have: {', '.join(readout.concepts)}")
-    if layer not in readout.layers:
-        raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
+    readout.check_concept(concept)
+    readout.check_layers([layer])
     return readout.vectors[layer][readout.concepts.index(concept)].float()
 
 
@@ -100,8 +98,8 @@ def check_steer_args(readout: Readout, config: SteerConfig) -> None:
     concept, layer, measure, alpha, temperature = config.concept, config.layer, config.measure, config.alpha, config.temperature
     if concept != "all" or not measure:
         concept_vector(readout, concept, layer)
-    elif layer not in readout.layers:
-        raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, readout.layers))})")
+    else:
+        readout.check_layers([layer])
     if measure and not any(l > layer for l in readout.layers):
         raise UserError(f"--measure needs exported layers after {layer} (have {', '.join(map(str, readout.layers))})")
     if not measure and not config.prompt.strip():

@@ -38,14 +38,6 @@ class Vectors:
         declared = self.readout.metadata.get("pooling") or (self.record.pooling if self.record else LEGACY_POOLING)
         return check_pooling(declared, f"pooling declared in {self.directory}")
 
-    def check_layer(self, layer: int) -> None:
-        if layer not in self.readout.layers:
-            raise UserError(f"layer {layer} is not in the vectors (layers: {', '.join(map(str, self.readout.layers))})")
-
-    def check_concept(self, concept: str) -> None:
-        if concept not in self.readout.concepts:
-            raise UserError(f"unknown concept {concept!r}; the vectors have: {', '.join(self.readout.concepts)}")
-
 
 def open_vectors(path: Path) -> Vectors:
     """--vectors: an export directory (or either readout file in it), with the run that wrote it."""

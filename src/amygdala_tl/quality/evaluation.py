@@ -12,6 +12,7 @@ read the same way, and a 90% bootstrap interval over the evaluation texts.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,7 +67,17 @@ def zscore(scores: Float[Tensor, "n_texts n_concepts"]) -> Float[Tensor, "n_text
     return ((scores - scores.mean(0)) / spread.clamp_min(1e-12)).float()
 
 
-def rank_metrics(z: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n_texts"], concepts: list[str]) -> dict:
+@dataclass
+class RankMetrics:
+    """AUROC per concept present and top-1 among all concepts, over one set of scores."""
+
+    mean_auroc: float | None
+    top1: float | None
+    per_concept: dict[str, dict[str, float]]  # concept -> {"auroc", "top1", "n"}
+    confusions: list[dict]  # the most frequent (concept, read_as, count), most first
+
+
+def rank_metrics(z: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n_texts"], concepts: list[str]) -> RankMetrics:
     """AUROC per concept present (positives vs every other text) and top-1 among all columns."""
     s, y = z.numpy(), labels.numpy()
     per_concept: dict[str, dict[str, float]] = {}
@@ -82,12 +93,32 @@ def rank_metrics(z: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n
         }
     labelled = y >= 0
     confused = Counter((concepts[t], concepts[p]) for t, p in zip(y[labelled], predicted[labelled]) if t != p)
-    return {
-        "mean_auroc": float(np.mean([v["auroc"] for v in per_concept.values()])) if per_concept else None,
-        "top1": float((predicted[labelled] == y[labelled]).mean()) if labelled.any() else None,
-        "per_concept": per_concept,
-        "confusions": [{"concept": t, "read_as": p, "count": n} for (t, p), n in confused.most_common(N_CONFUSIONS)],
-    }
+    return RankMetrics(
+        float(np.mean([v["auroc"] for v in per_concept.values()])) if per_concept else None,
+        float((predicted[labelled] == y[labelled]).mean()) if labelled.any() else None,
+        per_concept,
+        [{"concept": t, "read_as": p, "count": n} for (t, p), n in confused.most_common(N_CONFUSIONS)],
+    )
+
+
+def random_directions(n_concepts: int, d_model: int, seeds: int = N_RANDOM_SEEDS) -> list[Float[Tensor, "n_concepts d_model"]]:
+    """One set of random unit rows (fp64, as many as concepts) per seed 0..seeds-1: every random floor's directions."""
+    return [
+        torch.nn.functional.normalize(torch.randn(n_concepts, d_model, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+        for seed in range(seeds)
+    ]
+
+
+def random_floor(read: Callable[[Tensor], RankMetrics], n_concepts: int, d_model: int) -> tuple[float | None, float | None]:
+    """Mean AUROC and top-1 of random unit directions over the seeds, each set scored by `read` as the learned rows are."""
+    aurocs: list[float] = []
+    top1s: list[float] = []
+    for directions in random_directions(n_concepts, d_model):
+        result = read(directions)
+        if result.mean_auroc is not None and result.top1 is not None:
+            aurocs.append(result.mean_auroc)
+            top1s.append(result.top1)
+    return (float(np.mean(aurocs)), float(np.mean(top1s))) if aurocs else (None, None)
 
 
 def mean_rank_auroc(s: np.ndarray, y: np.ndarray) -> float | None:
@@ -127,38 +158,25 @@ def bootstrap_interval(
     )
 
 
-def random_baseline(
-    hidden: Float[Tensor, "n_texts d_model"], labels: Int[Tensor, " n_texts"], concepts: list[str], seeds: int = N_RANDOM_SEEDS
-) -> tuple[float | None, float | None]:
-    """Mean AUROC and top-1 of random unit directions (as many as concepts), read the same way."""
-    aurocs, top1s = [], []
-    for seed in range(seeds):
-        generator = torch.Generator().manual_seed(seed)
-        directions = torch.nn.functional.normalize(torch.randn(len(concepts), hidden.shape[1], generator=generator, dtype=torch.float64), dim=-1)
-        result = rank_metrics(zscore(served_scores(hidden, directions.float())), labels, concepts)
-        if result["mean_auroc"] is not None:
-            aurocs.append(result["mean_auroc"])
-            top1s.append(result["top1"])
-    return (float(np.mean(aurocs)), float(np.mean(top1s))) if aurocs else (None, None)
-
-
 def evaluate_served(
     hidden: Float[Tensor, "n_texts d_model"], vectors: Float[Tensor, "n_concepts d_model"], labels: Int[Tensor, " n_texts"], concepts: list[str]
 ) -> ServedEvaluation:
     """Figures for one layer: `labels[t]` is the row of text t's concept in `vectors`, -1 for neutral texts."""
     z = zscore(served_scores(hidden, vectors))
     result = rank_metrics(z, labels, concepts)
-    random_auroc, random_top1 = random_baseline(hidden, labels, concepts)
+    random_auroc, random_top1 = random_floor(
+        lambda directions: rank_metrics(zscore(served_scores(hidden, directions.float())), labels, concepts), len(concepts), hidden.shape[1]
+    )
     auroc_interval, top1_interval = bootstrap_interval(z, labels) or (None, None)
     return ServedEvaluation(
-        result["mean_auroc"],
-        result["top1"],
+        result.mean_auroc,
+        result.top1,
         random_auroc,
         random_top1,
         int(labels.shape[0]),
-        len(result["per_concept"]),
-        result["per_concept"],
-        result["confusions"],
+        len(result.per_concept),
+        result.per_concept,
+        result.confusions,
         auroc_interval,
         top1_interval,
     )

@@ -3,29 +3,32 @@
 Leave each story out in turn, re-derive every concept's direction without it, and score the
 held-out story against every concept by dot product. For diff-of-means this needs no model run and
 no refit: removing text t changes only running sums, so all leave-one-out directions of a layer
-come from one vectorized pass. Other methods pass a `fit` function and are refit per story.
+come from one vectorized pass. Grouped cross-validation (every method, refit per fold through a `FoldFit`)
+and the development test set are the other protocols; `Heldout` puts them together.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from einops import einsum, rearrange, reduce
 from jaxtyping import Bool, Float, Int
-from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from ..directions.pooled import diff_of_means, normalize
 from ..errors import UserError
 from ..formats.readout import served_scores
 from ..layers import relative_depth
+from .evaluation import N_RANDOM_SEEDS, RankMetrics, ServedEvaluation, evaluate_served, random_floor, rank_metrics, zscore
 
-# (layer slot, acts [n, d], membership [C, n], kept text indices [n]) -> directions [C, d]
-Fit = Callable[[int, Tensor, Tensor, Tensor], Tensor]
-N_RANDOM_SEEDS = 5
+# A refit for held-out evaluation: (layer slot, training acts [n, d], membership [C, n], kept text indices [n]) -> directions [C, d]
+FoldFit = Callable[[int, Tensor, Tensor, Tensor], Tensor]
 
 
 def labels_of(membership: Bool[Tensor, "n_concepts n_texts"]) -> Int[Tensor, " n_texts"]:
@@ -67,62 +70,145 @@ def loo_pooled_scores(
     return scores.float()
 
 
-def grouped_folds(membership: Bool[Tensor, "n_concepts n_texts"]) -> list[list[int]]:
-    """Fold f = the f-th positive of each concept + every n_folds-th unlabelled text; each text once."""
-    n_folds = int(membership.sum(-1).max())
-    folds: list[list[int]] = [[] for _ in range(n_folds)]
-    for c in range(membership.shape[0]):
-        for f, t in enumerate(membership[c].nonzero().flatten().tolist()):
-            folds[f].append(t)
-    for i, t in enumerate((~membership.any(0)).nonzero().flatten().tolist()):
-        folds[i % n_folds].append(t)
-    return [sorted(fold) for fold in folds if fold]
+@dataclass
+class LayerFigures:
+    """What every protocol reports for one layer (quality.json's `heldout.layers.<layer>`)."""
+
+    relative_depth: float
+    mean_auroc: float | None
+    top1: float | None
+    random_auroc: float | None
+    random_top1: float | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
-def fold_refit_scores(
-    slot: int, acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], fit: Fit, centered: bool = False
-) -> Float[Tensor, "n_texts n_concepts"]:
-    """Scores of every text from directions refit without its fold (centred: minus the kept texts' mean)."""
-    scores = torch.empty(acts.shape[0], membership.shape[0])
-    for fold in grouped_folds(membership):
-        held = torch.zeros(acts.shape[0], dtype=torch.bool)
-        held[fold] = True
-        kept = (~held).nonzero().flatten()
-        directions = fit(slot, acts[kept], membership[:, kept], kept)
-        probe = acts[held].float() - (acts[kept].float().mean(0) if centered else 0)
-        scores[held] = probe @ directions.float().T
-    return scores
+@dataclass
+class LooLayer(LayerFigures):
+    """Leave-one-out: raw and centred scores (the concept offset mu . v_c subtracted)."""
+
+    mean_auroc_centered: float | None
+    top1_centered: float | None
+    per_concept: dict[str, dict[str, float]]  # concept -> {"auroc", "top1"}
 
 
-def evaluate_scores(scores: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n_texts"], evaluable: Bool[Tensor, " n_concepts"]) -> dict:
-    """One-vs-rest AUROC per concept (held-out positives vs every other held-out text, baselines
-    included) and top-1 accuracy (the held-out story's own concept ranks first among all concepts)."""
-    s, y = scores.numpy(), labels.numpy()
-    aurocs, top1 = {}, {}
-    hits = s.argmax(1) == y
-    for c in np.flatnonzero(evaluable.numpy()):
-        positives = y == c
-        aurocs[int(c)] = float(roc_auc_score(positives, s[:, c]))
-        top1[int(c)] = float(hits[positives].mean())
-    counted = np.isin(y, list(top1))
-    return {
-        "mean_auroc": float(np.mean(list(aurocs.values()))) if aurocs else None,
-        "top1": float(hits[counted].mean()) if counted.any() else None,
-        "per_concept_auroc": aurocs,
-        "per_concept_top1": top1,
-    }
+@dataclass
+class CvLayer(LayerFigures):
+    per_concept: dict[str, dict[str, float]]  # concept -> {"auroc", "top1", "n"}
+    confusions: list[dict]
 
 
-def random_floor(acts: Float[Tensor, "n_texts d_model"], labels, evaluable, n_concepts: int, seeds: int = N_RANDOM_SEEDS) -> tuple[float, float]:
-    """Mean AUROC and top-1 of random unit directions, averaged over seeds."""
-    aurocs, top1s = [], []
-    for seed in range(seeds):
-        generator = torch.Generator().manual_seed(seed)
-        random_dirs = normalize(torch.randn(n_concepts, acts.shape[1], generator=generator, dtype=torch.float64))
-        result = evaluate_scores((acts.double() @ random_dirs.T).float(), labels, evaluable)
-        aurocs.append(result["mean_auroc"])
-        top1s.append(result["top1"])
-    return float(np.mean(aurocs)), float(np.mean(top1s))
+@dataclass
+class DevLayer:
+    """The development test set: `evaluate`'s figures at one layer."""
+
+    relative_depth: float
+    figures: ServedEvaluation
+
+    def __getattr__(self, name: str) -> Any:
+        """mean_auroc, top1, random_auroc, random_top1, per_concept...: the figures' own."""
+        if name == "figures":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.figures, name)
+
+    def to_json(self) -> dict:
+        return {"relative_depth": self.relative_depth, **self.figures.to_json()}
+
+
+HeldoutLayer = LooLayer | CvLayer | DevLayer
+
+
+def ranked_layers(layers: Mapping[int, HeldoutLayer]) -> list[int]:
+    """Best mean AUROC first (ties keep the layer order; an undefined AUROC counts as 0)."""
+    return sorted(layers, key=lambda layer: -(layers[layer].mean_auroc or 0))
+
+
+def layers_json(layers: Mapping[int, HeldoutLayer]) -> dict[str, dict]:
+    return {str(layer): block.to_json() for layer, block in layers.items()}
+
+
+@dataclass
+class LeaveOneOut:
+    layers: dict[int, LooLayer]
+    protocol: ClassVar[str] = "leave-one-out"
+
+    def to_json(self) -> dict:
+        ranked = ranked_layers(self.layers)
+        return {
+            "n_random_seeds": N_RANDOM_SEEDS,
+            "protocol": self.protocol,
+            "layers": layers_json(self.layers),
+            "recommended_layers": ranked,
+            "best_layer": ranked[0] if ranked else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> LeaveOneOut:
+        return cls({int(layer): LooLayer(**block) for layer, block in data["layers"].items()})
+
+
+@dataclass
+class GroupedCV:
+    n_splits: int
+    layers: dict[int, CvLayer]
+    protocol: ClassVar[str] = "grouped cross-validation"
+
+    def to_json(self) -> dict:
+        return {"protocol": self.protocol, "n_splits": self.n_splits, "layers": layers_json(self.layers)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> GroupedCV:
+        return cls(data["n_splits"], {int(layer): CvLayer(**block) for layer, block in data["layers"].items()})
+
+
+@dataclass
+class DevelopmentSet:
+    n_texts: int
+    layers: dict[int, DevLayer]
+    directory: str | None = None  # where the texts were read from (quality.json names it)
+    protocol: ClassVar[str] = "development test set"
+
+    def to_json(self) -> dict:
+        data: dict = {"protocol": self.protocol, "n_texts": self.n_texts, "layers": layers_json(self.layers)}
+        return data if self.directory is None else data | {"directory": self.directory}
+
+    @classmethod
+    def from_json(cls, data: dict) -> DevelopmentSet:
+        layers = {}
+        for layer, block in data["layers"].items():
+            figures = {key: value for key, value in block.items() if key != "relative_depth"}
+            layers[int(layer)] = DevLayer(block["relative_depth"], ServedEvaluation(**figures))
+        return cls(data["n_texts"], layers, data.get("directory"))
+
+
+def loo_metrics(
+    scores: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n_texts"], evaluable: Bool[Tensor, " n_concepts"], concepts: list[str]
+) -> RankMetrics:
+    """One-vs-rest AUROC per evaluable concept (held-out positives vs every other held-out text, baselines
+    included) and top-1 (the held-out story's own concept ranks first among all concepts) over those
+    concepts' stories: the texts of a concept that cannot be evaluated count only as negatives."""
+    counted = (labels >= 0) & evaluable[labels.clamp_min(0)]
+    return rank_metrics(scores, torch.where(counted, labels, torch.full_like(labels, -1)), concepts)
+
+
+def beside_random(
+    layer: int, n_layers: int, figures: RankMetrics, read_random: Callable[[Tensor], RankMetrics], n_concepts: int, d_model: int
+) -> LayerFigures:
+    """A layer's figures beside the random floor (random rows read by `read_random` as the learned ones were)."""
+    random_auroc, random_top1 = random_floor(read_random, n_concepts, d_model)
+    return LayerFigures(round(relative_depth(layer, n_layers), 4), figures.mean_auroc, figures.top1, random_auroc, random_top1)
+
+
+def loo_random_metrics(
+    layer_acts: Float[Tensor, "n_texts d_model"],
+    labels: Int[Tensor, " n_texts"],
+    evaluable: Bool[Tensor, " n_concepts"],
+    concepts: list[str],
+    directions: Tensor,
+) -> RankMetrics:
+    """Random rows read as leave-one-out reads its own: raw dot products."""
+    return loo_metrics((layer_acts.double() @ directions.T).float(), labels, evaluable, concepts)
 
 
 def heldout_evaluation(
@@ -131,37 +217,22 @@ def heldout_evaluation(
     membership: Bool[Tensor, "n_concepts n_texts"],
     concepts: list[str],
     n_layers: int,
-    fit: Fit | None = None,
-) -> dict:
-    """Per layer: held-out AUROC/top-1 (overall and per concept) beside the random floor; best layers first."""
+) -> LeaveOneOut:
+    """Per layer: exact leave-one-out diff-of-means AUROC/top-1 (overall and per concept) beside the random floor."""
     labels = labels_of(membership)
     evaluable = membership.sum(-1) >= 2  # a concept needs a positive left after leaving one out
-    report: dict = {"n_random_seeds": N_RANDOM_SEEDS, "protocol": "leave-one-out" if fit is None else "grouped leave-one-out", "layers": {}}
+    result: dict[int, LooLayer] = {}
     for slot, layer in enumerate(layers):
-        if fit is None:
-            scores, centered = loo_pooled_scores(acts[slot], membership), loo_pooled_scores(acts[slot], membership, centered=True)
-        else:
-            scores = fold_refit_scores(slot, acts[slot], membership, fit)
-            centered = fold_refit_scores(slot, acts[slot], membership, fit, centered=True)
-        result = evaluate_scores(scores, labels, evaluable)
-        centered_result = evaluate_scores(centered, labels, evaluable)
-        random_auroc, random_top1 = random_floor(acts[slot], labels, evaluable, len(concepts))
-        report["layers"][str(layer)] = {
-            "relative_depth": round(relative_depth(layer, n_layers), 4),
-            "mean_auroc": result["mean_auroc"],
-            "top1": result["top1"],
-            "random_auroc": random_auroc,
-            "random_top1": random_top1,
-            "mean_auroc_centered": centered_result["mean_auroc"],
-            "top1_centered": centered_result["top1"],
-            "per_concept": {
-                concepts[c]: {"auroc": result["per_concept_auroc"][c], "top1": result["per_concept_top1"][c]} for c in result["per_concept_auroc"]
-            },
-        }
-    ranked = sorted(layers, key=lambda layer: -(report["layers"][str(layer)]["mean_auroc"] or 0))
-    report["recommended_layers"] = ranked
-    report["best_layer"] = ranked[0] if ranked else None
-    return report
+        raw = loo_metrics(loo_pooled_scores(acts[slot], membership), labels, evaluable, concepts)
+        centered = loo_metrics(loo_pooled_scores(acts[slot], membership, centered=True), labels, evaluable, concepts)
+        base = beside_random(layer, n_layers, raw, partial(loo_random_metrics, acts[slot], labels, evaluable, concepts), len(concepts), acts.shape[2])
+        result[layer] = LooLayer(
+            **asdict(base),
+            mean_auroc_centered=centered.mean_auroc,
+            top1_centered=centered.top1,
+            per_concept={concept: {"auroc": block["auroc"], "top1": block["top1"]} for concept, block in raw.per_concept.items()},
+        )
+    return LeaveOneOut(result)
 
 
 CV_SPLITS = 5
@@ -189,6 +260,34 @@ def cv_folds(membership: Bool[Tensor, "n_concepts n_texts"], groups: list[int], 
     )
 
 
+def fold_zscores(
+    layer_acts: Float[Tensor, "n_texts d_model"], folds: list[np.ndarray], directions_of: Callable[[Tensor], Tensor], n_concepts: int
+) -> Float[Tensor, "n_texts n_concepts"]:
+    """Every text's served scores, z-scored over its fold, from the rows `directions_of(the fold's held-out mask)` gives."""
+    z = torch.empty(layer_acts.shape[0], n_concepts)
+    for held_indices in folds:
+        held = torch.zeros(layer_acts.shape[0], dtype=torch.bool)
+        held[torch.from_numpy(held_indices)] = True
+        z[held] = zscore(served_scores(layer_acts[held], directions_of(held).float()))
+    return z
+
+
+def refit_without(
+    slot: int, layer_acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], fit: FoldFit | None, held: Tensor
+) -> Float[Tensor, "n_concepts d_model"]:
+    """Directions learned from the texts outside `held`: diff-of-means, or the method's own refit."""
+    kept = (~held).nonzero().flatten()
+    train, train_membership = layer_acts[kept], membership[:, kept]
+    return normalize(diff_of_means(train, train_membership)) if fit is None else fit(slot, train, train_membership, kept)
+
+
+def cv_random_metrics(
+    layer_acts: Float[Tensor, "n_texts d_model"], folds: list[np.ndarray], labels: Int[Tensor, " n_texts"], concepts: list[str], directions: Tensor
+) -> RankMetrics:
+    """Random rows read as cross-validation reads the learned ones: z-scored over each fold."""
+    return rank_metrics(fold_zscores(layer_acts, folds, lambda _: directions, len(concepts)), labels, concepts)
+
+
 def cv_evaluation(
     acts: Float[Tensor, "n_target_layers n_texts d_model"],
     layers: list[int],
@@ -196,43 +295,20 @@ def cv_evaluation(
     concepts: list[str],
     groups: list[int],
     n_layers: int,
-    fit: Fit | None = None,
-) -> dict:
+    fit: FoldFit | None = None,
+) -> GroupedCV:
     """Grouped cross-validation scored as `evaluate` scores: served fp16 rows, raw dot products of the held-out
     fold's texts, each concept's scores z-scored over the fold, then AUROC / top-1 over every held-out text."""
-    from .evaluation import rank_metrics, zscore
-
     folds = cv_folds(membership, groups)
     labels = labels_of(membership)
-    report: dict = {"protocol": "grouped cross-validation", "n_splits": len(folds), "layers": {}}
+    result: dict[int, CvLayer] = {}
     for slot, layer in enumerate(layers):
-        z_learned = torch.empty(acts.shape[1], len(concepts))
-        z_random = torch.empty(N_RANDOM_SEEDS, acts.shape[1], len(concepts))
-        randoms = [
-            normalize(torch.randn(len(concepts), acts.shape[2], generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-            for seed in range(N_RANDOM_SEEDS)
-        ]
-        for held_indices in folds:
-            held = torch.zeros(acts.shape[1], dtype=torch.bool)
-            held[torch.from_numpy(held_indices)] = True
-            kept = (~held).nonzero().flatten()
-            train, train_membership = acts[slot][kept], membership[:, kept]
-            directions = normalize(diff_of_means(train, train_membership)) if fit is None else fit(slot, train, train_membership, kept)
-            z_learned[held] = zscore(served_scores(acts[slot][held], directions.float()))
-            for seed, random_directions in enumerate(randoms):
-                z_random[seed][held] = zscore(served_scores(acts[slot][held], random_directions.float()))
-        result = rank_metrics(z_learned, labels, concepts)
-        random = [rank_metrics(z_random[seed], labels, concepts) for seed in range(N_RANDOM_SEEDS)]
-        report["layers"][str(layer)] = {
-            "relative_depth": round(relative_depth(layer, n_layers), 4),
-            "mean_auroc": result["mean_auroc"],
-            "top1": result["top1"],
-            "random_auroc": float(np.mean([r["mean_auroc"] for r in random])),
-            "random_top1": float(np.mean([r["top1"] for r in random])),
-            "per_concept": result["per_concept"],
-            "confusions": result["confusions"],
-        }
-    return report
+        layer_acts = acts[slot]
+        learned = fold_zscores(layer_acts, folds, partial(refit_without, slot, layer_acts, membership, fit), len(concepts))
+        figures = rank_metrics(learned, labels, concepts)
+        base = beside_random(layer, n_layers, figures, partial(cv_random_metrics, layer_acts, folds, labels, concepts), len(concepts), acts.shape[2])
+        result[layer] = CvLayer(**asdict(base), per_concept=figures.per_concept, confusions=figures.confusions)
+    return GroupedCV(len(folds), result)
 
 
 def development_set_evaluation(
@@ -242,49 +318,98 @@ def development_set_evaluation(
     dev_labels: Int[Tensor, " n_dev"],
     concepts: list[str],
     n_layers: int,
-) -> dict:
+    directory: str | None = None,
+) -> DevelopmentSet:
     """The exported rows on the separately written test set, exactly as `evaluate` reads them."""
-    from .evaluation import evaluate_served
-
-    report: dict = {"protocol": "development test set", "n_texts": int(dev_acts.shape[1]), "layers": {}}
-    for slot, layer in enumerate(layers):
-        figures = evaluate_served(dev_acts[slot], directions[slot], dev_labels, concepts)
-        report["layers"][str(layer)] = {"relative_depth": round(relative_depth(layer, n_layers), 4), **figures.to_json()}
-    return report
+    return DevelopmentSet(
+        int(dev_acts.shape[1]),
+        {
+            layer: DevLayer(round(relative_depth(layer, n_layers), 4), evaluate_served(dev_acts[slot], directions[slot], dev_labels, concepts))
+            for slot, layer in enumerate(layers)
+        },
+        directory,
+    )
 
 
 DISAGREEMENT_AUROC = 0.03
 
 
-def leading_heldout(loo: dict | None, cv: dict, dev: dict | None) -> dict:
+@dataclass
+class Heldout:
     """quality.json's `heldout`: the figure a client will get leads (the development test set when there is
     one, else grouped cross-validation); best and recommended layers follow from it; every protocol stays
     beside under its own name, and a cross-validation / test-set gap above 0.03 AUROC is said."""
-    lead = dev or cv
-    ranked = sorted(lead["layers"], key=lambda layer: -(lead["layers"][layer]["mean_auroc"] or 0))
-    report = {
-        "protocol": lead["protocol"],
-        "n_random_seeds": N_RANDOM_SEEDS,
-        "layers": lead["layers"],
-        "recommended_layers": [int(layer) for layer in ranked],
-        "best_layer": int(ranked[0]),
-        "protocols": {"development_set": dev, "grouped_cv": cv, "leave_one_out": loo},
-        "disagreement": None,
-    }
-    if dev is not None:
-        gaps = {layer: cv["layers"][layer]["mean_auroc"] - dev["layers"][layer]["mean_auroc"] for layer in dev["layers"]}
+
+    grouped_cv: GroupedCV
+    development_set: DevelopmentSet | None = None
+    leave_one_out: LeaveOneOut | None = None
+
+    @property
+    def lead(self) -> GroupedCV | DevelopmentSet:
+        return self.development_set or self.grouped_cv
+
+    @property
+    def protocol(self) -> str:
+        return self.lead.protocol
+
+    @property
+    def layers(self) -> Mapping[int, HeldoutLayer]:
+        return self.lead.layers
+
+    @property
+    def recommended_layers(self) -> list[int]:
+        return ranked_layers(self.layers)
+
+    @property
+    def best_layer(self) -> int:
+        return self.recommended_layers[0]
+
+    @property
+    def disagreement(self) -> str | None:
+        if self.development_set is None:
+            return None
+        dev, cv = self.development_set.layers, self.grouped_cv.layers
+        gaps = {layer: _minus(cv[layer].mean_auroc, dev[layer].mean_auroc) for layer in dev}
         worst = max(gaps, key=lambda layer: abs(gaps[layer]))
-        if abs(gaps[worst]) > DISAGREEMENT_AUROC:
-            report["disagreement"] = (
-                f"grouped cross-validation and the development test set disagree by {gaps[worst]:+.3f} AUROC at "
-                f"layer {worst}: trust the test set, which was written apart from the corpus"
-            )
-    return report
+        if abs(gaps[worst]) <= DISAGREEMENT_AUROC:
+            return None
+        return (
+            f"grouped cross-validation and the development test set disagree by {gaps[worst]:+.3f} AUROC at "
+            f"layer {worst}: trust the test set, which was written apart from the corpus"
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "protocol": self.protocol,
+            "n_random_seeds": N_RANDOM_SEEDS,
+            "layers": layers_json(self.layers),
+            "recommended_layers": self.recommended_layers,
+            "best_layer": self.best_layer,
+            "protocols": {
+                "development_set": self.development_set.to_json() if self.development_set else None,
+                "grouped_cv": self.grouped_cv.to_json(),
+                "leave_one_out": self.leave_one_out.to_json() if self.leave_one_out else None,
+            },
+            "disagreement": self.disagreement,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Heldout:
+        """Read back a block quality.json holds (`report` keeps a subspace run's)."""
+        protocols = data["protocols"]
+        dev, loo = protocols.get("development_set"), protocols.get("leave_one_out")
+        return cls(
+            GroupedCV.from_json(protocols["grouped_cv"]),
+            DevelopmentSet.from_json(dev) if dev is not None else None,
+            LeaveOneOut.from_json(loo) if loo is not None else None,
+        )
 
 
-def heldout_line(layer: int, block: dict, describe: Callable[[int], str]) -> str:
+def _minus(a: float | None, b: float | None) -> float:
+    assert a is not None and b is not None, "a layer without a mean AUROC on either protocol"
+    return a - b
+
+
+def heldout_line(layer: int, block: HeldoutLayer, describe: Callable[[int], str]) -> str:
     """`layer 15 (52%): AUROC 0.91, top-1 0.48 (random 0.50 / 0.02)`."""
-    return (
-        f"{describe(layer)}: AUROC {block['mean_auroc']:.3f}, top-1 {block['top1']:.3f} "
-        f"(random {block['random_auroc']:.2f} / {block['random_top1']:.3f})"
-    )
+    return f"{describe(layer)}: AUROC {block.mean_auroc:.3f}, top-1 {block.top1:.3f} (random {block.random_auroc:.2f} / {block.random_top1:.3f})"

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
 
+from .report import Quality  # noqa: E402
+
 SECTIONS = ("summary", "heldout", "cosines", "pca", "heads", "triage")
 
 
@@ -23,19 +25,19 @@ def figure_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def heldout_plot(quality: dict) -> str:
-    layers = quality["layers"]
-    blocks = [quality["heldout"]["layers"][str(layer)] for layer in layers]
+def heldout_plot(quality: Quality) -> str:
+    layers, heldout = quality.layers, quality.heldout
+    blocks = [heldout.layers[layer] for layer in layers]
+    cv = heldout.grouped_cv
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, key, floor, title in (
         (axes[0], "mean_auroc", "random_auroc", "held-out AUROC (one-vs-rest)"),
         (axes[1], "top1", "random_top1", "held-out top-1 accuracy"),
     ):
-        ax.plot(layers, [b[key] for b in blocks], "o-", label=f"{quality['method']}: {quality['heldout']['protocol']}")
-        cv = quality["heldout"].get("protocols", {}).get("grouped_cv")
-        if cv is not None and cv is not quality["heldout"]["layers"] and quality["heldout"]["protocol"] != cv["protocol"]:
-            ax.plot(layers, [cv["layers"][str(layer)][key] for layer in layers], "^-", label="grouped cross-validation")
-        ax.plot(layers, [b[floor] for b in blocks], "s--", color="grey", label="random directions")
+        ax.plot(layers, [getattr(b, key) for b in blocks], "o-", label=f"{quality.method}: {heldout.protocol}")
+        if heldout.protocol != cv.protocol:
+            ax.plot(layers, [getattr(cv.layers[layer], key) for layer in layers], "^-", label="grouped cross-validation")
+        ax.plot(layers, [getattr(b, floor) for b in blocks], "s--", color="grey", label="random directions")
         ax.set_xlabel("layer")
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -91,18 +93,18 @@ def heads_plot(per_head: dict, concept: str, n_heads: int) -> str | None:
     return figure_uri(fig)
 
 
-def triage_table(quality: dict) -> str:
-    middle = str(quality["middle_layer"])
-    bucket_of = {c: name for name, members in quality["triage"].items() if isinstance(members, list) and name != "redundant" for c in members}
+def triage_table(quality: Quality) -> str:
+    middle = quality.middle_layer
+    bucket_of = {c: name for name, members in quality.triage.buckets.items() if name != "redundant" for c in members}
     rows = []
-    for concept, entry in quality["concepts"].items():
-        block = entry["per_layer"][middle]
-        heldout = quality["heldout"]["layers"][middle]["per_concept"].get(concept, {})
-        nearest = entry["nearest_concepts"][0] if entry["nearest_concepts"] else ["", float("nan")]
-        outliers = "<br>".join(f"{html.escape(o['path'].split('/corpus/')[-1])} ({o['alignment']:.2f})" for o in entry.get("outlier_stories", []))
-        r2 = entry["linear_combination"][middle]["r_squared"]
+    for concept, entry in quality.concepts.items():
+        block = entry.per_layer[middle]
+        heldout = quality.heldout.layers[middle].per_concept.get(concept, {})
+        nearest = entry.nearest_concepts[0] if entry.nearest_concepts else ["", float("nan")]
+        outliers = "<br>".join(f"{html.escape(o['path'].split('/corpus/')[-1])} ({o['alignment']:.2f})" for o in entry.outlier_stories)
+        r2 = entry.linear_combination[middle]["r_squared"]
         rows.append(
-            f"<tr><td>{html.escape(concept)}</td><td>{bucket_of.get(concept, '')}</td><td>{entry['n_positive_stories']}</td>"
+            f"<tr><td>{html.escape(concept)}</td><td>{bucket_of.get(concept, '')}</td><td>{entry.n_positive_stories}</td>"
             f"<td>{_fmt(heldout.get('auroc'))}</td><td>{_fmt(heldout.get('top1'))}</td>"
             f"<td>{block['first_pc_variance_ratio']:.2f}</td><td>{_fmt(block['best_neuron_cosine'])}</td>"
             f"<td>{html.escape(str(nearest[0]))} ({nearest[1]:.2f})</td><td>{_fmt(r2)}</td><td class=small>{outliers}</td></tr>"
@@ -118,35 +120,36 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def render_html(quality: dict, directions_by_layer: dict[int, np.ndarray], n_heads: int | None, head_concept: str | None = None) -> str:
-    concepts = list(quality["concepts"])
-    best = quality["heldout"]["best_layer"]
-    best_block = quality["heldout"]["layers"][str(best)]
-    per_head = {c: e["per_head"] for c, e in quality["concepts"].items() if e.get("per_head")}
+def render_html(quality: Quality, directions_by_layer: dict[int, np.ndarray], n_heads: int | None, head_concept: str | None = None) -> str:
+    concepts = list(quality.concepts)
+    heldout = quality.heldout
+    best = heldout.best_layer
+    best_block = heldout.layers[best]
+    per_head = {c: e.per_head for c, e in quality.concepts.items() if e.per_head}
     if head_concept is None and per_head:
         head_concept = max(per_head, key=lambda c: max(b["head_concentration"] for b in per_head[c].values()))
     heads_uri = heads_plot(per_head, head_concept, n_heads) if head_concept and n_heads else None
-    triage = quality["triage"]
-    counts = ", ".join(f"{name.replace('_', ' ')}: {len(members)}" for name, members in triage.items() if isinstance(members, list))
-    matrix = np.array(quality["cosine_matrices"][str(best)])
+    triage = quality.triage
+    counts = ", ".join(f"{name.replace('_', ' ')}: {len(members)}" for name, members in triage.buckets.items())
+    matrix = np.array([[round(float(v), 4) for v in row] for row in quality.cosine_matrices[best]])
     parts = [
-        f"<section id=summary><h1>amygdala-tl quality report</h1><p>{len(concepts)} concepts, method <b>{html.escape(quality['method'])}</b>, "
-        f"layers {', '.join(map(str, quality['layers']))}. Best layer <b>{best}</b>: held-out AUROC <b>{best_block['mean_auroc']:.3f}</b>, "
-        f"top-1 <b>{best_block['top1']:.3f}</b> (random {best_block['random_auroc']:.2f} / {best_block['random_top1']:.3f}).</p>"
-        f"<p>Triage at layer {triage['layer']}: {counts}.</p></section>",
-        f"<section id=heldout><h2>Held-out evaluation</h2><p>Leading figure: {html.escape(quality['heldout'].get('protocol', ''))}. "
+        f"<section id=summary><h1>amygdala-tl quality report</h1><p>{len(concepts)} concepts, method <b>{html.escape(quality.method)}</b>, "
+        f"layers {', '.join(map(str, quality.layers))}. Best layer <b>{best}</b>: held-out AUROC <b>{best_block.mean_auroc:.3f}</b>, "
+        f"top-1 <b>{best_block.top1:.3f}</b> (random {best_block.random_auroc:.2f} / {best_block.random_top1:.3f}).</p>"
+        f"<p>Triage at layer {triage.layer}: {counts}.</p></section>",
+        f"<section id=heldout><h2>Held-out evaluation</h2><p>Leading figure: {html.escape(heldout.protocol)}. "
         "Scored as a client of the server scores: the raw dot product of each text's residual, pooled as the export declares in reading.json "
         "(by default the mean over the text's tokens, which equals the mean of the per-token served scores), with each exported fp16 row, "
         "each concept's scores z-scored over the evaluation texts, one-vs-rest AUROC per concept and top-1 among every concept. "
         "Grouped cross-validation holds a paired scenario's texts out together.</p>"
-        + (f"<p><b>{html.escape(quality['heldout']['disagreement'])}</b></p>" if quality["heldout"].get("disagreement") else "")
+        + (f"<p><b>{html.escape(disagreement)}</b></p>" if (disagreement := heldout.disagreement) else "")
         + f"<img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
         f"<section id=cosines><h2>Concept similarity</h2><img alt='cosine matrix' src='{cosine_plot(matrix, concepts, best)}'></section>",
         f"<section id=pca><h2>Concept map</h2><img alt='PCA map' src='{pca_plot(directions_by_layer[best], concepts, best)}'></section>",
         "<section id=heads><h2>Per-head selectivity</h2>"
         + (f"<img alt='head selectivity' src='{heads_uri}'>" if heads_uri else "<p>No per-head decomposition in this run.</p>")
         + "</section>",
-        f"<section id=triage><h2>Triage and outliers (layer {quality['middle_layer']})</h2>{triage_table(quality)}</section>",
+        f"<section id=triage><h2>Triage and outliers (layer {quality.middle_layer})</h2>{triage_table(quality)}</section>",
     ]
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
