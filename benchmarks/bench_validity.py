@@ -20,7 +20,7 @@ from amygdala_tl.capture import ActivationStore, capture
 from amygdala_tl.corpus import load_corpus, load_heldout, select_concepts
 from amygdala_tl.directions.registry import METHODS, MethodInputs, fit_layer
 from amygdala_tl.model import load_model, parse_layers, resolve_model_spec
-from amygdala_tl.pipelines.analysis import dev_set
+from amygdala_tl.pipelines.devset import dev_set
 from amygdala_tl.pipelines.extract import ExtractConfig
 from amygdala_tl.quality.evaluation import evaluate_served
 
@@ -62,7 +62,7 @@ def main() -> None:
             for k in (int(value) for value in args.denoise.split(",")):
                 for slot, layer in enumerate(layers):
                     fit_started = time.perf_counter()
-                    inputs = MethodInputs(partner, l1_c=default.l1_c, neutral=neutral, denoise_k=k)
+                    inputs = MethodInputs(partner, neutral=neutral, denoise_k=k)
                     directions = fit_layer(METHODS[method], acts.resid[slot], membership, inputs)
                     fit_s = time.perf_counter() - fit_started
                     figures = evaluate_served(dev[pooling].acts[slot], directions.half().float(), dev[pooling].labels, concepts)

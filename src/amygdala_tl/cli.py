@@ -12,14 +12,14 @@ from . import options as opt
 from .capture.pooling import COMPARED_POOLINGS, DEFAULT_POOLING
 from .circuits.detectors import DETECTORS, thresholds_help
 from .console import print_table, progress_bar, progress_callback, say, stdout, user_errors, warn
-from .directions.registry import METHODS
+from .directions.registry import METHODS, parse_params
 
 app = typer.Typer(help=opt.APP_HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 corpus_app = typer.Typer(help="Inspect and lint a story corpus.", no_args_is_help=True)
 heads_app = typer.Typer(help="Head-level circuit probing: detectors, ablations, concept circuits.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(heads_app, name="heads")
-METHOD_HELP = "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
+METHOD_HELP = "; ".join(f"{m.name}: {m.summary}{m.params_help()}" for m in METHODS.values())
 
 
 @app.command()
@@ -31,10 +31,8 @@ def extract(
     layers: opt.Layers = None,
     output_dir: opt.OutputDir = Path("out"),
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = "lda",
-    l1_c: opt.L1C = 0.05,
+    param: opt.MethodParam = None,
     denoise_k: opt.DenoiseK = 0,
-    subspace_k: opt.SubspaceK = None,
-    subspace_eigen_k: opt.SubspaceEigenK = 5,
     heads: opt.Heads = True,
     cache_dir: opt.CacheDir = None,
     cache: opt.UseCache = True,
@@ -58,6 +56,7 @@ def extract(
     if corpus is None and stories_dir is None and paired_dir is None:
         options["corpus"] = opt.DEFAULT_CORPUS
     with user_errors(), progress_bar("capturing") as progress:
+        options["params"] = parse_params(options.pop("param") or [])
         result = run_extract(ExtractConfig(**options), log=say, on_progress=progress_callback(progress))
     say("\n".join(f"wrote {path}" for path in result.files))
 
@@ -161,7 +160,7 @@ def compare_methods_command(
     batch_size: opt.BatchSize = 8,
     max_length: opt.MaxLength = 512,
     min_positives: opt.MinPositives = 2,
-    l1_c: opt.L1C = 0.05,
+    param: opt.MethodParam = None,
     device: opt.Device = None,
     trust_remote_code: opt.TrustRemoteCode = False,
 ) -> None:
@@ -173,6 +172,7 @@ def compare_methods_command(
     names = [m.strip() for m in options.pop("methods").split(",") if m.strip()]
     pooling_names = [p.strip() for p in options.pop("poolings").split(",") if p.strip()]
     with user_errors(), progress_bar("capturing") as progress:
+        options["params"] = parse_params(options.pop("param") or [])
         rows = compare_methods(ExtractConfig(**options), names, pooling_names, log=say, on_progress=progress_callback(progress))
     print_table("held-out evaluation by method and pooling (best layer)", CompareRow.COLUMNS, [row.cells() for row in rows], first_left=False)
     say(f"wrote {output_dir / COMPARE_FILE}")
