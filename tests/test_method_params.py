@@ -3,19 +3,24 @@ passed to its fit as `inputs.params`, recorded in extract.json, and rebuilt from
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import amygdala_tl as at
 from amygdala_tl.cli import app
 from amygdala_tl.directions.pooled import diff_of_means, normalize
-from amygdala_tl.directions.registry import METHODS, parse_params
+from amygdala_tl.directions.registry import METHODS, MethodInputs, parse_params
 from amygdala_tl.errors import UserError
 from amygdala_tl.pipelines.compare import compare_methods
 from amygdala_tl.pipelines.report import run_report
+
+from .conftest import REPO
 
 
 def never_load(*args, **kwargs):
@@ -111,3 +116,32 @@ def test_subspace_parameters_reach_the_capture_and_the_fit(starter_corpus, tmp_p
     )
     assert run.record.params == {"k": 2, "eigen_k": 1} and ranks == [2]
     assert run.subspace is not None and run.subspace["eigen_k"] == 1 and run.subspace["k"] == 2
+
+
+# ---- the documented example: README (or docs/) "A method with one parameter" ---------------------------------
+
+
+def documented_example() -> str:
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        if match := re.search(r"```python\n(# A method with one parameter.*?)```", path.read_text(encoding="utf-8"), re.S):
+            return match.group(1)
+    raise AssertionError("the example 'A method with one parameter' is in neither README.md nor docs/")
+
+
+def test_the_documented_example_runs_and_its_parameter_shapes_the_directions(starter_corpus, tmp_path, tiny_model, monkeypatch, capsys):
+    monkeypatch.chdir(Path(starter_corpus).parent)  # `corpus` is the starter corpus; `out` is written beside it
+    monkeypatch.setattr(at, "extract", functools.partial(at.extract, loader=lambda *a, **k: tiny_model))
+    namespace: dict = {}
+    try:
+        exec(compile(documented_example(), "README.md", "exec"), namespace)
+    finally:
+        METHODS.pop("clipped", None)
+    assert capsys.readouterr().out.strip() == "clipped {'clip': 2.0}"
+    run = namespace["run"]
+    acts, membership = run.activations, run.corpus.membership(run.concepts)
+    inputs = MethodInputs(run.corpus.baseline_partner(), params={"clip": 2.0})
+    for slot, layer in enumerate(run.readout.layers):
+        expected = namespace["clipped"](acts.resid[slot], membership, inputs)
+        torch.testing.assert_close(run.readout.vectors[layer].float(), expected, atol=2e-3, rtol=0)
+        default = namespace["clipped"](acts.resid[slot], membership, MethodInputs(inputs.partner, params={"clip": 3.0}))
+        assert (default - expected).abs().max() > 1e-2  # the parameter changed the directions
