@@ -22,7 +22,7 @@ from amygdala_tl.directions.registry import METHODS, MethodInputs, fit_layer
 from amygdala_tl.layers import parse_layers
 from amygdala_tl.model import load_model
 from amygdala_tl.model_spec import resolve_model_spec
-from amygdala_tl.pipelines.analysis import dev_set
+from amygdala_tl.pipelines.devset import dev_set
 from amygdala_tl.pipelines.extract import ExtractConfig
 from amygdala_tl.quality.evaluation import evaluate_served
 
@@ -64,7 +64,7 @@ def main() -> None:
             for k in (int(value) for value in args.denoise.split(",")):
                 for slot, layer in enumerate(layers):
                     fit_started = time.perf_counter()
-                    inputs = MethodInputs(partner, l1_c=default.l1_c, neutral=neutral, denoise_k=k)
+                    inputs = MethodInputs(partner, neutral=neutral, denoise_k=k)
                     directions = fit_layer(METHODS[method], acts.resid[slot], membership, inputs)
                     fit_s = time.perf_counter() - fit_started
                     figures = evaluate_served(dev[pooling].acts[slot], directions.half().float(), dev[pooling].labels, concepts)

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from amygdala_tl.directions.pooled import diff_of_means
-from amygdala_tl.directions.registry import METHODS, MethodInputs
+from amygdala_tl.directions.registry import METHODS, MethodInputs, fit_layer
 
 AGGREGATORS = ("mean", "pca", "logistic", "logistic_l1")
 
 
-def aggregate(method, acts, membership, partner=None, l1_c=0.05):
+def aggregate(method, acts, membership, partner=None, **params):
     """One layer's directions through the method registry, as every pipeline gets them."""
     partner = partner if partner is not None else torch.full((acts.shape[0],), -1)
-    return METHODS[method].fit(acts, membership, MethodInputs(partner, l1_c=l1_c))
+    return fit_layer(METHODS[method].bind(params), acts, membership, MethodInputs(partner))
 
 
 def data(seed=0, d=40, n_pos=12, n_neg=60):
@@ -50,7 +50,7 @@ def test_mean_is_the_unit_diff_of_means_against_every_non_member_by_hand():
 
 def test_logistic_l1_is_sparse_and_l2_is_not():
     acts, membership, _ = data()
-    l1 = aggregate("logistic_l1", acts, membership, l1_c=0.05)[0]
+    l1 = aggregate("logistic_l1", acts, membership, c=0.05)[0]
     l2 = aggregate("logistic", acts, membership)[0]
     assert (l1.abs() < 1e-9).sum() > 30 and (l2.abs() < 1e-9).sum() == 0
 

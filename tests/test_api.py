@@ -24,7 +24,7 @@ def test_public_api_names_exist():
 
 def test_readme_example_runs(bundled, starter_corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(starter_corpus.parent)  # `corpus` is the starter corpus; `out` is written beside it
-    monkeypatch.setattr("amygdala_tl.pipelines.extract.load_model", lambda *a, **k: bundled)
+    monkeypatch.setattr("amygdala_tl.pipelines.setup.load_model", lambda *a, **k: bundled)
     namespace: dict = {}
     exec(compile(readme_example(), "README.md", "exec"), namespace)
     printed = capsys.readouterr().out

@@ -237,7 +237,7 @@ def heldout_with_a_near_copy(root: Path, corpus_dir: Path) -> tuple[Path, Path]:
 
 def test_a_heldout_near_copy_of_a_training_story_is_an_error_naming_both_before_the_model_loads(tmp_path):
     from amygdala_tl.corpus import load_corpus, select_concepts
-    from amygdala_tl.pipelines.analysis import load_dev_stories
+    from amygdala_tl.pipelines.devset import load_dev_stories
     from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
     corpus_dir = copy_starter_corpus(tmp_path / "corpus")

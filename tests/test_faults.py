@@ -77,7 +77,7 @@ def test_mistakes_fail_before_the_model_loads(case, starter_corpus, tmp_path, mo
         "fake_gguf": (dict(model=str(write(tmp_path / "fake.gguf", "not a model"))), "fake.gguf is not a GGUF file"),
         "broken_config": (dict(model=str(model_dir(tmp_path, "{not json", "broken"))), "broken model config"),
         "output_under_a_file": (dict(output_dir=write(tmp_path / "file", "x") / "sub"), "exists and is not a directory"),
-        "l1_nan": (dict(l1_c=float("nan")), "--l1-c"),
+        "l1_nan": (dict(method="logistic_l1", params={"c": float("nan")}), "--param c"),
         "hub_offline": (dict(model="some-org/some-model"), "HF_HUB_OFFLINE"),
         "hub_unreachable": (dict(model="some-org/some-model"), "cannot reach 127.0.0.1"),
     }[case]

@@ -88,7 +88,7 @@ def test_report_refuses_a_run_file_that_is_missing_or_a_link(starter_corpus, tmp
 
 
 def test_an_empty_method_list_is_refused_before_the_load_and_keeps_compare_json(starter_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr("amygdala_tl.pipelines.extract.load_model", never_load)
+    monkeypatch.setattr("amygdala_tl.pipelines.setup.load_model", never_load)
     previous = write(tmp_path / "out" / "compare.json", '{"methods": ["an earlier table"]}\n')
     result = CliRunner().invoke(app, ["compare-methods", "--methods", ",", "--corpus", str(starter_corpus), "-o", str(tmp_path / "out")])
     assert "--methods is empty" in one_line_exit_2(result)

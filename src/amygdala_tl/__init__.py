@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from .capture import Activations, capture, encode, forward  # noqa: E402
 from .circuits.head import Head  # noqa: E402
 from .corpus import Corpus, load_corpus, load_heldout  # noqa: E402
-from .directions.registry import METHODS, Method, MethodInputs, register  # noqa: E402
+from .directions.registry import METHODS, Method, MethodInputs, Param, register  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .formats.readout import Readout, load_readout, score  # noqa: E402
 from .model import LoadedModel, load_model  # noqa: E402
@@ -29,6 +29,7 @@ __all__ = [
     "METHODS",
     "Method",
     "MethodInputs",
+    "Param",
     "Readout",
     "RunRecord",
     "UserError",

@@ -13,7 +13,7 @@ from .capture.pooling import COMPARED_POOLINGS
 from .circuits.detectors import thresholds_help
 from .console import print_table, progress_bar, progress_callback, say, stdout, user_errors, warn
 from .corpus import DEFAULT_CORPUS
-from .directions.registry import METHODS
+from .directions.registry import METHODS, parse_params
 from .pipelines.evaluate import EvaluateConfig
 from .pipelines.export import ExportConfig
 from .pipelines.extract import ExtractConfig
@@ -28,7 +28,7 @@ app.add_typer(corpus_app, name="corpus")
 app.add_typer(heads_app, name="heads")
 # Each command builds its pipeline's config by keyword; the defaults below are the config's own (one place).
 # Where an option's name differs from the field it fills, the call that builds the config says so.
-METHOD_HELP = "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
+METHOD_HELP = "; ".join(f"{m.name}: {m.summary}{m.params_help()}" for m in METHODS.values())
 
 
 @app.command()
@@ -42,10 +42,8 @@ def extract(
     layers: opt.Layers = None,
     output_dir: opt.OutputDir = ExtractConfig.output_dir,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = "lda",
-    l1_c: opt.L1C = ExtractConfig.l1_c,
+    param: opt.MethodParam = None,
     denoise_k: opt.DenoiseK = ExtractConfig.denoise_k,
-    subspace_k: opt.SubspaceK = ExtractConfig.subspace_k,
-    subspace_eigen_k: opt.SubspaceEigenK = ExtractConfig.subspace_eigen_k,
     heads: opt.Heads = ExtractConfig.heads,
     cache_dir: opt.CacheDir = ExtractConfig.cache_dir,
     cache: opt.UseCache = ExtractConfig.use_cache,
@@ -64,6 +62,8 @@ def extract(
     """Learn one direction per concept and layer from the corpus and export it for serving."""
     from .pipelines.extract import run_extract
 
+    with user_errors():
+        params = parse_params(param or [])
     config = ExtractConfig(
         output_dir=output_dir,
         model=model,
@@ -82,9 +82,7 @@ def extract(
         heads=heads,
         cache_dir=cache_dir,
         use_cache=cache,  # --cache/--no-cache
-        subspace_k=subspace_k,
-        subspace_eigen_k=subspace_eigen_k,
-        l1_c=l1_c,
+        params=params,
         quality_report=quality_report,
         export_best_layers=export_best_layers,
         trust_remote_code=trust_remote_code,
@@ -198,7 +196,7 @@ def compare_methods_command(
     batch_size: opt.BatchSize = ExtractConfig.batch_size,
     max_length: opt.MaxLength = ExtractConfig.max_length,
     min_positives: opt.MinPositives = ExtractConfig.min_positives,
-    l1_c: opt.L1C = ExtractConfig.l1_c,
+    param: opt.MethodParam = None,
     device: opt.Device = ExtractConfig.device,
     trust_remote_code: opt.TrustRemoteCode = ExtractConfig.trust_remote_code,
 ) -> None:
@@ -207,6 +205,8 @@ def compare_methods_command(
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     pooling_names = [p.strip() for p in poolings.split(",") if p.strip()]
+    with user_errors():
+        params = parse_params(param or [])
     config = ExtractConfig(
         corpus=corpus,
         model=model,
@@ -215,7 +215,7 @@ def compare_methods_command(
         batch_size=batch_size,
         max_length=max_length,
         min_positives=min_positives,
-        l1_c=l1_c,
+        params=params,
         device=device,
         trust_remote_code=trust_remote_code,
     )

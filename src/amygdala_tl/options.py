@@ -33,14 +33,18 @@ Layers = Annotated[Optional[str], typer.Option(help="Comma-separated HF block in
 BatchSize = Annotated[int, typer.Option(help="Texts per forward pass.")]
 MaxLength = Annotated[int, typer.Option(help="Longer stories keep their last max-length tokens (reported).")]
 MinPositives = Annotated[int, typer.Option(help="Concepts with fewer positive stories are left out of the export.")]
-L1C = Annotated[float, typer.Option(help="logistic_l1: inverse L1 strength C (smaller = sparser).")]
+MethodParam = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--param",
+        help="A parameter of the method, NAME=VALUE (repeatable; each method's parameters and defaults are listed under --method).",
+    ),
+]
 
 # extract's own options
 ExtractCorpus = Annotated[Optional[Path], typer.Option(help="Corpus directory with stories/ and paired/. Default: ./corpus.")]
 StoriesDir = Annotated[Optional[Path], typer.Option(help="Unpaired stories directory (instead of --corpus).")]
 PairedDir = Annotated[Optional[Path], typer.Option(help="Paired scenarios directory (instead of --corpus).")]
-SubspaceK = Annotated[Optional[int], typer.Option(help="Subspace: singular vectors kept per story (default: full rank).")]
-SubspaceEigenK = Annotated[int, typer.Option(help="Subspace: top eigenvectors of M_pos - M_base combined.")]
 Heads = Annotated[bool, typer.Option(help="Per-head decomposition from attn.hook_z (same forward pass) -> per_head.json.")]
 CacheDir = Annotated[Optional[Path], typer.Option(help="Activation store (default: OUTPUT_DIR/cache); re-runs reuse it.")]
 UseCache = Annotated[bool, typer.Option(help="Use the activation store (--no-cache: capture afresh, store nothing).")]

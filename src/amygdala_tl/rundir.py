@@ -58,7 +58,7 @@ class RunRecord:
     model: dict  # source, location, label, identity, dtype, model_type, n_layers, d_model, n_heads, d_head, d_mlp, n_kv_heads
     hook: str
     method: str
-    l1_c: float
+    params: dict  # the method's parameter values ({} when it has none): `report` rebuilds the method from these
     pooling: str
     max_length: int
     min_positives: int
@@ -75,7 +75,6 @@ class RunRecord:
     exported_layers: list[int] = field(default_factory=list)
     score_offsets: dict[str, dict[str, float]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
-    subspace: dict | None = None  # subspace_k, subspace_eigen_k (subspace runs only)
     denoise_k: int = 0  # neutral principal components projected out before learning
     heldout_sha256: str | None = None  # fingerprint of its (label, text) pairs: `report` refuses an edited set
     heldout: str | None = None  # the development test set the quality report was scored on (absolute path)
@@ -85,15 +84,15 @@ class RunRecord:
         return [entry["layer"] for entry in self.layers]
 
     def to_json(self) -> dict:
-        data = asdict(self)
-        data.update(data.pop("subspace") or {})
-        return data
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> RunRecord:
         known = {f.name for f in fields(cls)}
-        subspace = {key: data[key] for key in ("subspace_k", "subspace_eigen_k") if key in data} or None
-        return cls(**{key: value for key, value in data.items() if key in known}, subspace=subspace)
+        params = data.get("params") or {}  # {} in a record written before methods had their own parameters
+        if not isinstance(params, dict):
+            raise TypeError(f"params must be an object, got {params!r}")
+        return cls(**{key: value for key, value in data.items() if key in known} | {"params": params})
 
     @classmethod
     def read(cls, output_dir: Path) -> RunRecord:

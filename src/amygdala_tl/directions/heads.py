@@ -9,12 +9,15 @@ Beyond that: each head's direct write into the concept's residual direction, (di
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from einops import einsum
 from jaxtyping import Bool, Float
 from torch import Tensor
+
+from ..capture.activations import Activations
 
 TOP_HEADS = 10
 STD_FLOOR = 1e-6
@@ -103,4 +106,24 @@ def head_report(stats: HeadStats, contribution: Float[Tensor, "n_concepts n_head
     if contribution is not None:
         order = torch.argsort(contribution[concept], descending=True)
         report.direct_contribution = [[int(h), float(contribution[concept, h])] for h in order]
+    return report
+
+
+def head_analysis(
+    weights: Mapping[int, Mapping[str, Tensor]],
+    acts: Activations,
+    membership: Bool[Tensor, "n_concepts n_texts"],
+    directions: Float[Tensor, "n_target_layers n_concepts d_model"],
+    concepts: list[str],
+    skipped: list[int],
+) -> PerHead:
+    """per_head.json: top heads, concentration and direct contribution per concept and head layer
+    (`weights[layer]["W_O"]`: the layer's [n_heads, d_head, d_model] output weights)."""
+    report = PerHead(acts.z.shape[2] if acts.z is not None else 0, {concept: {} for concept in concepts}, skipped)
+    for slot, layer in enumerate(acts.head_layers):
+        assert acts.z is not None
+        stats = head_stats(acts.z[slot], membership)
+        contribution = direct_contribution(stats.diff, weights[layer]["W_O"], directions[acts.layers.index(layer)])
+        for c, concept in enumerate(concepts):
+            report.concepts[concept][layer] = head_report(stats, contribution, c)
     return report

@@ -3,14 +3,19 @@
 A method is a plain callable `fit(acts, membership, inputs) -> directions` over one layer's pooled
 activations [n_texts, d_model] and concept membership [n_concepts, n_texts], returning unit
 directions [n_concepts, d_model] sign-aligned with the pooled diff-of-means. `Method` adds what the
-pipelines need to know about it. A Python user can pass their own callable (see `as_method`).
+pipelines need to know about it, including its own hyperparameters (`Param`): `method.bind(values)`
+checks and sets them (`--method logistic_l1 --param c=0.5` on the command line), the fit reads them
+as `inputs.params`, and the run record stores them beside the method's name. A Python user can pass
+their own callable (see `as_method`) or register a `Method` of their own.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from numbers import Real
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -30,10 +35,9 @@ class MethodInputs:
 
     partner: Int[Tensor, " n_texts"]  # paired framing -> index of its scenario baseline, -1 otherwise
     bases: list[Tensor] = field(default_factory=list)  # per-story token bases at this layer (needs_tokens methods)
-    eigen_k: int = 5
-    l1_c: float = DEFAULT_L1_C
     neutral: Bool[Tensor, " n_texts"] | None = None  # texts that frame no concept (the scenario baselines)
     denoise_k: int = 0  # project out the top-k principal components of the neutral texts before and after fitting
+    params: Mapping[str, Any] = field(default_factory=dict)  # the method's parameter values (fit_layer sets them)
 
     def subset(self, kept: Int[Tensor, " n_kept"]) -> MethodInputs:
         """The inputs of the kept texts only (held-out refits), partner indices renumbered."""
@@ -55,8 +59,10 @@ def neutral_components(acts: Float[Tensor, "n_texts d_model"], neutral: Bool[Ten
 def fit_layer(
     method: Method, acts: Float[Tensor, "n_texts d_model"], membership: Bool[Tensor, "n_concepts n_texts"], inputs: MethodInputs
 ) -> Float[Tensor, "n_concepts d_model"]:
-    """`method.fit`, with the neutral texts' top principal components projected out first when asked
-    (the emotion-vector recipe): out of the activations before fitting and out of the directions after."""
+    """`method.fit` with the method's parameter values in `inputs.params`, and the neutral texts' top principal
+    components projected out first when asked (the emotion-vector recipe): out of the activations before fitting
+    and out of the directions after."""
+    inputs = replace(inputs, params=method.values)
     if inputs.denoise_k == 0 or inputs.neutral is None or not inputs.neutral.any():
         return method.fit(acts, membership, inputs)
     basis = neutral_components(acts, inputs.neutral, inputs.denoise_k)
@@ -72,6 +78,44 @@ Diagnose = Callable[
 
 
 @dataclass(frozen=True)
+class Param:
+    """One hyperparameter of a method: `--param NAME=VALUE` on the command line, `params={NAME: VALUE}` from Python.
+
+    `kind` is int or float (default: the default's type); a float must be finite; `check` says which values
+    are valid and `expected` says so in words. A default of None means "none" is a valid value too."""
+
+    name: str
+    default: int | float | None
+    help: str = ""
+    kind: type | None = None
+    check: Callable[[Any], bool] | None = None
+    expected: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.kind or type(self.default)) not in (int, float):
+            raise TypeError(f"Param {self.name!r}: kind must be int or float (a default of None needs kind=)")
+
+    def parse(self, method: str, value: object) -> int | float | None:
+        """The checked value (a string from the command line is converted), or a one-line UserError naming the parameter."""
+        kind = self.kind or type(self.default)
+        expected = (self.expected or ("an integer" if kind is int else "a finite number")) + (" or none" if self.default is None else "")
+        problem = UserError(f"--param {self.name} of the {method} method must be {expected}, got {value}")
+        if self.default is None and (value is None or (isinstance(value, str) and value.strip().lower() == "none")):
+            return None
+        if isinstance(value, str):
+            try:
+                value = kind(value.strip())
+            except ValueError:
+                raise problem from None
+        if isinstance(value, bool) or not isinstance(value, int if kind is int else Real):
+            raise problem
+        parsed = kind(value)
+        if (kind is float and not math.isfinite(parsed)) or (self.check is not None and not self.check(parsed)):
+            raise problem
+        return parsed
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     fit: Fit
@@ -79,10 +123,46 @@ class Method:
     needs_tokens: bool = False  # learns from per-token activations (the pooled store cannot serve it)
     exact_loo: bool = False  # held-out by closed-form leave-one-out instead of refits
     diagnose: Diagnose | None = None  # fit plus per-concept diagnostics (the subspace eigenvalues)
+    params: tuple[Param, ...] = ()  # its hyperparameters, with defaults and checks
+    bound: Mapping[str, Any] = field(default_factory=dict, hash=False)  # the values `bind` set; defaults fill the rest
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every parameter's value: bound, else its default (what the fit reads as `inputs.params`)."""
+        return {param.name: self.bound.get(param.name, param.default) for param in self.params}
+
+    def bind(self, values: Mapping[str, object]) -> Method:
+        """This method with `values` set (strings from the command line are parsed), each checked before any work."""
+        declared = {param.name: param for param in self.params}
+        for name in values:
+            if name not in declared:
+                takes = f"it takes {', '.join(declared)}" if declared else "it takes none"
+                raise UserError(f"unknown --param {name!r} for the {self.name} method: {takes}")
+        return replace(self, bound={**self.bound, **{name: declared[name].parse(self.name, value) for name, value in values.items()}})
+
+    def params_help(self) -> str:
+        """` (--param NAME=DEFAULT: what it does; ...)` for the command line's --method help; empty without parameters."""
+        described = [f"--param {p.name}={'none' if p.default is None else p.default}: {p.help}" for p in self.params]
+        return f" ({'; '.join(described)})" if described else ""
+
+    def collector(self, layers: list[int], n_texts: int) -> SubspaceCollector | None:
+        """The capture's token sink for a needs_tokens method: per-story bases of rank `k` (its parameter; None: full rank)."""
+        return SubspaceCollector(layers, n_texts, self.values.get("k")) if self.needs_tokens else None
+
+
+def parse_params(options: list[str]) -> dict[str, object]:
+    """`--param NAME=VALUE` options (repeatable) as {NAME: VALUE}; the method parses and checks each value."""
+    values: dict[str, object] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--param must be NAME=VALUE, got {option!r}")
+        values[name.strip()] = value
+    return values
 
 
 def _subspace_diagnose(acts, membership, inputs: MethodInputs):
-    result = subspace_directions(inputs.bases, membership, diff_of_means(acts, membership), inputs.eigen_k)
+    result = subspace_directions(inputs.bases, membership, diff_of_means(acts, membership), inputs.params["eigen_k"])
     diagnostics = [
         {
             "eigvals": [round(float(v), 6) for v in result.eigvals[c]],
@@ -125,6 +205,10 @@ register(
         "top eigenvectors of mean_pos V V^T - mean_neg V V^T over per-story token subspaces",
         needs_tokens=True,
         diagnose=_subspace_diagnose,
+        params=(
+            Param("k", None, "singular vectors kept per story (none: full rank)", int, lambda k: k >= 1, "an integer of at least 1"),
+            Param("eigen_k", 5, "top eigenvectors of M_pos - M_base combined", int, lambda k: k >= 1, "an integer of at least 1"),
+        ),
     )
 )
 register(Method("mean", lambda acts, membership, inputs: mean_directions(acts, membership), "steering-vectors' mean aggregator"))
@@ -145,8 +229,9 @@ register(
 register(
     Method(
         "logistic_l1",
-        lambda acts, membership, inputs: logistic_aligned(acts, membership, "l1", inputs.l1_c),
-        "class-balanced L1 logistic regression weights (sparse; --l1-c)",
+        lambda acts, membership, inputs: logistic_aligned(acts, membership, "l1", inputs.params["c"]),
+        "class-balanced L1 logistic regression weights (sparse)",
+        params=(Param("c", DEFAULT_L1_C, "inverse L1 strength C (smaller = sparser)", float, lambda c: c > 0, "a finite positive number"),),
     )
 )
 
@@ -173,14 +258,12 @@ class MethodContext:
     method: Method
     partner: Int[Tensor, " n_texts"]
     collector: SubspaceCollector | None = None
-    eigen_k: int = 5
-    l1_c: float = DEFAULT_L1_C
     neutral: Bool[Tensor, " n_texts"] | None = None
     denoise_k: int = 0
 
     def inputs(self, layer: int) -> MethodInputs:
         bases = list(self.collector.bases[layer]) if self.collector is not None else []
-        return MethodInputs(self.partner, bases, self.eigen_k, self.l1_c, self.neutral, self.denoise_k)  # type: ignore[arg-type]
+        return MethodInputs(self.partner, bases, self.neutral, self.denoise_k, self.method.values)  # type: ignore[arg-type]
 
 
 def learn(

@@ -6,7 +6,7 @@ the same way on the development set: the rows show which pooling reads new text 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -14,14 +14,14 @@ from typing import ClassVar
 import torch
 
 from .. import atomic
-from ..capture import capture, check_pooling
+from ..capture import Activations, check_pooling
 from ..capture.pooling import COMPARED_POOLINGS
-from ..directions.registry import METHODS, Method, MethodContext, get_method, heldout_fit, learn
-from ..directions.subspace import SubspaceCollector
+from ..directions.registry import METHODS, Method, get_method
 from ..errors import UserError
 from ..model import LoadedModel
 from ..quality.heldout import DevLayer, Heldout, cv_evaluation, development_set_evaluation
-from .extract import ExtractConfig, Log, Prepared, capture_dev_set, open_store, prepare, remember_model
+from ..quality.report import DevSet
+from .setup import ExtractConfig, Learned, Log, Prepared, capture_and_learn, capture_dev_set, open_store, prepare, remember_model
 
 COMPARE_FILE = "compare.json"
 
@@ -79,6 +79,12 @@ class CompareRow:
             self.protocol,
         ]
 
+    def summary(self) -> str:
+        return (
+            f"{self.method} ({self.pooling}): best layer {self.best_layer}, AUROC {self.auroc:.3f}, top-1 {self.top1:.3f} "
+            f"({self.protocol}; grouped CV {self.cv_auroc:.3f} / {self.cv_top1:.3f})"
+        )
+
 
 def compare_methods(
     config: ExtractConfig,
@@ -89,14 +95,15 @@ def compare_methods(
     loader: Callable[..., LoadedModel] | None = None,
 ) -> list[CompareRow]:
     """Every method under every pooling: each learns every layer and is scored on the held-out protocols,
-    reading texts the way its pooling declares. One capture per pooling (the activation store keeps it)."""
+    reading texts the way its pooling declares. One capture per pooling (the activation store keeps it).
+    `config.params` go to every compared method that has a parameter of that name."""
     if not methods:
         raise UserError(f"--methods is empty: name one or more of {', '.join(METHODS)}")
     if not poolings:
         raise UserError("--poolings is empty: name one or more of mean, last, second_half, tail<N>, ema<N>")
-    chosen = [get_method(name) for name in methods]
+    chosen = bind_each([get_method(name) for name in methods], config.params)
     poolings = [check_pooling(pooling, "--poolings") for pooling in poolings]
-    prepared = prepare(config, log, loader, evaluate=True)
+    prepared = prepare(replace(config, params={}), log, loader, evaluate=True)  # the params are the compared methods'
     rows = []
     for pooling in poolings:
         log(f"pooling {pooling}: learned and read over {'the text' if pooling == 'mean' else pooling}")
@@ -108,68 +115,56 @@ def compare_methods(
     return rows
 
 
+def bind_each(methods: list[Method], params: Mapping[str, object]) -> list[Method]:
+    """Each method with the parameters it has; a parameter none of them has is an error (before the model loads)."""
+    names = [{param.name for param in method.params} for method in methods]
+    for name in params:
+        if not any(name in own for own in names):
+            raise UserError(f"unknown --param {name!r}: none of the compared methods ({', '.join(m.name for m in methods)}) takes it")
+    return [method.bind({name: value for name, value in params.items() if name in own}) for method, own in zip(methods, names)]
+
+
 def compare_pooling(config: ExtractConfig, prepared: Prepared, chosen: list[Method], log: Log, on_progress) -> list[CompareRow]:
-    corpus, concepts, model, layers = prepared.corpus, prepared.concepts, prepared.model, prepared.layers
-    collector = SubspaceCollector(layers, len(corpus.stories), config.subspace_k) if any(m.needs_tokens for m in chosen) else None
-    store = open_store(config, model.identity)
-    remember_model(store, model)
-    acts = capture(
-        model,
-        corpus.texts,
-        layers,
-        pooling=config.pooling,
-        batch_size=config.batch_size,
-        max_length=config.max_length,
-        token_sink=collector,
-        store=store,
-        on_progress=on_progress,
-    )
+    store = open_store(config, prepared.model.identity)
+    remember_model(store, prepared.model)
+    captured = capture_and_learn(prepared, config, chosen, store, on_progress=on_progress)
     dev = capture_dev_set(prepared, config, store)
-    membership, groups, n_layers = corpus.membership(concepts), corpus.groups(), model.facts.n_layers
     rows = []
-    for method in chosen:
-        started = time.perf_counter()
-        context = MethodContext(
-            method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c, corpus.neutral_mask(), config.denoise_k
-        )
-        directions, _ = learn(context, acts, membership)  # timed: the cost of fitting every layer once
-        learned = time.perf_counter()
-        served_directions = torch.stack([row.half().float() for row in directions])
-        cv = cv_evaluation(acts.resid, layers, membership, concepts, groups, n_layers, None if method.exact_loo else heldout_fit(context, layers))
-        dev_block = development_set_evaluation(dev.acts, layers, served_directions, dev.labels, concepts, n_layers) if dev else None
-        heldout = Heldout(cv, dev_block)
-        best_layer = heldout.best_layer
-        best, best_cv = heldout.layers[best_layer], cv.layers[best_layer]
-        interval = best.figures if isinstance(best, DevLayer) else None
-        rows.append(
-            CompareRow(
-                method.name,
-                config.pooling,
-                best_layer,
-                best.mean_auroc,
-                best.top1,
-                best.random_auroc,
-                best.random_top1,
-                heldout.protocol,
-                best_cv.mean_auroc,
-                best_cv.top1,
-                round(learned - started, 3),
-                round(time.perf_counter() - learned, 3),
-                {
-                    str(layer): {
-                        "auroc": block.mean_auroc,
-                        "top1": block.top1,
-                        "cv_auroc": cv.layers[layer].mean_auroc,
-                        "cv_top1": cv.layers[layer].top1,
-                    }
-                    for layer, block in heldout.layers.items()
-                },
-                interval.auroc_interval if interval else None,
-                interval.top1_interval if interval else None,
-            )
-        )
-        log(
-            f"{method.name} ({config.pooling}): best layer {best_layer}, AUROC {best.mean_auroc:.3f}, top-1 {best.top1:.3f} "
-            f"({heldout.protocol}; grouped CV {best_cv.mean_auroc:.3f} / {best_cv.top1:.3f})"
-        )
+    for learned in captured.learned:
+        rows.append(compare_row(prepared, config.pooling, captured.acts, learned, dev))
+        log(rows[-1].summary())
     return rows
+
+
+def compare_row(prepared: Prepared, pooling: str, acts: Activations, learned: Learned, dev: DevSet | None) -> CompareRow:
+    """One method's held-out figures: the development set when there is one (read as served), and grouped cross-validation."""
+    started = time.perf_counter()
+    corpus, concepts, layers, n_layers = prepared.corpus, prepared.concepts, prepared.layers, prepared.model.facts.n_layers
+    served_directions = torch.stack([row.half().float() for row in learned.directions])
+    cv = cv_evaluation(acts.resid, layers, corpus.membership(concepts), concepts, corpus.groups(), n_layers, learned.refit(layers))
+    dev_block = development_set_evaluation(dev.acts, layers, served_directions, dev.labels, concepts, n_layers) if dev else None
+    heldout = Heldout(cv, dev_block)
+    best_layer = heldout.best_layer
+    best, best_cv = heldout.layers[best_layer], cv.layers[best_layer]
+    interval = best.figures if isinstance(best, DevLayer) else None
+    per_layer = {
+        str(layer): {"auroc": block.mean_auroc, "top1": block.top1, "cv_auroc": cv.layers[layer].mean_auroc, "cv_top1": cv.layers[layer].top1}
+        for layer, block in heldout.layers.items()
+    }
+    return CompareRow(
+        learned.method.name,
+        pooling,
+        best_layer,
+        best.mean_auroc,
+        best.top1,
+        best.random_auroc,
+        best.random_top1,
+        heldout.protocol,
+        best_cv.mean_auroc,
+        best_cv.top1,
+        learned.fit_s,
+        round(time.perf_counter() - started, 3),
+        per_layer,
+        interval.auroc_interval if interval else None,
+        interval.top1_interval if interval else None,
+    )

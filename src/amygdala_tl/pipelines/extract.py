@@ -1,108 +1,52 @@
 """`extract`: corpus -> model -> one capture pass -> directions -> readout export (+ quality report).
 
-Everything a user can get wrong is checked before the model loads; the model loader is injectable
-so tests can prove it. All files are written in one atomic commit at the end (see rundir).
+Everything a user can get wrong is checked before the model loads (pipelines/setup.py, shared with
+compare-methods); the model loader is injectable so tests can prove it. All files are written in one
+atomic commit at the end (see rundir).
 """
 
 from __future__ import annotations
 
-import math
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .. import __version__, hooks
-from ..capture import DEFAULT_POOLING, Activations, ActivationStore, ProgressCallback, capture, check_pooling
-from ..corpus import Corpus, Story, load_corpus, select_concepts, stories_fingerprint
-from ..directions.aggregators import DEFAULT_L1_C
+from ..capture import Activations, ActivationStore, ProgressCallback, capture
+from ..corpus import Corpus, stories_fingerprint
+from ..directions.heads import PerHead, head_analysis
 from ..directions.pooled import diff_of_means
-from ..directions.registry import Fit, Method, MethodContext, get_method, heldout_fit, learn
-from ..directions.subspace import SubspaceCollector
 from ..errors import UserError
 from ..formats.readout import Readout, build_readout, directions_payload, readout_payloads, score
-from ..layers import describe_layer, is_index_list, parse_layers, relative_depth
-from ..model import DeferredModel, LoadedModel, load_model, parse_dtype
-from ..model_spec import ModelSpec, model_identity, resolve_model_spec
-from ..preflight import check_device_map, preflight
-from ..quality.heldout import cv_folds
+from ..layers import relative_depth
+from ..model import LoadedModel
 from ..quality.output import quality_payloads, summary_lines
-from ..quality.report import DevSet
-from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, READING_FILE, SUBSPACE_FILE, RunRecord, check_output_dir, commit_run, json_payload
-from .analysis import (
+from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, READING_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
+from .setup import (
+    PATH_OPTIONS,
+    ExtractConfig,
     LayerWeights,
-    dev_set,
-    head_analysis,
-    heldout_dir_of,
-    load_dev_stories,
-    model_weights,
+    Learned,
+    Log,
+    Prepared,
+    cache_root,
+    capture_and_learn,
+    capture_dev_set,
+    check_types,
+    layer_weights,
+    open_store,
+    prepare,
     quality_inputs,
-    save_weights,
-    stored_weights,
 )
 
-Log = Callable[[str], None]
+__all__ = ["ExtractConfig", "ExtractResult", "extract", "run_extract"]
 DEGENERATE_RELATIVE_GAP = 1e-6  # |mean(P) - mean(N)| below this share of the mean activation norm: no signal
-
-
-# The natural Python type of each option (the command line always passes these); layers and method take several.
-OPTION_TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
-    **{name: ("an integer", (int,)) for name in ("batch_size", "max_length", "min_positives", "subspace_eigen_k", "denoise_k")},
-    **{name: ("an integer or None", (int, type(None))) for name in ("subspace_k", "export_best_layers")},
-    "l1_c": ("a number", (Real,)),
-    **{name: ("True or False", (bool,)) for name in ("heads", "use_cache", "quality_report", "trust_remote_code")},
-    **{name: ("a string", (str,)) for name in ("pooling", "dtype")},
-    **{name: ("a string or None", (str, type(None))) for name in ("model", "device", "device_map")},
-    "output_dir": ("a path", (str, os.PathLike)),
-    **{name: ("a path or None", (str, os.PathLike, type(None))) for name in ("corpus", "stories_dir", "paired_dir", "cache_dir", "heldout")},
-}
-PATH_OPTIONS = ("output_dir", "corpus", "stories_dir", "paired_dir", "cache_dir", "heldout")
-
-
-def check_types(options: dict[str, object]) -> None:
-    """From Python an option can be anything: a wrong type is refused by the option's name, before any work."""
-    for name, value in options.items():
-        expected, types = OPTION_TYPES.get(name, ("", (object,)))
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise UserError(f"{name} must be {expected}, got {value!r}")
-    layers = options.get("layers")
-    if not (layers is None or isinstance(layers, str) or is_index_list(layers)):
-        raise UserError(f"layers must be a list of block indices or a string such as '12,14', got {layers!r}")
-
-
-@dataclass
-class ExtractConfig:
-    output_dir: Path = Path("out")
-    model: str | None = None
-    corpus: Path | None = None
-    stories_dir: Path | None = None
-    paired_dir: Path | None = None
-    layers: str | Sequence[int] | None = None  # '12,14,-3' or a list of block indices
-    method: str | Method | Fit = "lda"
-    pooling: str = DEFAULT_POOLING  # the training pooling, which is also the declared reading (capture/pooling.py)
-    batch_size: int = 8
-    max_length: int = 512
-    min_positives: int = 2
-    dtype: str = "fp32"
-    device: str | None = None
-    device_map: str | None = None
-    heads: bool = True
-    cache_dir: Path | None = None  # default: <output_dir>/cache
-    use_cache: bool = True
-    subspace_k: int | None = None
-    subspace_eigen_k: int = 5
-    l1_c: float = DEFAULT_L1_C
-    quality_report: bool = False
-    export_best_layers: int | None = None
-    trust_remote_code: bool = False
-    denoise_k: int = 0  # project out the top-k principal components of the scenario baselines (0: off)
-    heldout: Path | None = None  # development test set for the quality report (default: <corpus>/heldout if present)
 
 
 @dataclass
@@ -125,107 +69,17 @@ class ExtractResult:
 
 
 @dataclass
-class Prepared:
-    """What every model-using pipeline needs once the inputs are checked and the model is loaded."""
+class Analysis:
+    """What a run learned, before anything is written: the method's directions and the per-head and per-method extras."""
 
-    corpus: Corpus
-    concepts: list[str]
-    model: LoadedModel
-    layers: list[int]
-    method: Method
-    dev_stories: list[Story] | None = None  # the development test set (evaluation only), when the run scores one
-    dev_dir: Path | None = None
-
-
-def check_options(config: ExtractConfig) -> Method:
-    """Option values that need no model and no files; returns the method."""
-    check_types(vars(config))
-    method = get_method(config.method)
-    check_pooling(config.pooling)
-    for name, value in (
-        ("--batch-size", config.batch_size),
-        ("--max-length", config.max_length),
-        ("--min-positives", config.min_positives),
-        ("--subspace-eigen-k", config.subspace_eigen_k),
-        ("--subspace-k", config.subspace_k),
-        ("--export-best-layers", config.export_best_layers),
-    ):
-        if value is not None and value < 1:
-            raise UserError(f"{name} must be at least 1, got {value}")
-    if config.denoise_k < 0:
-        raise UserError(f"--denoise-k must be 0 or more, got {config.denoise_k}")
-    if config.denoise_k and method.needs_tokens:
-        raise UserError(f"--denoise-k does not apply to the {method.name} method (it learns from per-token activations)")
-    if config.quality_report and config.min_positives < 2:
-        raise UserError("--quality-report needs --min-positives 2 or more: held-out evaluation leaves one story out")
-    if not math.isfinite(config.l1_c) or config.l1_c <= 0:
-        raise UserError(f"--l1-c must be a finite positive number, got {config.l1_c}")
-    if config.export_best_layers and not config.quality_report:
-        raise UserError("--export-best-layers needs --quality-report (the held-out evaluation ranks the layers)")
-    check_device_map(config.device_map, config.device)  # before the load, and a fully cached run never loads
-    if config.layers is not None:
-        parse_layers(config.layers, n_layers=10**9)  # syntax only; ranges once the model's depth is known
-    check_output_dir(Path(config.output_dir))
-    if config.use_cache:
-        check_output_dir(cache_root(config), "--cache-dir")
-    return method
-
-
-def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] | None, evaluate: bool = False) -> Prepared:
-    """Validate options, corpus and (when the run evaluates) its folds and test set before the model; load it; resolve layers."""
-    method = check_options(config)
-    parse_dtype(config.dtype)
-    corpus = load_corpus(*(Path(p).resolve() if p is not None else None for p in (config.corpus, config.stories_dir, config.paired_dir)))
-    concepts = select_concepts(corpus, config.min_positives)
-    check_denoise_k(config.denoise_k, corpus)
-    dev_dir = heldout_dir_of(config.corpus, config.heldout) if evaluate else None
-    dev_stories = load_dev_stories(dev_dir, corpus, concepts, log) if dev_dir is not None else None
-    if evaluate:
-        cv_folds(corpus.membership(concepts), corpus.groups())  # a corpus too small to cross-validate fails now
-    spec = resolve_model_spec(config.model)
-    n_layers = preflight(spec, config.device, config.trust_remote_code)
-    spec = spec.passed_preflight(config.device, config.trust_remote_code)  # the loader does not check again
-    if n_layers is not None:
-        parse_layers(config.layers, n_layers)  # out-of-range layers fail before the load
-    log(f"corpus: {len(corpus.stories)} texts, {len(concepts)} concepts with >= {config.min_positives} positives")
-    model = open_model(config, spec, log, loader)
-    layers = parse_layers(config.layers, model.facts.n_layers)
-    log(
-        f"model: {model.facts.n_layers} layers, d_model {model.facts.d_model}, {model.facts.n_heads} heads; "
-        f"target {', '.join(describe_layer(layer, model.facts.n_layers) for layer in layers)}"
-    )
-    return Prepared(corpus, concepts, model, layers, method, dev_stories, dev_dir)
-
-
-def check_denoise_k(denoise_k: int, corpus: Corpus) -> None:
-    """n centred baseline texts span at most n - 1 directions: asking for more would silently project out fewer."""
-    n_baselines = int(corpus.neutral_mask().sum())
-    if denoise_k > max(n_baselines - 1, 0):
-        raise UserError(
-            f"--denoise-k {denoise_k} is more than the {max(n_baselines - 1, 0)} directions the corpus's {n_baselines} "
-            "baseline texts span (at most one fewer than the baselines; add paired/<scenario>/baseline.txt files)"
-        )
-
-
-def open_model(config: ExtractConfig, spec: ModelSpec, log: Log, loader: Callable[..., LoadedModel] | None) -> LoadedModel:
-    """The model, loaded now, or (when the activation store knows it) a DeferredModel whose weights load only
-    if something runs the model: a fully cached re-run needs just the stored tokenizer, facts and weights."""
-    dtype = parse_dtype(config.dtype)
-
-    def load() -> LoadedModel:
-        log(f"loading {spec.display} ({config.dtype})")
-        return (loader or load_model)(
-            spec, dtype=dtype, device=config.device, device_map=config.device_map, trust_remote_code=config.trust_remote_code
-        )
-
-    identity = model_identity(spec)  # weight files hashed once per version (model_spec.content_sha256)
-    store = open_store(config, identity)
-    known = store.load_model_record(identity) if store is not None else None
-    if store is None or known is None:
-        return load()
-    log(f"model facts and tokenizer from the cache {store.dir}: the weights load only if a forward pass is needed")
-    record, tokenizer = known
-    return DeferredModel(record, tokenizer, spec, dtype, load)
+    acts: Activations
+    learned: Learned
+    served: Tensor  # the directions as served (fp16 rows, as fp32) [n_target_layers, n_concepts, d_model]
+    all_layers: Readout  # every target layer's directions (directions.safetensors)
+    weights: LayerWeights
+    per_head: PerHead | None
+    subspace: dict | None
+    captured_at: float  # time.perf_counter() when the capture ended
 
 
 def extract(
@@ -238,7 +92,7 @@ def extract(
     **options,
 ) -> ExtractResult:
     """The Python entry point: `amygdala_tl.extract(corpus, output_dir, model, layers="12,14", method="pooled", ...)`;
-    every ExtractConfig field is a keyword (`method` also takes a Method or a plain fit callable)."""
+    every ExtractConfig field is a keyword (`method` also takes a Method or a plain fit callable; `params` its parameters)."""
     if unknown := sorted(set(options) - {f.name for f in fields(ExtractConfig)}):
         raise UserError(f"extract() got an unknown option {unknown[0]!r}; the options are ExtractConfig's fields")
     options |= {"output_dir": output_dir, "model": model, "corpus": corpus}
@@ -254,108 +108,95 @@ def run_extract(
     """Run the whole extraction; `loader` defaults to model.load_model (tests inject a cached model)."""
     started = time.perf_counter()
     prepared = prepare(config, log, loader, evaluate=config.quality_report)
-    corpus, concepts, model, layers, method = prepared.corpus, prepared.concepts, prepared.model, prepared.layers, prepared.method
     loaded = time.perf_counter()
-
-    head_layers = [layer for layer in layers if layer in model.attention_layers()] if config.heads else []
-    skipped_head_layers = [layer for layer in layers if config.heads and layer not in head_layers]
-    collector = SubspaceCollector(layers, len(corpus.stories), config.subspace_k) if method.needs_tokens else None
-    store = open_store(config, model.identity)
-    weights = layer_weights(model, store, layers)
-    acts = capture(
-        model,
-        corpus.texts,
-        layers,
-        pooling=config.pooling,
-        head_layers=head_layers,
-        batch_size=config.batch_size,
-        max_length=config.max_length,
-        token_sink=collector,
-        store=store,
-        on_progress=on_progress,
-    )
-    log(f"forward passes: {acts.n_forward_passes} batches" + (f" (cache: {store.dir})" if store is not None else ""))
-    for index in acts.truncated:
-        log(f"truncated to its last {config.max_length} tokens: {corpus.stories[index].path}")
-    captured = time.perf_counter()
-
-    membership = corpus.membership(concepts)
-    context = MethodContext(
-        method, corpus.baseline_partner(), collector, config.subspace_eigen_k, config.l1_c, corpus.neutral_mask(), config.denoise_k
-    )
-    directions, diagnostics = learn(context, acts, membership)
-    check_directions(directions, acts, membership, concepts, method.name)
-    subspace = {"eigen_k": config.subspace_eigen_k, "concepts": dict(zip(concepts, diagnostics))} if diagnostics is not None else None
-    all_layers = build_readout(concepts, layers, directions)
-    served_directions = all_layers.stacked()
-    heads = head_analysis(weights, acts, membership, served_directions, concepts, skipped_head_layers) if config.heads else None
-    per_head = heads.to_json() if heads is not None else None
+    store = open_store(config, prepared.model.identity)
+    analysis = analyse(prepared, config, store, on_progress, log)
     learned = time.perf_counter()
 
-    record = run_record(config, method, model, corpus, concepts, layers, acts)
+    record = run_record(config, prepared, analysis.acts)
     payloads = {
-        name: json_payload(payload, record.run_id) for name, payload in ((PER_HEAD_FILE, per_head), (SUBSPACE_FILE, subspace)) if payload is not None
+        name: json_payload(payload, record.run_id)
+        for name, payload in ((PER_HEAD_FILE, analysis.per_head.to_json() if analysis.per_head else None), (SUBSPACE_FILE, analysis.subspace))
+        if payload is not None
     }
-    quality, export_layers = None, layers
+    quality, quality_files, export_layers = evaluate_run(prepared, config, analysis, record, store, log)
+    readout, export_files = export_payloads(prepared, analysis, record, export_layers)
+    record.timings = {
+        "load_s": round(loaded - started, 3),
+        "capture_s": round(analysis.captured_at - loaded, 3),
+        "directions_s": round(learned - analysis.captured_at, 3),
+        "total_s": round(time.perf_counter() - started, 3),
+    }
+    files = commit_run(Path(config.output_dir), payloads | quality_files | export_files, record)
+    corpus, concepts, model = prepared.corpus, prepared.concepts, prepared.model
+    per_head = analysis.per_head.to_json() if analysis.per_head else None
+    return ExtractResult(readout, analysis.acts, corpus, concepts, record, model, per_head, analysis.subspace, quality, files)
+
+
+def analyse(prepared: Prepared, config: ExtractConfig, store: ActivationStore | None, on_progress: ProgressCallback | None, log: Log) -> Analysis:
+    """One capture, the method learned at every target layer and checked, then the per-head decomposition."""
+    model, layers, concepts = prepared.model, prepared.layers, prepared.concepts
+    head_layers = [layer for layer in layers if layer in model.attention_layers()] if config.heads else []
+    skipped_head_layers = [layer for layer in layers if config.heads and layer not in head_layers]
+    weights = layer_weights(model, store, layers)
+    captured = capture_and_learn(prepared, config, [prepared.method], store, head_layers=head_layers, on_progress=on_progress, log=log)
+    acts, learned = captured.acts, captured.learned[0]
+    membership = prepared.corpus.membership(concepts)
+    check_directions(learned.directions, acts, membership, concepts, learned.method.name)
+    diagnostics = learned.diagnostics  # per concept {layer: ...}, for methods that have them (subspace.json)
+    subspace = {**learned.method.values, "concepts": dict(zip(concepts, diagnostics))} if diagnostics is not None else None
+    all_layers = build_readout(concepts, layers, learned.directions)
+    served_directions = all_layers.stacked()
+    per_head = head_analysis(weights, acts, membership, served_directions, concepts, skipped_head_layers) if config.heads else None
+    return Analysis(acts, learned, served_directions, all_layers, weights, per_head, subspace, captured.captured_at)
+
+
+def evaluate_run(
+    prepared: Prepared, config: ExtractConfig, analysis: Analysis, record: RunRecord, store: ActivationStore | None, log: Log
+) -> tuple[dict | None, dict[str, bytes], list[int]]:
+    """With --quality-report: quality.json and report.html (led by the development set when there is one), and the
+    layers to export (--export-best-layers: the best held-out ones). Without: nothing, and every target layer."""
     dev = capture_dev_set(prepared, config, store)
     if dev is not None and prepared.dev_stories is not None:
         record.heldout, record.heldout_sha256 = dev.directory, stories_fingerprint(prepared.dev_stories)
         log(f"development test set: {dev.acts.shape[1]} texts from {prepared.dev_dir} (evaluation only, never trained on)")
-    if config.quality_report:
-        inputs = quality_inputs(
-            corpus,
-            concepts,
-            acts,
-            served_directions,
-            weights,
-            model.facts.n_layers,
-            method.name,
-            heads,
-            subspace,
-            None if method.exact_loo else heldout_fit(context, layers),
-            dev=dev,
-        )
-        built, quality_files = quality_payloads(inputs, model.facts.n_heads, record.run_id)
-        quality = built.to_json()
-        payloads |= quality_files
-        for line in summary_lines(built):
-            log(line)
-        if config.export_best_layers:
-            export_layers = sorted(built.heldout.recommended_layers[: config.export_best_layers])
-            log(f"exporting the {len(export_layers)} best layers: {', '.join(map(str, export_layers))}")
+    if not config.quality_report:
+        return None, {}, prepared.layers
+    model, learned = prepared.model, analysis.learned
+    inputs = quality_inputs(
+        prepared.corpus,
+        prepared.concepts,
+        analysis.acts,
+        analysis.served,
+        analysis.weights,
+        model.facts.n_layers,
+        learned.method.name,
+        analysis.per_head,
+        analysis.subspace,
+        learned.refit(prepared.layers),
+        dev=dev,
+    )
+    built, files = quality_payloads(inputs, model.facts.n_heads, record.run_id)
+    for line in summary_lines(built):
+        log(line)
+    export_layers = prepared.layers
+    if config.export_best_layers:
+        export_layers = sorted(built.heldout.recommended_layers[: config.export_best_layers])
+        log(f"exporting the {len(export_layers)} best layers: {', '.join(map(str, export_layers))}")
+    return built.to_json(), files, export_layers
 
+
+def export_payloads(prepared: Prepared, analysis: Analysis, record: RunRecord, export_layers: list[int]) -> tuple[Readout, dict[str, bytes]]:
+    """The readout (the exported layers, stamped with the record's provenance), every layer's directions, the declared reading."""
     record.exported_layers = export_layers
-    record.score_offsets = score_offsets(acts, served_directions, concepts)
-    slots = [layers.index(layer) for layer in export_layers]
-    readout = build_readout(concepts, export_layers, directions[slots], metadata=record.provenance())
-    all_layers.metadata = {"run_id": record.run_id}
-    payloads |= readout_payloads(readout) | {
-        DIRECTIONS_FILE: directions_payload(all_layers),
+    record.score_offsets = score_offsets(analysis.acts, analysis.served, prepared.concepts)
+    slots = [prepared.layers.index(layer) for layer in export_layers]
+    readout = build_readout(prepared.concepts, export_layers, analysis.learned.directions[slots], metadata=record.provenance())
+    analysis.all_layers.metadata = {"run_id": record.run_id}
+    return readout, readout_payloads(readout) | {
+        DIRECTIONS_FILE: directions_payload(analysis.all_layers),
         READING_FILE: json_payload(record.reading_payload(), record.run_id),
     }
-    record.timings = {
-        "load_s": round(loaded - started, 3),
-        "capture_s": round(captured - loaded, 3),
-        "directions_s": round(learned - captured, 3),
-        "total_s": round(time.perf_counter() - started, 3),
-    }
-    files = commit_run(Path(config.output_dir), payloads, record)
-    return ExtractResult(readout, acts, corpus, concepts, record, model, per_head, subspace, quality, files)
-
-
-def capture_dev_set(prepared: Prepared, config: ExtractConfig, store: ActivationStore | None) -> DevSet | None:
-    """The development test set's activations at the target layers, pooled as the run reads (the run's store)."""
-    if prepared.dev_stories is None or prepared.dev_dir is None:
-        return None
-    model, layers = prepared.model, prepared.layers
-    return dev_set(
-        prepared.dev_stories,
-        prepared.dev_dir,
-        prepared.concepts,
-        lambda texts: (
-            capture(model, texts, layers, pooling=config.pooling, batch_size=config.batch_size, max_length=config.max_length, store=store).resid
-        ),
-    )
 
 
 def check_directions(directions: torch.Tensor, acts: Activations, membership: torch.Tensor, concepts: list[str], method: str) -> None:
@@ -377,37 +218,9 @@ def check_directions(directions: torch.Tensor, acts: Activations, membership: to
             )
 
 
-def open_store(config: ExtractConfig, identity: str) -> ActivationStore | None:
-    if not config.use_cache:
-        return None
-    return ActivationStore(cache_root(config), identity, config.pooling, config.max_length, config.dtype)
-
-
-def remember_model(store: ActivationStore | None, model: LoadedModel) -> None:
-    """Keep the model's record and tokenizer beside its activations, so the next run need not load it."""
-    if store is not None and not isinstance(model, DeferredModel):
-        store.save_model(model.record(), model.tokenizer)
-
-
-def layer_weights(model: LoadedModel, store: ActivationStore | None, layers: list[int]) -> LayerWeights:
-    """The target layers' W_out / W_O: from the store when it has them all (no model load), else read off the model and stored."""
-    remember_model(store, model)
-    if store is not None and (stored := stored_weights(store, layers)) is not None:
-        return stored
-    weights = model_weights(model, layers)
-    if store is not None:
-        save_weights(store, weights)
-    return weights
-
-
-def cache_root(config: ExtractConfig) -> Path:
-    return Path(config.cache_dir) if config.cache_dir else Path(config.output_dir) / "cache"
-
-
-def run_record(
-    config: ExtractConfig, method: Method, model: LoadedModel, corpus: Corpus, concepts: list[str], layers: list[int], acts: Activations
-) -> RunRecord:
+def run_record(config: ExtractConfig, prepared: Prepared, acts: Activations) -> RunRecord:
     """Provenance: enough to know exactly what produced a readout, to reproduce it, and for `report`."""
+    model, corpus, concepts, method = prepared.model, prepared.corpus, prepared.concepts, prepared.method
     n_layers = model.facts.n_layers
     return RunRecord(
         tool="amygdala-tl",
@@ -424,14 +237,13 @@ def run_record(
         },
         hook=hooks.RESID_POST,
         method=method.name,
-        subspace={"subspace_k": config.subspace_k, "subspace_eigen_k": config.subspace_eigen_k} if method.needs_tokens else None,
-        l1_c=config.l1_c,
+        params=method.values,
         denoise_k=config.denoise_k,
         pooling=config.pooling,
         max_length=config.max_length,
         min_positives=config.min_positives,
         heads=config.heads,
-        layers=[{"layer": layer, "relative_depth": round(relative_depth(layer, n_layers), 4)} for layer in layers],
+        layers=[{"layer": layer, "relative_depth": round(relative_depth(layer, n_layers), 4)} for layer in prepared.layers],
         head_layers=acts.head_layers,
         concepts={c: corpus.n_positives(c) for c in concepts},
         corpus={

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..capture import ActivationStore, activations_from_store
 from ..corpus import load_corpus, load_heldout, stories_fingerprint
+from ..directions.heads import head_analysis
 from ..directions.registry import METHODS, MethodContext, get_method, heldout_fit
 from ..errors import UserError
 from ..formats.readout import load_directions
@@ -30,7 +31,8 @@ from ..rundir import (
     commit_run,
     read_run_json,
 )
-from .analysis import dev_set, head_analysis, quality_inputs, stored_weights
+from .devset import dev_set
+from .setup import quality_inputs, stored_weights
 
 
 def corpus_of(record: RunRecord, corpus_dir: Path | None):
@@ -111,9 +113,9 @@ def run_report(output_dir: Path, corpus_dir: Path | None = None, cache_dir: Path
     per_head = head_analysis(weights, acts, membership, served_directions, concepts, skipped) if record.heads else None
     if record.method not in METHODS:
         raise UserError(f"the run used a user-supplied method ({record.method!r}): `report` cannot refit it; re-run extract from Python")
-    method = get_method(record.method)
+    method = get_method(record.method).bind(record.params)
     subspace = read_run_json(output_dir, SUBSPACE_FILE, record) if method.needs_tokens else None
-    context = MethodContext(method, corpus.baseline_partner(), l1_c=record.l1_c, neutral=corpus.neutral_mask(), denoise_k=record.denoise_k)
+    context = MethodContext(method, corpus.baseline_partner(), neutral=corpus.neutral_mask(), denoise_k=record.denoise_k)
     inputs = quality_inputs(
         corpus,
         concepts,
