@@ -66,8 +66,8 @@ def test_progress_without_a_terminal_prints_plain_lines_every_few_seconds(monkey
 CONFIG_CASES = {
     "extract_defaults": (["extract"], "extract.run_extract", lambda: ExtractConfig(corpus=Path("corpus"))),
     "extract_all": (
-        "extract --model m --stories-dir s --paired-dir p --layers 1,2 -o o --method pooled --l1-c 0.5 --denoise-k 1 --subspace-k 2"
-        " --subspace-eigen-k 3 --no-heads --cache-dir c --no-cache --quality-report --export-best-layers 2 --pooling last --batch-size 4"
+        "extract --model m --stories-dir s --paired-dir p --layers 1,2 -o o --method subspace --param k=2 --denoise-k 1"
+        " --param eigen_k=3 --no-heads --cache-dir c --no-cache --quality-report --export-best-layers 2 --pooling last --batch-size 4"
         " --max-length 64 --min-positives 3 --dtype bf16 --device cpu --device-map auto --trust-remote-code --heldout h",
         "extract.run_extract",
         lambda: ExtractConfig(
@@ -76,11 +76,9 @@ CONFIG_CASES = {
             paired_dir=Path("p"),
             layers="1,2",
             output_dir=Path("o"),
-            method="pooled",
-            l1_c=0.5,
+            method="subspace",
+            params={"k": "2", "eigen_k": "3"},
             denoise_k=1,
-            subspace_k=2,
-            subspace_eigen_k=3,
             heads=False,
             cache_dir=Path("c"),
             use_cache=False,
@@ -99,7 +97,7 @@ CONFIG_CASES = {
     ),
     "compare_defaults": (["compare-methods"], "compare.compare_methods", lambda: ExtractConfig(corpus=Path("corpus"))),
     "compare_all": (
-        "compare-methods --corpus c --model m --layers 1 -o o --batch-size 4 --max-length 64 --min-positives 3 --l1-c 0.5 --device cpu --trust-remote-code",
+        "compare-methods --corpus c --model m --layers 1 -o o --batch-size 4 --max-length 64 --min-positives 3 --param c=0.5 --device cpu --trust-remote-code",
         "compare.compare_methods",
         lambda: ExtractConfig(
             corpus=Path("c"),
@@ -109,7 +107,7 @@ CONFIG_CASES = {
             batch_size=4,
             max_length=64,
             min_positives=3,
-            l1_c=0.5,
+            params={"c": "0.5"},
             device="cpu",
             trust_remote_code=True,
         ),

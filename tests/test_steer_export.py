@@ -79,8 +79,9 @@ def test_gguf_control_vector_steers_the_block_it_was_learned_at(tiny_model, tmp_
 
 def test_export_checks_and_dispatches_through_one_format_table(tmp_path, monkeypatch):
     """`export --format` names an entry of FORMATS: the entry's writer writes, with its default suffix; any other name is refused."""
-    from amygdala_tl.formats.readout import write_readout
-    from amygdala_tl.pipelines.export import FORMATS, ExportFormat, export_control_vector
+    from amygdala_tl.pipelines.export import FORMATS, ExportConfig, ExportFormat, export_control_vector
+
+    from .conftest import write_readout
 
     write_readout(build_readout(["calm", "afraid"], [1, 2], torch.randn(2, 2, 8)), tmp_path / "vec")
     calls = []
@@ -91,10 +92,10 @@ def test_export_checks_and_dispatches_through_one_format_table(tmp_path, monkeyp
         return path
 
     monkeypatch.setitem(FORMATS, "text", ExportFormat(write_text, ".txt"))
-    path, hint = export_control_vector(tmp_path / "vec", "calm", layers="2", scale=2.0, format="text")
+    path, hint = export_control_vector(ExportConfig(vectors=tmp_path / "vec", concept="calm", layers="2", scale=2.0, format="text"))
     assert path == tmp_path / "vec" / "calm.txt" and path.read_text() == "calm" and calls == [("calm", "llama", [2], 2.0)]
     with pytest.raises(UserError, match="unknown --format 'csv': choose gguf-control, text"):
-        export_control_vector(tmp_path / "vec", "calm", format="csv")
+        export_control_vector(ExportConfig(vectors=tmp_path / "vec", concept="calm", format="csv"))
 
 
 def test_steering_hook_adds_the_vector_at_every_position(tiny_model):

@@ -101,7 +101,7 @@ class ConceptQuality:
 
 @dataclass
 class Triage:
-    """The buckets at the middle target layer, as methods.md defines them (redundant counted on its own)."""
+    """The buckets at the middle target layer, as docs/methods.md defines them (redundant counted on its own)."""
 
     layer: int
     buckets: dict[str, list[str]]
