@@ -9,11 +9,20 @@ beside the vectors: (running - mean) / std per layer and concept), or None where
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from . import hooks
+
+if TYPE_CHECKING:
+    from .formats.readout import Readout
+    from .model import LoadedModel
+    from .quality.calibration import Calibration
 
 
 @dataclass
@@ -61,3 +70,43 @@ class Trace:
             "running": table(self.running),
             "z": table(self.z),
         }
+
+
+def decoded_tokens(tokenizer, ids: list[int]) -> list[str]:
+    """One string per token whose concatenation is the decoded text (each token's share of the prefix decode,
+    so a character split over several byte tokens lands on the token that completes it)."""
+    out, previous = [], ""
+    for end in range(1, len(ids) + 1):
+        prefix = tokenizer.decode(ids[:end], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if "\ufffd" in prefix[len(previous) :] and end < len(ids):
+            out.append("")  # an incomplete character: shown with the token that completes it
+            continue
+        out.append(prefix[len(previous) :] if prefix.startswith(previous) else tokenizer.decode([ids[end - 1]], skip_special_tokens=False))
+        previous = prefix
+    return out
+
+
+def trace_text(
+    model: LoadedModel,
+    readout: Readout,
+    text: str,
+    pooling: str,
+    *,
+    max_length: int | None = None,
+    calibration: Calibration | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+) -> Trace:
+    """One forward pass of `text` (its last `max_length` tokens, as extract read the corpus), read at every
+    token through the fp16 rows: the served score, the running declared reading, and z where calibrated."""
+    from .capture import encode, forward, running_reading
+    from .formats.readout import served_scores
+
+    (ids,), truncated = encode(model.tokenizer, [text], max_length)
+    if truncated:
+        warn(f"the text is longer than {max_length} tokens: traced on its last {max_length}, as extract read the corpus")
+    names = [hooks.resid_post(layer) for layer in readout.layers]
+    acts = forward(model, torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), read=names).acts
+    raw = {layer: served_scores(acts[name][0], readout.vectors[layer]).cpu() for layer, name in zip(readout.layers, names)}
+    running = {layer: running_reading(values, pooling) for layer, values in raw.items()}
+    z = {layer: calibration.z(layer, values) for layer, values in running.items()} if calibration is not None else None
+    return Trace(text, decoded_tokens(model.tokenizer, ids), list(readout.layers), list(readout.concepts), raw, running, z, pooling)

@@ -31,10 +31,12 @@ from ..layers import describe_layer, is_index_list, parse_layers, relative_depth
 from ..model import DeferredModel, LoadedModel, load_model, parse_dtype
 from ..model_spec import ModelSpec, model_identity, resolve_model_spec
 from ..preflight import check_device_map, preflight
+from ..quality.calibration import calibration_payload, read_calibration
 from ..quality.heldout import cv_folds
 from ..quality.output import quality_payloads, served, summary_lines
 from ..quality.report import DevSet
-from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, READING_FILE, SUBSPACE_FILE, RunRecord, check_output_dir, commit_run, json_payload
+from ..rundir import CALIBRATION_FILE, DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, RunRecord, check_output_dir, commit_run, json_payload
+from ..tracing import Trace, trace_text
 from .analysis import (
     LayerWeights,
     dev_set,
@@ -123,6 +125,11 @@ class ExtractResult:
         """Served scores [n_texts, n_concepts] per exported layer for new texts, with the run's model (no reload)."""
         acts = capture(self.model, texts, self.readout.layers, pooling=self.record.pooling, max_length=self.record.max_length)
         return score(self.readout, {layer: acts.at(layer) for layer in self.readout.layers})
+
+    def trace(self, text: str) -> Trace:
+        """The served readout of `text` at every token (tracing.Trace), calibrated by this run's calibration.json."""
+        calibration = read_calibration(self.files[-1].parent, self.record, self.readout)
+        return trace_text(self.model, self.readout, text, self.record.pooling, max_length=self.record.max_length, calibration=calibration)
 
 
 @dataclass
@@ -330,7 +337,7 @@ def run_extract(
     all_layers.metadata = {"run_id": record.run_id}
     payloads |= readout_payloads(readout) | {
         DIRECTIONS_FILE: directions_payload(all_layers),
-        READING_FILE: json_payload(record.reading_payload(), record.run_id),
+        CALIBRATION_FILE: json_payload(calibration_payload(record, readout, acts, membership, dev), record.run_id),
     }
     record.timings = {
         "load_s": round(loaded - started, 3),
