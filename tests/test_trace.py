@@ -104,7 +104,9 @@ def calibrated_run(tmp_path_factory, tiny_model):
     ):
         write(corpus / "heldout" / concept / "h.txt", text)
     out = root / "out"
-    result = run_extract(ExtractConfig(output_dir=out, corpus=corpus, layers="1,2", heads=False, quality_report=True), loader=lambda *a, **k: tiny_model)
+    result = run_extract(
+        ExtractConfig(output_dir=out, corpus=corpus, layers="1,2", heads=False, quality_report=True), loader=lambda *a, **k: tiny_model
+    )
     return result, out, corpus
 
 
