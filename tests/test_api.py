@@ -30,3 +30,5 @@ def test_readme_example_runs(bundled, starter_corpus, tmp_path, monkeypatch, cap
     printed = capsys.readouterr().out
     assert namespace["vectors"].layers == [12, 14] and len(namespace["best"]) == 3
     assert all(name in namespace["run"].readout.concepts for name in eval(printed))
+    trace = namespace["trace"]
+    assert isinstance(trace, at.Trace) and trace.calibrated and len(namespace["top"]) == 3 and trace.layers == [12, 14]

@@ -114,10 +114,10 @@ CONFIG_CASES = {
     ),
     "score_defaults": (["score", "a"], "score.score_texts", lambda: ScoreConfig(texts=["a"])),
     "score_all": (
-        "score a b --vectors v --file f --model m --top 2 --centered --device cpu --trust-remote-code",
+        "score a b --vectors v --file f --model m --top 2 --centered --raw --device cpu --trust-remote-code",
         "score.score_texts",
         lambda: ScoreConfig(
-            texts=["a", "b"], vectors=Path("v"), file=Path("f"), model="m", top=2, centered=True, device="cpu", trust_remote_code=True
+            texts=["a", "b"], vectors=Path("v"), file=Path("f"), model="m", top=2, centered=True, raw=True, device="cpu", trust_remote_code=True
         ),
     ),
     "evaluate_defaults": (["evaluate"], "evaluate.evaluate_vectors", lambda: EvaluateConfig()),

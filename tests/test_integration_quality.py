@@ -93,7 +93,7 @@ def test_html_report_renders_in_headless_chromium(quality_run):
 def test_score_matches_the_exported_vectors(quality_run, bundled):
     result, out = quality_run
     text = "I could not stop shaking while I waited for the phone to ring."
-    results = score_texts(ScoreConfig(vectors=out, texts=[text]), loader=lambda *a, **k: bundled)
+    results = score_texts(ScoreConfig(vectors=out, texts=[text], raw=True), loader=lambda *a, **k: bundled)
     scores = results[0].to_json()["scores"]
     assert set(scores) == {str(layer) for layer in result.readout.layers}
     assert set(scores[str(result.readout.layers[0])]) == set(result.readout.concepts)
@@ -106,7 +106,7 @@ def test_score_matches_the_exported_vectors(quality_run, bundled):
 
 def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, bundled, hf_reference, tmp_path):
     """`evaluate` against an independent reading: plain HF forward hooks on model.layers[idx] (the serving
-    convention) at every token, the fp16 rows from the safetensors file, aggregated as reading.json declares
+    convention) at every token, the fp16 rows from the safetensors file, aggregated as calibration.json declares
     (conftest.client_reading), per-concept z-scores, sklearn's AUROC. `score` reads the same way."""
     import numpy as np
     from safetensors.torch import load_file
@@ -120,7 +120,7 @@ def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, b
 
     result, out = quality_run
     declared = reading(DEFAULT_POOLING)
-    assert json.loads((out / "reading.json").read_text())["reading"] == declared
+    assert json.loads((out / "calibration.json").read_text())["reading"] == declared
     heldout = tmp_path / "heldout"
     for concept in ("calm", "afraid", "joyful", "bored", "_neutral"):
         for story in sorted((CORPUS / "heldout" / concept).glob("*.txt"))[:2]:
@@ -149,7 +149,7 @@ def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, b
         assert figures.auroc_interval[0] <= figures.mean_auroc <= figures.auroc_interval[1]
     # `score` and the Python API read a text as evaluate does: the declared aggregate of the per-token served scores
     text = texts[0][1]
-    served = score_texts(ScoreConfig(vectors=out, texts=[text]), loader=lambda *a, **k: bundled)[0].scores
+    served = score_texts(ScoreConfig(vectors=out, texts=[text], raw=True), loader=lambda *a, **k: bundled)[0].scores
     api = result.score([text])
     for layer in result.readout.layers:
         per_token = hf_token_outputs(hf_reference, bundled.tokenizer, text, [layer])[layer].double() @ tensors[f"layer_{layer}.vectors"].double().T

@@ -55,7 +55,9 @@ def test_every_file_extract_writes_is_recorded_and_a_later_run_removes_those_it_
     first = small_run(starter_corpus, out, tiny_model, layers="1,2", method="subspace", heads=True, quality_report=True)
     assert first.record.files == files_in(out) == sorted(RUN_FILES)  # this run writes every file a run can write
     second = small_run(starter_corpus, out, tiny_model)  # pooled, no heads, no quality report
-    assert files_in(out) == second.record.files == ["directions.safetensors", "extract.json", "reading.json", "readout.json", "readout.safetensors"]
+    assert (
+        files_in(out) == second.record.files == ["calibration.json", "directions.safetensors", "extract.json", "readout.json", "readout.safetensors"]
+    )
 
 
 @pytest.mark.parametrize("listed", ["../outside.sh", "ABSOLUTE", "link.json"])

@@ -3,6 +3,7 @@
 import amygdala_tl as at
 run = at.extract("corpus", "out", layers="12,14")     # learn + export (bundled model by default)
 scores = run.score(["I kept checking the door."])     # {layer: [n_texts, n_concepts]} as served
+trace = run.trace("I kept checking the door.")        # every token, layer and concept (at.trace("out", text) too)
 vectors = at.load_readout("out")                      # the exported files, validated
 """
 
@@ -17,7 +18,9 @@ from .formats.readout import Readout, load_readout, score  # noqa: E402
 from .model import LoadedModel, load_model  # noqa: E402
 from .model_spec import resolve_model_spec  # noqa: E402
 from .pipelines.extract import ExtractConfig, ExtractResult, extract, run_extract  # noqa: E402
+from .pipelines.trace import trace  # noqa: E402
 from .rundir import RunRecord  # noqa: E402
+from .tracing import Trace  # noqa: E402
 
 __all__ = [
     "Activations",
@@ -32,6 +35,7 @@ __all__ = [
     "Param",
     "Readout",
     "RunRecord",
+    "Trace",
     "UserError",
     "capture",
     "encode",
@@ -45,5 +49,6 @@ __all__ = [
     "resolve_model_spec",
     "run_extract",
     "score",
+    "trace",
     "__version__",
 ]

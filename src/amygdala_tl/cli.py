@@ -20,6 +20,7 @@ from .pipelines.extract import ExtractConfig
 from .pipelines.heads import AblateConfig, ConceptConfig, DetectConfig
 from .pipelines.score import ScoreConfig
 from .pipelines.steer import SteerConfig
+from .pipelines.trace import TraceConfig
 
 app = typer.Typer(help=opt.APP_HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 corpus_app = typer.Typer(help="Inspect and lint a story corpus.", no_args_is_help=True)
@@ -145,14 +146,25 @@ def score(
     centered: Annotated[
         bool, typer.Option("--centered", help="Subtract each concept's corpus offset mu . v_c (from extract.json). Serving reports raw scores.")
     ] = ScoreConfig.centered,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Raw declared-reading scores <pooled h, v> instead of calibrated z (calibration.json).")
+    ] = ScoreConfig.raw,
     device: opt.Device = ScoreConfig.device,
     trust_remote_code: opt.TrustRemoteCode = ScoreConfig.trust_remote_code,
 ) -> None:
-    """Score texts exactly as the serving side does: raw <h, v> at the last position, fp16 vectors."""
+    """Score texts as a client of the served scores reads them (fp16 vectors, the declared reading), in calibrated z."""
     from .pipelines.score import score_texts
 
     config = ScoreConfig(
-        texts=texts or [], file=file, vectors=vectors, model=model, top=top, centered=centered, device=device, trust_remote_code=trust_remote_code
+        texts=texts or [],
+        file=file,
+        vectors=vectors,
+        model=model,
+        top=top,
+        centered=centered,
+        raw=raw,
+        device=device,
+        trust_remote_code=trust_remote_code,
     )
     with user_errors():
         results = score_texts(config, warn=warn)
@@ -160,6 +172,49 @@ def score(
         typer.echo(json.dumps([result.to_json() for result in results], indent=2))
         return
     for line in (line for result in results for line in result.summary(top)):
+        stdout.print(line, highlight=False)
+
+
+@app.command()
+def trace(
+    text: Annotated[Optional[str], typer.Argument(help="The text, or a story file's path (or --file).")] = TraceConfig.text,
+    vectors: opt.Vectors = TraceConfig.vectors,
+    file: Annotated[Optional[Path], typer.Option(help="Trace this file's whole text.")] = TraceConfig.file,
+    model: opt.Model = TraceConfig.model,
+    layer: Annotated[Optional[int], typer.Option(help="The layer shown in the terminal and first on the page (default: the middle one).")] = None,
+    concept: Annotated[Optional[str], typer.Option(help="Shade the page by this concept (default: each token's top concept).")] = None,
+    top: Annotated[int, typer.Option(help="Concepts coloured in the terminal.")] = TraceConfig.top,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML page of the trace here.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Raw scores instead of calibrated z (calibration.json).")] = TraceConfig.raw,
+    as_json: opt.AsJson = False,
+    device: opt.Device = TraceConfig.device,
+    trust_remote_code: opt.TrustRemoteCode = TraceConfig.trust_remote_code,
+) -> None:
+    """Served scores at every token, every exported layer, every concept: per token and the running declared reading."""
+    from .pipelines.trace import run_trace, terminal_lines
+    from .quality.trace_html import write_trace_html
+
+    config = TraceConfig(
+        text=text,
+        file=file,
+        vectors=vectors,
+        model=model,
+        raw=raw,
+        layer=layer,
+        concept=concept,
+        top=top,
+        html=html,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
+    with user_errors():
+        result = run_trace(config, warn=warn)
+    if html is not None:
+        say(f"wrote {write_trace_html(result, html, layer, concept)}")
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+        return
+    for line in terminal_lines(result, layer, top):
         stdout.print(line, highlight=False)
 
 

@@ -28,8 +28,8 @@ PER_HEAD_FILE = "per_head.json"
 SUBSPACE_FILE = "subspace.json"
 QUALITY_FILE = "quality.json"
 HTML_FILE = "report.html"
-READING_FILE = "reading.json"  # the declared reading: how a client turns per-token served scores into a concept score
-RUN_FILES = (VECTORS_FILE, MANIFEST_FILE, DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, QUALITY_FILE, HTML_FILE, READING_FILE, SIDECAR_FILE)
+CALIBRATION_FILE = "calibration.json"  # the declared reading (how a client turns per-token served scores into a concept score) and its calibration
+RUN_FILES = (VECTORS_FILE, MANIFEST_FILE, DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, QUALITY_FILE, HTML_FILE, CALIBRATION_FILE, SIDECAR_FILE)
 
 
 def check_output_dir(path: Path, option: str = "--output-dir") -> None:
@@ -119,7 +119,7 @@ class RunRecord:
         return reading(self.pooling)
 
     def reading_payload(self) -> dict:
-        """reading.json: what a client of the served scores needs besides the readout's four-key manifest."""
+        """The declared reading as calibration.json states it: what a client needs besides the readout's four-key manifest."""
         return {"pooling": self.pooling, "reading": self.reading, "layers": self.exported_layers}
 
     def provenance(self) -> dict[str, str]:

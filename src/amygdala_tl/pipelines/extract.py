@@ -26,8 +26,11 @@ from ..errors import UserError
 from ..formats.readout import Readout, build_readout, directions_payload, readout_payloads, score
 from ..layers import relative_depth
 from ..model import LoadedModel
+from ..quality.calibration import calibration_payload, read_calibration
 from ..quality.output import quality_payloads, summary_lines
-from ..rundir import DIRECTIONS_FILE, PER_HEAD_FILE, READING_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
+from ..quality.report import DevSet
+from ..rundir import CALIBRATION_FILE, DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
+from ..tracing import Trace, trace_text
 from .setup import (
     PATH_OPTIONS,
     ExtractConfig,
@@ -66,6 +69,11 @@ class ExtractResult:
         """Served scores [n_texts, n_concepts] per exported layer for new texts, with the run's model (no reload)."""
         acts = capture(self.model, texts, self.readout.layers, pooling=self.record.pooling, max_length=self.record.max_length)
         return score(self.readout, {layer: acts.at(layer) for layer in self.readout.layers})
+
+    def trace(self, text: str) -> Trace:
+        """The served readout of `text` at every token (tracing.Trace), calibrated by this run's calibration.json."""
+        calibration = read_calibration(self.files[-1].parent, self.record, self.readout)
+        return trace_text(self.model, self.readout, text, self.record.pooling, max_length=self.record.max_length, calibration=calibration)
 
 
 @dataclass
@@ -119,8 +127,9 @@ def run_extract(
         for name, payload in ((PER_HEAD_FILE, analysis.per_head.to_json() if analysis.per_head else None), (SUBSPACE_FILE, analysis.subspace))
         if payload is not None
     }
-    quality, quality_files, export_layers = evaluate_run(prepared, config, analysis, record, store, log)
-    readout, export_files = export_payloads(prepared, analysis, record, export_layers)
+    dev = capture_dev_set(prepared, config, store)
+    quality, quality_files, export_layers = evaluate_run(prepared, config, analysis, record, dev, log)
+    readout, export_files = export_payloads(prepared, analysis, record, export_layers, dev)
     record.timings = {
         "load_s": round(loaded - started, 3),
         "capture_s": round(analysis.captured_at - loaded, 3),
@@ -152,11 +161,10 @@ def analyse(prepared: Prepared, config: ExtractConfig, store: ActivationStore | 
 
 
 def evaluate_run(
-    prepared: Prepared, config: ExtractConfig, analysis: Analysis, record: RunRecord, store: ActivationStore | None, log: Log
+    prepared: Prepared, config: ExtractConfig, analysis: Analysis, record: RunRecord, dev: DevSet | None, log: Log
 ) -> tuple[dict | None, dict[str, bytes], list[int]]:
     """With --quality-report: quality.json and report.html (led by the development set when there is one), and the
     layers to export (--export-best-layers: the best held-out ones). Without: nothing, and every target layer."""
-    dev = capture_dev_set(prepared, config, store)
     if dev is not None and prepared.dev_stories is not None:
         record.heldout, record.heldout_sha256 = dev.directory, stories_fingerprint(prepared.dev_stories)
         log(f"development test set: {dev.acts.shape[1]} texts from {prepared.dev_dir} (evaluation only, never trained on)")
@@ -186,8 +194,11 @@ def evaluate_run(
     return built.to_json(), files, export_layers
 
 
-def export_payloads(prepared: Prepared, analysis: Analysis, record: RunRecord, export_layers: list[int]) -> tuple[Readout, dict[str, bytes]]:
-    """The readout (the exported layers, stamped with the record's provenance), every layer's directions, the declared reading."""
+def export_payloads(
+    prepared: Prepared, analysis: Analysis, record: RunRecord, export_layers: list[int], dev: DevSet | None
+) -> tuple[Readout, dict[str, bytes]]:
+    """The readout (the exported layers, stamped with the record's provenance), every layer's directions, and calibration.json
+    (the declared reading, and each concept's reference statistics and development-set thresholds)."""
     record.exported_layers = export_layers
     record.score_offsets = score_offsets(analysis.acts, analysis.served, prepared.concepts)
     slots = [prepared.layers.index(layer) for layer in export_layers]
@@ -195,7 +206,9 @@ def export_payloads(prepared: Prepared, analysis: Analysis, record: RunRecord, e
     analysis.all_layers.metadata = {"run_id": record.run_id}
     return readout, readout_payloads(readout) | {
         DIRECTIONS_FILE: directions_payload(analysis.all_layers),
-        READING_FILE: json_payload(record.reading_payload(), record.run_id),
+        CALIBRATION_FILE: json_payload(
+            calibration_payload(record, readout, analysis.acts, prepared.corpus.membership(prepared.concepts), dev), record.run_id
+        ),
     }
 
 

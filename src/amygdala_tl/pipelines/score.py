@@ -11,6 +11,7 @@ from ..corpus import read_lines
 from ..errors import UserError
 from ..formats.readout import score
 from ..model import LoadedModel, load_model
+from ..quality.calibration import read_calibration
 from .vectors import load_model_for, open_vectors
 
 
@@ -19,13 +20,14 @@ class TextScores:
     text: str
     centered: bool
     scores: dict[str, dict[str, float]]  # layer -> concept -> score
+    units: str = "raw"  # "z": calibrated (calibration.json), "raw": the declared reading's dot product, "centered": raw minus the offset
 
     def to_json(self) -> dict:
-        return {"text": self.text, "centered": self.centered, "scores": self.scores}
+        return {"text": self.text, "units": self.units, "centered": self.centered, "scores": self.scores}
 
     def summary(self, top: int = 5) -> list[str]:
         """The text, then the `top` concepts per layer."""
-        lines = [f"[bold]{self.text[:100]}[/]"]
+        lines = [f"[bold]{self.text[:100]}[/]" + ("  [dim](z, calibrated)[/]" if self.units == "z" else f"  [dim]({self.units})[/]")]
         for layer, scores in self.scores.items():
             ranked = sorted(scores.items(), key=lambda item: -item[1])[:top]
             lines.append(f"  layer {layer}: " + ", ".join(f"{name} {value:+.2f}" for name, value in ranked))
@@ -55,7 +57,8 @@ class ScoreConfig:
     vectors: Path = Path("out")
     model: str | None = None
     top: int = 5  # concepts shown per layer (TextScores.summary)
-    centered: bool = False  # subtract each concept's corpus offset mu . v_c (from extract.json)
+    centered: bool = False  # subtract each concept's corpus offset mu . v_c (from extract.json); raw units
+    raw: bool = False  # the raw declared reading <pooled h, v_c>, not z (the default where calibration.json is there)
     device: str | None = None
     trust_remote_code: bool = False
 
@@ -63,7 +66,8 @@ class ScoreConfig:
 def score_texts(
     config: ScoreConfig, *, loader: Callable[..., LoadedModel] = load_model, warn: Callable[[str], None] = lambda message: None
 ) -> list[TextScores]:
-    """Serving-convention scores of each text; `centered` subtracts each concept's corpus offset.
+    """Serving-convention scores of each text, in calibrated z where calibration.json is there (raw with
+    `raw`, or where there is none); `centered` subtracts each concept's corpus offset from the raw scores.
 
     A text longer than extract's --max-length keeps its end, as extract did (`warn` names it)."""
     check_top(config.top)
@@ -74,17 +78,22 @@ def score_texts(
     if centered and vectors.record is None:
         raise UserError(f"--centered needs the score offsets that `amygdala-tl extract` writes to extract.json in {vectors_dir}")
     offsets = vectors.record.offsets(readout.layers) if centered and vectors.record else None
+    calibration = None if config.raw or centered else read_calibration(vectors.directory, vectors.record, readout)
+    units = "z" if calibration is not None else "centered" if centered else "raw"
     loaded = load_model_for(vectors, config.model, config.device, config.trust_remote_code, loader)
     acts = capture(loaded, texts, readout.layers, pooling=vectors.pooling, max_length=vectors.max_length)
     for index in acts.truncated:
         warn(f"text {index + 1} is longer than {vectors.max_length} tokens: scored on its last {vectors.max_length}, as extract read the corpus")
     scores = score(readout, {layer: acts.at(layer) for layer in readout.layers})
+    if calibration is not None:
+        scores = {layer: calibration.z(layer, values) for layer, values in scores.items()}
     shift = (lambda layer, concept: offsets[layer][concept]) if offsets else (lambda layer, concept: 0.0)
     return [
         TextScores(
             text,
             centered,
             {str(layer): {c: round(float(v) - shift(layer, c), 4) for c, v in zip(readout.concepts, scores[layer][i])} for layer in readout.layers},
+            units,
         )
         for i, text in enumerate(texts)
     ]

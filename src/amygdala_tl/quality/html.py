@@ -138,7 +138,7 @@ def render_html(quality: Quality, directions_by_layer: dict[int, np.ndarray], n_
         f"top-1 <b>{best_block.top1:.3f}</b> (random {best_block.random_auroc:.2f} / {best_block.random_top1:.3f}).</p>"
         f"<p>Triage at layer {triage.layer}: {counts}.</p></section>",
         f"<section id=heldout><h2>Held-out evaluation</h2><p>Leading figure: {html.escape(heldout.protocol)}. "
-        "Scored as a client of the server scores: the raw dot product of each text's residual, pooled as the export declares in reading.json "
+        "Scored as a client of the server scores: the raw dot product of each text's residual, pooled as the export declares in calibration.json "
         "(by default the mean over the text's tokens, which equals the mean of the per-token served scores), with each exported fp16 row, "
         "each concept's scores z-scored over the evaluation texts, one-vs-rest AUROC per concept and top-1 among every concept. "
         "Grouped cross-validation holds a paired scenario's texts out together.</p>"
