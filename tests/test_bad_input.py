@@ -204,6 +204,12 @@ BEFORE_THE_LOAD = {
     # steer concepts and layers (and the --measure layer); heads ablate heads and --mode
     "steer_concept": ("steer go --vectors {vec} --concept joyful --layer 1", "unknown concept 'joyful'"),
     "steer_layer": ("steer go --vectors {vec} --concept calm --layer 5", "layer 5 is not in the vectors"),
+    "generate_concept": ("generate go --vectors {vec} --steer joyful:2", "unknown concept 'joyful'"),
+    "generate_layer": ("generate go --vectors {vec} --steer calm:2@5", "layer 5 is not in the vectors"),
+    "generate_shown_layer": ("generate go --vectors {vec} --readout --layer 5", "layer 5 is not in the vectors"),
+    "generate_alpha": ("generate go --vectors {vec} --steer calm:1e300", "alpha must be a number between -100 and 100"),
+    "generate_empty": ("generate  --vectors {vec} --readout", "the prompt is empty"),
+    "generate_max_new_tokens_0": ("generate go --vectors {vec} --max-new-tokens 0", "--max-new-tokens must be at least 1, got 0"),
     "steer_measure_layer": ("steer x --vectors {vec} --concept all --layer 2 --measure --corpus {corpus}", "--measure needs exported layers after 2"),
     "ablate_mode": ("heads ablate --heads L0H0 --prompt x --mode foo", "unknown ablation mode 'foo'"),
     "ablate_layer": ("heads ablate --heads L99H0 --prompt x", "head L99H0: layer 99 is out of range for a model with 30 layers"),
@@ -282,7 +288,7 @@ def test_every_check_the_readme_lists_fails_before_the_model_loads(case, starter
         argv += ["--corpus", str(starter_corpus)]
     if argv[0] == "extract" and "-o" not in argv:
         argv += ["-o", str(tmp_path / "out")]
-    if case in ("score_empty", "steer_empty"):
+    if case in ("score_empty", "steer_empty", "generate_empty"):
         argv.insert(2 if case == "score_empty" else 1, "")
     result = CliRunner().invoke(app, argv)
     lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("warning:")]  # corpus warnings may precede

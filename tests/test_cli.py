@@ -14,6 +14,7 @@ from amygdala_tl.errors import UserError
 from amygdala_tl.pipelines.evaluate import EvaluateConfig
 from amygdala_tl.pipelines.export import ExportConfig
 from amygdala_tl.pipelines.extract import ExtractConfig
+from amygdala_tl.pipelines.generate import GenerateConfig
 from amygdala_tl.pipelines.heads import AblateConfig, ConceptConfig, DetectConfig
 from amygdala_tl.pipelines.score import ScoreConfig
 from amygdala_tl.pipelines.steer import SteerConfig
@@ -125,6 +126,27 @@ CONFIG_CASES = {
         "evaluate --vectors v --heldout h --model m --device cpu --trust-remote-code",
         "evaluate.evaluate_vectors",
         lambda: EvaluateConfig(vectors=Path("v"), heldout=Path("h"), model="m", device="cpu", trust_remote_code=True),
+    ),
+    "generate_defaults": (["generate", "p"], "generate.run_generate_command", lambda: GenerateConfig(prompt="p")),
+    "generate_all": (
+        "generate p --vectors v --readout --layer 2 --steer calm:2 --steer bored:-1@3 --max-new-tokens 3 --temperature 0.5 --seed 4 --top 2"
+        " --html g.html --model m --device cpu --trust-remote-code",
+        "generate.run_generate_command",
+        lambda: GenerateConfig(
+            prompt="p",
+            vectors=Path("v"),
+            readout=True,
+            layer=2,
+            steer=["calm:2", "bored:-1@3"],
+            max_new_tokens=3,
+            temperature=0.5,
+            seed=4,
+            top=2,
+            html=Path("g.html"),
+            model="m",
+            device="cpu",
+            trust_remote_code=True,
+        ),
     ),
     "steer_defaults": (
         ["steer", "p", "--concept", "calm", "--layer", "1"],

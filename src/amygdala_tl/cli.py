@@ -17,6 +17,7 @@ from .directions.registry import METHODS, parse_params
 from .pipelines.evaluate import EvaluateConfig
 from .pipelines.export import ExportConfig
 from .pipelines.extract import ExtractConfig
+from .pipelines.generate import GenerateConfig
 from .pipelines.heads import AblateConfig, ConceptConfig, DetectConfig
 from .pipelines.score import ScoreConfig
 from .pipelines.steer import SteerConfig
@@ -328,6 +329,61 @@ def steer(
         [[prompt + result.unsteered, prompt + result.steered]],
         first_left=False,
     )
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="Prompt to continue.")],
+    vectors: opt.Vectors = GenerateConfig.vectors,
+    readout: Annotated[
+        bool, typer.Option("--readout", help="Print each new token's readout as it is produced (the declared reading, top concepts).")
+    ] = GenerateConfig.readout,
+    layer: Annotated[
+        Optional[int], typer.Option(help="Exported layer shown, and where --steer adds (default: the middle exported layer).")
+    ] = GenerateConfig.layer,
+    steer: Annotated[
+        Optional[list[str]],
+        typer.Option(help="CONCEPT:ALPHA (at --layer) or CONCEPT:ALPHA@LAYER, repeatable; alpha in the layer's mean residual norms on the prompt."),
+    ] = None,
+    max_new_tokens: int = GenerateConfig.max_new_tokens,
+    temperature: Annotated[float, typer.Option(help="0: greedy; > 0: sampling with --seed.")] = GenerateConfig.temperature,
+    seed: int = GenerateConfig.seed,
+    top: Annotated[int, typer.Option(help="Concepts shown per token.")] = GenerateConfig.top,
+    html: Annotated[Optional[Path], typer.Option(help="Also write the trace page of prompt + completion (as `trace --html`).")] = GenerateConfig.html,
+    as_json: opt.AsJson = False,
+    model: opt.Model = GenerateConfig.model,
+    device: opt.Device = GenerateConfig.device,
+    trust_remote_code: opt.TrustRemoteCode = GenerateConfig.trust_remote_code,
+) -> None:
+    """Continue a prompt with a KV cache, one step per token; --readout prints each token's readout as a server returns it."""
+    from .pipelines.generate import Step, run_generate_command
+
+    config = GenerateConfig(
+        prompt=prompt,
+        vectors=vectors,
+        readout=readout,
+        layer=layer,
+        steer=steer or [],
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        top=top,
+        html=html,
+        model=model,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
+
+    def show(step: Step) -> None:
+        concepts = "  ".join(f"{name} {value:+.3f}" for name, value in step.top)
+        stdout.print(f"  {step.index:5d} {step.token!r:>16}  {concepts}", highlight=False)
+
+    with user_errors():
+        result = run_generate_command(config, log=say, on_step=show if readout and not as_json else None)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    stdout.print(prompt + result.completion, highlight=False)
 
 
 @app.command()

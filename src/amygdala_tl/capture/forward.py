@@ -7,8 +7,10 @@ the storing hooks and the early stop. No other module calls the bridge's run met
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -33,6 +35,7 @@ class Batch:
 class ForwardResult:
     acts: dict[str, Tensor]  # hook name -> activation, on the model's device
     logits: Float[Tensor, "batch pos vocab"] | None = None
+    cache: Any = None  # the HF KV cache after this pass (`use_cache` / `cache` given), to hand to the next step
 
 
 def bos_id(tokenizer) -> int:
@@ -94,6 +97,8 @@ def forward(
     logits: bool = False,
     grad: bool = False,
     skip_below: bool = False,
+    use_cache: bool = False,
+    cache: Any = None,
 ) -> ForwardResult:
     """Run the model once: `interventions` first, then the `read` hooks store what they see.
 
@@ -103,7 +108,10 @@ def forward(
     tensors are then part of it, so `torch.autograd.grad(f(acts), acts[name])` is a gradient w.r.t. that hook.
     TransformerLens 4 resumes at `start_at` by running the blocks below it anyway and discarding their
     output; `skip_below` makes them pass their input through instead (block `start_at` swaps in `tokens`
-    whatever they return; callers check one batch first, see `circuits.concept.resume_skips_exactly`)."""
+    whatever they return; callers check one batch first, see `circuits.concept.resume_skips_exactly`).
+    `use_cache` (a prefill) or `cache` (the previous step's `ForwardResult.cache`: `tokens` are then the new
+    tokens only) is incremental decoding as a server does it: the pass computes only the new positions, and
+    the hooks see those positions alone; it needs `logits`."""
     store: dict[str, Tensor] = {}
     wanted = set(read)
 
@@ -130,19 +138,50 @@ def forward(
     kwargs: dict = {"attention_mask": attention_mask.to(device)} if attention_mask is not None else {}
     if start_at is not None:
         kwargs["start_at_layer"] = start_at
+    cached = use_cache or cache is not None
+    if cached and not logits:
+        raise ValueError("a cached (incremental) forward returns logits: pass logits=True")
+    if cached:
+        kwargs |= {"past_key_values": cache} if cache is not None else {"use_cache": True}
     passing = _blocks_pass_through(model, start_at) if skip_below and start_at else contextlib.nullcontext()
-    with torch.inference_mode(not grad), torch.enable_grad() if grad else contextlib.nullcontext(), passing:
+    caching = _cache_reaches_attention(model) if cached else contextlib.nullcontext()
+    with torch.inference_mode(not grad), torch.enable_grad() if grad else contextlib.nullcontext(), passing, caching:
         try:
             out = model.bridge.run_with_hooks(
                 tokens.to(device),
                 fwd_hooks=list(interventions) + [(name, keep(name)) for name in read],
-                return_type="logits" if logits else None,
+                return_type=("logits_and_cache" if cached else "logits") if logits else None,
                 stop_at_layer=stop,
                 **kwargs,
             )
         except _AllRead:  # run_with_hooks removes its hooks on the way out
             out = None
+    if cached:
+        return ForwardResult(store, out[0], out[1])
     return ForwardResult(store, out if logits else None)
+
+
+@contextlib.contextmanager
+def _cache_reaches_attention(model: LoadedModel) -> Iterator[None]:
+    """TransformerLens 4.3's attention bridges look for the KV cache under `past_key_values` (or
+    `layer_past`), which transformers 5 renamed to `cache` on the way into each attention module: left
+    alone, a cached step neither fills the cache nor reads it (the decode step attends to itself alone).
+    For the duration, each attention bridge also gets the cache under the name it reads.
+    tests/test_generate.py checks a cached generation against full forwards, token by token."""
+
+    def rename(module, args, kwargs):  # noqa: ARG001 - torch pre-hook signature
+        if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+            kwargs["past_key_values"] = kwargs["cache"]
+        return args, kwargs
+
+    handles = [block.attn.register_forward_pre_hook(rename, with_kwargs=True) for block in model.bridge.blocks]
+    try:
+        with warnings.catch_warnings():  # the bridge passes HF the cache by its old name, deprecated in transformers 5
+            warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager

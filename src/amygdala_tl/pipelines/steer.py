@@ -44,6 +44,12 @@ def steering_hook(layer: int, vector: Float[Tensor, " d_model"], scale: float) -
     return (hooks.resid_post(layer), add)
 
 
+def pick_token(logits: Float[Tensor, " vocab"], temperature: float, generator: torch.Generator) -> int:
+    """The next token: the argmax at temperature 0, else a sample from softmax(logits / temperature)."""
+    last = logits.float().cpu()
+    return int(torch.multinomial((last / temperature).softmax(-1), 1, generator=generator)) if temperature > 0 else int(last.argmax())
+
+
 def generate(
     model: LoadedModel, prompt: str, interventions: Sequence[Intervention], max_new_tokens: int = 40, temperature: float = 0.0, seed: int = 0
 ) -> str:
@@ -55,8 +61,7 @@ def generate(
     for _ in range(max_new_tokens):
         logits = forward(model, tokens, interventions=interventions, logits=True).logits
         assert logits is not None
-        last = logits[0, -1].float().cpu()
-        token = int(torch.multinomial((last / temperature).softmax(-1), 1, generator=generator)) if temperature > 0 else int(last.argmax())
+        token = pick_token(logits[0, -1], temperature, generator)
         if token == eos:
             break
         new.append(token)
