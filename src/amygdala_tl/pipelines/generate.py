@@ -226,13 +226,13 @@ def run_generate(
         on_step=report,
     )
     log(f"readout at layer {layer}: the declared reading ({pooling}) after each token, " + ("calibrated z" if calibration else "raw served scores"))
-    tokens = decoded_tokens(model.tokenizer, list(ids))  # as `trace` shows a text: concatenated, they are the text
-    text = "".join(tokens)
-    completion = text[len(prompt) :] if text.startswith(prompt) else "".join(tokens[n_prompt:])
+    pieces = decoded_tokens(model.tokenizer, list(ids))  # as `trace` shows a text: concatenated, they are the text
+    text = "".join(pieces)
+    completion = text[len(prompt) :] if text.startswith(prompt) else "".join(pieces[n_prompt:])
     running = {l: running_reading(values, pooling) for l, values in raw.items()}
     trace = Trace(
         text=prompt + completion,
-        tokens=tokens,
+        tokens=pieces,
         layers=list(readout.layers),
         concepts=list(readout.concepts),
         raw=raw,
