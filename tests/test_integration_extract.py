@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from amygdala_tl.capture import DEFAULT_POOLING, capture, encode, reading
 from amygdala_tl.cli import app
 from amygdala_tl.formats.readout import load_readout, score
-from amygdala_tl.pipelines import setup as setup_module
+from amygdala_tl.pipelines import setup as shared_setup  # an alias pytest does not take for its setup_module hook
 
 from .conftest import client_reading
 
@@ -53,7 +53,7 @@ def test_capture_matches_plain_hf_hooks_at_every_layer_including_the_last(bundle
 
 
 def test_cli_extract_end_to_end_and_serving_score_parity(bundled, hf_reference, starter_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(setup_module, "load_model", lambda *args, **kwargs: bundled)
+    monkeypatch.setattr(shared_setup, "load_model", lambda *args, **kwargs: bundled)
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["extract", "--corpus", str(starter_corpus), "-o", str(out), "--layers", "10,-1", "--batch-size", "4"])
     assert result.exit_code == 0, result.output

@@ -24,7 +24,7 @@ def test_hook_z_equals_the_input_of_hf_o_proj(bundled, hf_reference):
     with torch.inference_mode():
         hf_reference(torch.tensor(ids))
     handle.remove()
-    z = capture(bundled, [text], [layer], head_layers=[layer]).z[0, 0]  # [n_heads, d_head], 9 query heads
+    z = capture(bundled, [text], [layer], head_layers=[layer], pooling="last").z[0, 0]  # [n_heads, d_head], 9 query heads
     assert z.shape == (9, 64)
     torch.testing.assert_close(z.reshape(-1), captured["o_in"].float(), atol=1e-4, rtol=1e-4)
 
