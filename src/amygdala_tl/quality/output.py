@@ -31,8 +31,10 @@ def summary_lines(quality: Quality, samples: int = 8) -> list[str]:
 
 
 def triage_lines(triage: Triage, n_layers: int, samples: int = 8) -> list[str]:
-    """`weak (held-out AUROC below 0.85): 2: grateful 0.83, proud 0.84` and its action, bucket by bucket."""
-    lines = [f"triage at {describe_layer(triage.layer, n_layers)} ({triage.protocol}; a concept lands in every bucket its evidence supports):"]
+    """`weak (held-out AUROC below 0.85): 2: grateful (AUROC 0.827), skeptical (AUROC 0.846)` and its action, bucket by bucket."""
+    lines = [
+        f"triage at {describe_layer(triage.layer, n_layers)}, {triage.protocol} figures (a concept lands in every bucket its evidence supports):"
+    ]
     for name, members in triage.buckets.items():
         evidence, action = BUCKETS[name]
         shown = [f"{concept}{evidence_of(name, triage.concepts[concept])}" for concept in members[:samples]]
@@ -46,13 +48,13 @@ def triage_lines(triage: Triage, n_layers: int, samples: int = 8) -> list[str]:
 def evidence_of(bucket: str, entry: ConceptTriage) -> str:
     """What put a concept in a bucket, printed after its name."""
     if bucket == "weak":
-        return f" {entry.auroc:.2f}"
+        return f" (AUROC {entry.auroc:.3f})"
     if bucket == "confused_with":
         return " (" + ", ".join(f"{other} {count}" for other, count in entry.confused_with) + ")" if entry.confused_with else ""
     if bucket == "redundant":
-        return f" {entry.r_squared:.2f}"
+        return f" (R2 {entry.r_squared:.2f})"
     if bucket == "sparse_head_circuit":
-        return f" {entry.head_concentration:.2f} (heads {', '.join(map(str, entry.top_heads))})"
+        return f" ({entry.head_concentration:.2f}, heads {', '.join(map(str, entry.top_heads))})"
     if bucket == "single_neuron":
         return f" (neuron {entry.best_neuron}, {entry.best_neuron_cosine:+.2f})"
     return ""
