@@ -25,7 +25,7 @@ from torch import Tensor
 from ..formats.readout import served_scores
 
 N_RANDOM_SEEDS = 5
-N_CONFUSIONS = 10
+N_CONFUSIONS = 3  # wrong readings kept per concept (the triage names what each concept is mistaken for)
 N_BOOTSTRAP = 1000
 INTERVAL_LEVEL = 0.9
 
@@ -74,7 +74,7 @@ class RankMetrics:
     mean_auroc: float | None
     top1: float | None
     per_concept: dict[str, dict[str, float]]  # concept -> {"auroc", "top1", "n"}
-    confusions: list[dict]  # the most frequent (concept, read_as, count), most first
+    confusions: list[dict]  # every concept's most frequent wrong readings (concept, read_as, count), up to 3 each, most first
 
 
 def rank_metrics(z: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n_texts"], concepts: list[str]) -> RankMetrics:
@@ -97,8 +97,19 @@ def rank_metrics(z: Float[Tensor, "n_texts n_concepts"], labels: Int[Tensor, " n
         float(np.mean([v["auroc"] for v in per_concept.values()])) if per_concept else None,
         float((predicted[labelled] == y[labelled]).mean()) if labelled.any() else None,
         per_concept,
-        [{"concept": t, "read_as": p, "count": n} for (t, p), n in confused.most_common(N_CONFUSIONS)],
+        most_confused(confused),
     )
+
+
+def most_confused(confused: Counter[tuple[str, str]]) -> list[dict]:
+    """Each concept's N_CONFUSIONS most frequent wrong readings, the most frequent pairs first."""
+    kept: Counter[str] = Counter()
+    result = []
+    for (concept, read_as), count in confused.most_common():
+        kept[concept] += 1
+        if kept[concept] <= N_CONFUSIONS:
+            result.append({"concept": concept, "read_as": read_as, "count": count})
+    return result
 
 
 def random_directions(n_concepts: int, d_model: int, seeds: int = N_RANDOM_SEEDS) -> list[Float[Tensor, "n_concepts d_model"]]:

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
 
 from .report import Quality  # noqa: E402
+from .triage import BUCKETS  # noqa: E402
 
 SECTIONS = ("summary", "heldout", "cosines", "pca", "heads", "triage")
 
@@ -93,27 +94,55 @@ def heads_plot(per_head: dict, concept: str, n_heads: int) -> str | None:
     return figure_uri(fig)
 
 
-def triage_table(quality: Quality) -> str:
-    middle = quality.middle_layer
-    bucket_of = {c: name for name, members in quality.triage.buckets.items() if name != "redundant" for c in members}
+def triage_section(quality: Quality) -> str:
+    """Each bucket (evidence, action, members), then every concept's evidence at the triage layer."""
+    triage, middle = quality.triage, quality.middle_layer
+    buckets = "".join(
+        f"<tr><td><b>{name.replace('_', ' ')}</b></td><td>{html.escape(BUCKETS[name][0])}</td><td>{len(members)}</td>"
+        f"<td>{html.escape(BUCKETS[name][1])}</td><td class=small>{html.escape(', '.join(members))}</td></tr>"
+        for name, members in triage.buckets.items()
+    )
     rows = []
     for concept, entry in quality.concepts.items():
-        block = entry.per_layer[middle]
-        heldout = quality.heldout.layers[middle].per_concept.get(concept, {})
+        found = triage.concepts[concept]
         nearest = entry.nearest_concepts[0] if entry.nearest_concepts else ["", float("nan")]
         outliers = "<br>".join(f"{html.escape(o['path'].split('/corpus/')[-1])} ({o['alignment']:.2f})" for o in entry.outlier_stories)
-        r2 = entry.linear_combination[middle]["r_squared"]
+        confused = ", ".join(f"{other} {count}" for other, count in found.confused_with)
+        heads = "" if found.head_concentration is None else f"{found.head_concentration:.2f} (H{', H'.join(map(str, found.top_heads))})"
+        neuron = "–" if found.best_neuron_cosine is None else f"{found.best_neuron_cosine:+.2f} (#{found.best_neuron})"
         rows.append(
-            f"<tr><td>{html.escape(concept)}</td><td>{bucket_of.get(concept, '')}</td><td>{entry.n_positive_stories}</td>"
-            f"<td>{_fmt(heldout.get('auroc'))}</td><td>{_fmt(heldout.get('top1'))}</td>"
-            f"<td>{block['first_pc_variance_ratio']:.2f}</td><td>{_fmt(block['best_neuron_cosine'])}</td>"
-            f"<td>{html.escape(str(nearest[0]))} ({nearest[1]:.2f})</td><td>{_fmt(r2)}</td><td class=small>{outliers}</td></tr>"
+            f"<tr><td>{html.escape(concept)}</td><td>{html.escape(', '.join(b.replace('_', ' ') for b in found.buckets))}</td>"
+            f"<td>{entry.n_positive_stories}</td><td>{_fmt(found.auroc)}</td><td>{_fmt(found.top1)}</td><td>{html.escape(confused)}</td>"
+            f"<td>{_fmt(found.r_squared)}</td><td>{heads or '–'}</td><td>{neuron}</td>"
+            f"<td>{entry.per_layer[triage.layer]['first_pc_variance_ratio']:.2f}</td>"
+            f"<td>{html.escape(str(nearest[0]))} ({nearest[1]:.2f})</td><td class=small>{outliers}</td></tr>"
         )
     header = "".join(
         f"<th>{h}</th>"
-        for h in ("concept", "triage", "stories", "AUROC", "top-1", "first PC", "best neuron cos", "nearest", "ridge R²", "outlier stories")
+        for h in (
+            "concept",
+            "triage",
+            "stories",
+            "AUROC",
+            "top-1",
+            "read instead as",
+            "ridge R²",
+            "head concentration",
+            "best neuron cos",
+            "first PC",
+            f"nearest (layer {middle})",
+            f"outlier stories (layer {middle})",
+        )
     )
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (
+        f"<section id=triage><h2>Triage (layer {triage.layer}, {html.escape(triage.protocol)})</h2>"
+        "<p>Each concept sorted by evidence at the best layer: its held-out AUROC and top-1 and the concepts its held-out texts were read as "
+        "(the leading protocol), the ridge R² of its direction on the others, the head concentration and the best MLP neuron. "
+        "A concept lands in every bucket its evidence supports; clean ones in none.</p>"
+        "<table><thead><tr><th>bucket</th><th>evidence</th><th>concepts</th><th>what to do</th><th>which</th></tr></thead>"
+        f"<tbody>{buckets}</tbody></table><h3>Per concept</h3>"
+        f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
+    )
 
 
 def _fmt(value) -> str:
@@ -130,13 +159,13 @@ def render_html(quality: Quality, directions_by_layer: dict[int, np.ndarray], n_
         head_concept = max(per_head, key=lambda c: max(b["head_concentration"] for b in per_head[c].values()))
     heads_uri = heads_plot(per_head, head_concept, n_heads) if head_concept and n_heads else None
     triage = quality.triage
-    counts = ", ".join(f"{name.replace('_', ' ')}: {len(members)}" for name, members in triage.buckets.items())
+    counts = ", ".join(f"{name.replace('_', ' ')}: {len(members)}" for name, members in triage.buckets.items() if members)
     matrix = np.array([[round(float(v), 4) for v in row] for row in quality.cosine_matrices[best]])
     parts = [
         f"<section id=summary><h1>amygdala-tl quality report</h1><p>{len(concepts)} concepts, method <b>{html.escape(quality.method)}</b>, "
         f"layers {', '.join(map(str, quality.layers))}. Best layer <b>{best}</b>: held-out AUROC <b>{best_block.mean_auroc:.3f}</b>, "
         f"top-1 <b>{best_block.top1:.3f}</b> (random {best_block.random_auroc:.2f} / {best_block.random_top1:.3f}).</p>"
-        f"<p>Triage at layer {triage.layer}: {counts}.</p></section>",
+        f"<p><a href='#triage'>Triage</a> at layer {triage.layer} ({html.escape(triage.protocol)}): {counts}.</p></section>",
         f"<section id=heldout><h2>Held-out evaluation</h2><p>Leading figure: {html.escape(heldout.protocol)}. "
         "Scored as a client of the server scores: the raw dot product of each text's residual, pooled as the export declares in calibration.json "
         "(by default the mean over the text's tokens, which equals the mean of the per-token served scores), with each exported fp16 row, "
@@ -149,7 +178,7 @@ def render_html(quality: Quality, directions_by_layer: dict[int, np.ndarray], n_
         "<section id=heads><h2>Per-head selectivity</h2>"
         + (f"<img alt='head selectivity' src='{heads_uri}'>" if heads_uri else "<p>No per-head decomposition in this run.</p>")
         + "</section>",
-        f"<section id=triage><h2>Triage and outliers (layer {quality.middle_layer})</h2>{triage_table(quality)}</section>",
+        triage_section(quality),
     ]
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"

@@ -7,6 +7,7 @@ from ..rundir import HTML_FILE, QUALITY_FILE, json_payload
 from .heldout import heldout_line
 from .html import render_html
 from .report import Quality, QualityInputs, build_quality
+from .triage import BUCKETS, ConceptTriage, Triage
 
 
 def quality_payloads(inputs: QualityInputs, n_heads: int | None, run_id: str, head_concept: str | None = None) -> tuple[Quality, dict[str, bytes]]:
@@ -17,17 +18,43 @@ def quality_payloads(inputs: QualityInputs, n_heads: int | None, run_id: str, he
     return quality, {QUALITY_FILE: json_payload(quality.to_json(), run_id), HTML_FILE: page.encode()}
 
 
-def summary_lines(quality: Quality, samples: int = 4) -> list[str]:
-    triage, n_layers, heldout = quality.triage, quality.n_layers, quality.heldout
-    lines = [f"triage at {describe_layer(triage.layer, n_layers)}:"]
-    for name, members in triage.buckets.items():
-        if members:
-            shown = ", ".join(members[:samples]) + (", ..." if len(members) > samples else "")
-            lines.append(f"  {name.replace('_', ' ')}: {len(members)} ({shown})")
-    lines.append(f"held-out ({heldout.protocol}):")
+def summary_lines(quality: Quality, samples: int = 8) -> list[str]:
+    """The held-out lines, then the triage (what to do about each concept), last so that it is what a user sees."""
+    n_layers, heldout = quality.n_layers, quality.heldout
+    lines = [f"held-out ({heldout.protocol}):"]
     for layer in quality.layers:
         lines.append("  " + heldout_line(layer, heldout.layers[layer], lambda l: describe_layer(l, n_layers)))
     lines.append(f"recommended layers (best held-out AUROC first): {', '.join(map(str, heldout.recommended_layers))}")
     if heldout.disagreement:
         lines.append(f"note: {heldout.disagreement}")
+    return lines + triage_lines(quality.triage, n_layers, samples)
+
+
+def triage_lines(triage: Triage, n_layers: int, samples: int = 8) -> list[str]:
+    """`weak (held-out AUROC below 0.85): 2: grateful (AUROC 0.827), skeptical (AUROC 0.846)` and its action, bucket by bucket."""
+    lines = [
+        f"triage at {describe_layer(triage.layer, n_layers)}, {triage.protocol} figures (a concept lands in every bucket its evidence supports):"
+    ]
+    for name, members in triage.buckets.items():
+        evidence, action = BUCKETS[name]
+        shown = [f"{concept}{evidence_of(name, triage.concepts[concept])}" for concept in members[:samples]]
+        listed = (": " + ", ".join(shown) + (", ..." if len(members) > samples else "")) if members else ""
+        lines.append(f"  {name.replace('_', ' ')} ({evidence}): {len(members)}{listed}")
+        if members:
+            lines.append(f"    -> {action}")
     return lines
+
+
+def evidence_of(bucket: str, entry: ConceptTriage) -> str:
+    """What put a concept in a bucket, printed after its name."""
+    if bucket == "weak":
+        return f" (AUROC {entry.auroc:.3f})"
+    if bucket == "confused_with":
+        return " (" + ", ".join(f"{other} {count}" for other, count in entry.confused_with) + ")" if entry.confused_with else ""
+    if bucket == "redundant":
+        return f" (R2 {entry.r_squared:.2f})"
+    if bucket == "sparse_head_circuit":
+        return f" ({entry.head_concentration:.2f}, heads {', '.join(map(str, entry.top_heads))})"
+    if bucket == "single_neuron":
+        return f" (neuron {entry.best_neuron}, {entry.best_neuron_cosine:+.2f})"
+    return ""

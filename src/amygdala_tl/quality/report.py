@@ -16,13 +16,7 @@ from ..corpus import Story
 from ..directions.heads import PerHead
 from .heldout import FoldFit, Heldout, cv_evaluation, development_set_evaluation, heldout_evaluation
 from .metrics import concept_metrics, cosine_matrix, linear_combination, nearest_concepts
-
-CONTAMINATED_COSINE = 0.8
-CLEAN_FIRST_PC = 0.7
-FRAGMENTED_FIRST_PC = 0.4
-SINGLE_NEURON_COSINE = 0.6
-REDUNDANT_R2 = 0.9
-MIN_STORIES_FOR_TRIAGE = 3  # with 1-2 stories the first-PC ratio is 1.0 by construction
+from .triage import Triage, triage
 
 
 @dataclass(kw_only=True)
@@ -100,17 +94,6 @@ class ConceptQuality:
 
 
 @dataclass
-class Triage:
-    """The buckets at the middle target layer, as docs/methods.md defines them (redundant counted on its own)."""
-
-    layer: int
-    buckets: dict[str, list[str]]
-
-    def to_json(self) -> dict:
-        return {"layer": self.layer, **self.buckets}
-
-
-@dataclass
 class Quality:
     """quality.json."""
 
@@ -165,40 +148,15 @@ def build_quality(inputs: QualityInputs) -> Quality:
     middle = middle_layer(inputs.layers)
     cosines = {layer: cosine_matrix(inputs.directions[slot]) for slot, layer in enumerate(inputs.layers)}
     concepts = {concept: concept_quality(inputs, c, middle, cosines[middle]) for c, concept in enumerate(inputs.concepts)}
+    heldout = inputs.heldout or heldout_block(inputs)
     return Quality(
         inputs.method,
         inputs.layers,
         inputs.n_layers,
         middle,
         concepts,
-        triage(concepts, middle),
-        inputs.heldout or heldout_block(inputs),
+        triage(concepts, heldout),
+        heldout,
         cosines,
         inputs.per_head.skipped_json() if inputs.per_head is not None else None,
     )
-
-
-def triage(concepts: dict[str, ConceptQuality], middle: int) -> Triage:
-    """Buckets at the middle target layer, as docs/methods.md defines them (redundant counted on its own)."""
-    buckets: dict[str, list[str]] = {
-        name: [] for name in ("too_few_stories", "contaminated", "clean_single_neuron", "clean_low_dim_circuit", "fragmented", "mixed", "redundant")
-    }
-    for concept, entry in concepts.items():
-        block = entry.per_layer[middle]
-        r_squared = entry.linear_combination[middle]["r_squared"]
-        if r_squared is not None and r_squared > REDUNDANT_R2:
-            buckets["redundant"].append(concept)
-        first_pc, neuron = block["first_pc_variance_ratio"], block["best_neuron_cosine"]
-        if entry.n_positive_stories < MIN_STORIES_FOR_TRIAGE:
-            buckets["too_few_stories"].append(concept)
-        elif entry.nearest_concepts and entry.nearest_concepts[0][1] > CONTAMINATED_COSINE:
-            buckets["contaminated"].append(concept)
-        elif first_pc > CLEAN_FIRST_PC and neuron is not None and abs(neuron) > SINGLE_NEURON_COSINE:
-            buckets["clean_single_neuron"].append(concept)
-        elif first_pc > CLEAN_FIRST_PC:
-            buckets["clean_low_dim_circuit"].append(concept)
-        elif first_pc < FRAGMENTED_FIRST_PC:
-            buckets["fragmented"].append(concept)
-        else:
-            buckets["mixed"].append(concept)
-    return Triage(middle, buckets)
