@@ -6,7 +6,7 @@ import sys
 from amygdala_tl.capture import capture
 from amygdala_tl.capture.store import ActivationStore
 from tests.conftest import make_tiny_model
-from tests.test_store import TEXTS
+from tests.unit.test_store import TEXTS
 
 root = sys.argv[1]
 model = make_tiny_model()

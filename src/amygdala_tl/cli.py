@@ -40,7 +40,7 @@ def extract(
     stories_dir: opt.StoriesDir = ExtractConfig.stories_dir,
     paired_dir: opt.PairedDir = ExtractConfig.paired_dir,
     # layers and method: ExtractConfig types them wider (a list of indices; a Method or a fit callable), so the two
-    # defaults are written here too, and tests/test_cli.py checks that they are ExtractConfig's
+    # defaults are written here too, and tests/unit/test_cli.py checks that they are ExtractConfig's
     layers: opt.Layers = None,
     output_dir: opt.OutputDir = ExtractConfig.output_dir,
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = "lda",

@@ -183,7 +183,7 @@ def boot_bridge(label: str, **kwargs: Any) -> Any:
 
     try:
         from transformer_lens.model_bridge.sources.transformers import helpers
-    except ImportError:  # another TransformerLens layout; tests/test_architectures.py checks that no boot runs pip
+    except ImportError:  # another TransformerLens layout; tests/unit/test_architectures.py checks that no boot runs pip
         return TransformerBridge.boot_transformers(label, **kwargs)
     installer = getattr(helpers, "_ensure_torchvision", None)
     helpers._ensure_torchvision = lambda: importlib.util.find_spec("torchvision") is not None

@@ -167,7 +167,7 @@ def _cache_reaches_attention(model: LoadedModel) -> Iterator[None]:
     `layer_past`), which transformers 5 renamed to `cache` on the way into each attention module: left
     alone, a cached step neither fills the cache nor reads it (the decode step attends to itself alone).
     For the duration, each attention bridge also gets the cache under the name it reads.
-    tests/test_generate.py checks a cached generation against full forwards, token by token."""
+    tests/unit/test_generate.py checks a cached generation against full forwards, token by token."""
 
     def rename(module, args, kwargs):  # noqa: ARG001 - torch pre-hook signature
         if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:

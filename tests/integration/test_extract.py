@@ -13,7 +13,7 @@ from amygdala_tl.cli import app
 from amygdala_tl.formats.readout import load_readout, score
 from amygdala_tl.pipelines import setup as shared_setup  # an alias pytest does not take for its setup_module hook
 
-from .conftest import client_reading
+from ..conftest import client_reading
 
 pytestmark = pytest.mark.integration
 

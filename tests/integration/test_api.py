@@ -10,7 +10,7 @@ import pytest
 import amygdala_tl as at
 
 pytestmark = pytest.mark.integration
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def readme_example() -> str:

@@ -20,7 +20,7 @@ from amygdala_tl.corpus import load_corpus
 from amygdala_tl.model import LoadedModel, facts_of
 from amygdala_tl.model_spec import ModelSpec
 
-from .conftest import WORDS, make_tiny_hf, write
+from ..conftest import WORDS, make_tiny_hf, write
 
 PROMPTS = ["the cat sat on the mat and the dog", "she had a cup of tea at the table", "rain on the road"]
 

@@ -22,10 +22,10 @@ from amygdala_tl.quality.report import DevSet
 from amygdala_tl.quality.trace_html import SECTIONS, render_trace_html, write_trace_html
 from amygdala_tl.tracing import Trace, trace_text
 
-from .conftest import client_reading, make_tiny_hf, write
+from ..conftest import client_reading, make_tiny_hf, write
 from .test_reading import hf_token_outputs
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-output"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-output"
 TEXT = "she had a cup of tea at the table in the morning and it was warm and the rain was on the window"
 
 
@@ -92,7 +92,7 @@ def test_calibration_z_is_standard_on_the_reference_set_and_thresholds_give_thei
 
 @pytest.fixture(scope="module")
 def calibrated_run(tmp_path_factory, tiny_model):
-    from .conftest import copy_starter_corpus
+    from ..conftest import copy_starter_corpus
 
     root = tmp_path_factory.mktemp("trace")
     corpus = copy_starter_corpus(root / "corpus")
@@ -183,7 +183,7 @@ def test_trace_page_in_headless_chromium(calibrated_run, tiny_model):
         pytest.skip("chromium not installed (make test installs it)")
     from playwright.sync_api import sync_playwright
 
-    from .html_check import CHROMIUM_ARGS
+    from ..html_check import CHROMIUM_ARGS
 
     result, _, _ = calibrated_run
     traced = result.trace(TEXT + " and the sky was quiet </script> <b>")  # markup in the text stays text

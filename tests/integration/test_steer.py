@@ -8,7 +8,7 @@ from amygdala_tl.corpus import load_corpus
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 from amygdala_tl.pipelines.steer import measure, steer
 
-from .conftest import CORPUS
+from ..conftest import CORPUS
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from amygdala_tl.corpus import check_corpus, names_own_concept
 
-from .conftest import write
+from ..conftest import write
 
 GOOD = "She walked along the quiet road as the light changed over the fields and the hills. " * 6  # 96 words
 VOCAB = (

@@ -20,7 +20,7 @@ from amygdala_tl.model import LoadedModel, load_model
 from amygdala_tl.model_spec import resolve_model_spec
 from amygdala_tl.pipelines.extract import ExtractConfig, ExtractResult, run_extract
 
-from .conftest import copy_starter_corpus, make_tiny_hf, make_tokenizer
+from ..conftest import copy_starter_corpus, make_tiny_hf, make_tokenizer
 
 N_LAYERS, LAYERS, MAX_LENGTH = 4, [1, 2, 3], 64
 TOLERANCE = dict(atol=1e-6, rtol=0.0)

@@ -38,7 +38,7 @@ def llama_cpp_slots(path, n_layer: int) -> dict[int, np.ndarray]:
 
 def test_gguf_control_vector_steers_the_block_it_was_learned_at(tiny_model, tmp_path):
     """llama.cpp's semantics on a plain HF copy == our steering at hook_resid_post(b), last block included."""
-    from .conftest import make_tiny_hf
+    from ..conftest import make_tiny_hf
 
     n_layers, d_model = tiny_model.facts.n_layers, tiny_model.facts.d_model
     directions = torch.randn(2, 2, d_model, generator=torch.Generator().manual_seed(0))
@@ -81,7 +81,7 @@ def test_export_checks_and_dispatches_through_one_format_table(tmp_path, monkeyp
     """`export --format` names an entry of FORMATS: the entry's writer writes, with its default suffix; any other name is refused."""
     from amygdala_tl.pipelines.export import FORMATS, ExportConfig, ExportFormat, export_control_vector
 
-    from .conftest import write_readout
+    from ..conftest import write_readout
 
     write_readout(build_readout(["calm", "afraid"], [1, 2], torch.randn(2, 2, 8)), tmp_path / "vec")
     calls = []

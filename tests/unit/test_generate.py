@@ -13,7 +13,7 @@ from amygdala_tl.pipelines.generate import GenerateConfig, Steering, generate_wi
 from amygdala_tl.pipelines.steer import generate, mean_resid_norm, prompt_tokens, steering_hook
 from amygdala_tl.pipelines.vectors import open_vectors
 
-from .conftest import copy_starter_corpus, make_tiny_hf, write_readout
+from ..conftest import copy_starter_corpus, make_tiny_hf, write_readout
 
 PROMPTS = ["the cat sat on the", "she had a cup of tea at the table in the morning and"]
 LAYERS = [0, 1, 2]  # every block of the tiny model, the last included

@@ -14,7 +14,7 @@ from amygdala_tl.circuits.head import Head
 from amygdala_tl.corpus import load_corpus
 from amygdala_tl.errors import UserError
 
-from .conftest import WORDS, make_tiny_model
+from ..conftest import WORDS, make_tiny_model
 
 PREV_HEAD, INDUCTION_HEAD = (0, 1), (2, 3)
 

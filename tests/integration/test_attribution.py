@@ -10,7 +10,7 @@ from amygdala_tl.capture.forward import last_token_resid
 from amygdala_tl.circuits.concept import concept_circuit, sample_texts
 from amygdala_tl.corpus import load_corpus
 
-from .conftest import CORPUS
+from ..conftest import CORPUS
 
 pytestmark = pytest.mark.integration
 LAYER, NEGATIVES = 12, 4

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from amygdala_tl.capture import activations_from_store, capture
 from amygdala_tl.capture.store import ActivationStore, StoreWarning
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WORDS = "the cat sat on the mat and the dog was quiet in the warm room at night".split()
 TEXTS = [" ".join(WORDS[i % 7 : i % 7 + 3 + i % 9]) + f" {WORDS[i % 17]}" for i in range(16)]
 

@@ -13,7 +13,7 @@ from amygdala_tl import atomic
 from amygdala_tl.errors import UserError
 from amygdala_tl.formats.readout import MANIFEST_KEYS, build_readout, load_readout, score
 
-from .conftest import write_readout
+from ..conftest import write_readout
 
 
 def make_readout(n_layers=3, n_concepts=4, d=64, seed=0, metadata=None):

@@ -19,7 +19,7 @@ from amygdala_tl.pipelines.heads import AblateConfig, ConceptConfig, DetectConfi
 from amygdala_tl.pipelines.score import ScoreConfig
 from amygdala_tl.pipelines.steer import SteerConfig
 
-from .conftest import CORPUS
+from ..conftest import CORPUS
 
 
 def output_lines(result):

@@ -18,7 +18,7 @@ from amygdala_tl.pipelines.report import run_report
 from amygdala_tl.pipelines.vectors import open_vectors
 from amygdala_tl.rundir import RUN_FILES
 
-from .conftest import write
+from ..conftest import write
 
 
 def never_load(*args, **kwargs):

@@ -12,7 +12,7 @@ from amygdala_tl.errors import UserError
 from amygdala_tl.formats.readout import load_readout
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
-from .conftest import write
+from ..conftest import write
 
 
 def never_load(*args, **kwargs):

@@ -19,7 +19,7 @@ from amygdala_tl.model import DeferredModel, load_model
 from amygdala_tl.model_spec import ModelSpec, model_identity
 from amygdala_tl.rundir import PER_HEAD_FILE, VECTORS_FILE
 
-from .conftest import copy_starter_corpus, make_tiny_hf, make_tokenizer, write
+from ..conftest import copy_starter_corpus, make_tiny_hf, make_tokenizer, write
 
 
 @pytest.fixture

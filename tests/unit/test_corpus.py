@@ -7,7 +7,7 @@ import pytest
 from amygdala_tl.corpus import BASELINE, CorpusWarning, load_corpus, select_concepts
 from amygdala_tl.errors import UserError
 
-from .conftest import write
+from ..conftest import write
 
 STORY = "word " * 90
 

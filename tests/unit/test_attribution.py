@@ -14,7 +14,7 @@ from amygdala_tl.circuits.attribution import attribution_effects, contrast, esti
 from amygdala_tl.circuits.concept import concept_circuit, sample_texts
 from amygdala_tl.cli import app
 
-from .conftest import WORDS, make_tiny_hf, write
+from ..conftest import WORDS, make_tiny_hf, write
 
 LAYER, N_LAYERS = 2, 3
 

@@ -15,7 +15,7 @@ from amygdala_tl.directions.pooled import diff_of_means
 from amygdala_tl.directions.subspace import subspace_directions
 from amygdala_tl.formats.readout import build_readout
 
-from .conftest import WORDS
+from ..conftest import WORDS
 
 # ---- tokenization: BOS kept, the END of a long story kept ----------------------------------------
 

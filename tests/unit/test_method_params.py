@@ -20,7 +20,7 @@ from amygdala_tl.errors import UserError
 from amygdala_tl.pipelines.compare import compare_methods
 from amygdala_tl.pipelines.report import run_report
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def never_load(*args, **kwargs):

@@ -10,7 +10,7 @@ from amygdala_tl.capture import capture, encode, reading
 from amygdala_tl.formats.readout import served_scores
 from amygdala_tl.quality.evaluation import bootstrap_interval, mean_rank_auroc, rank_metrics
 
-from .conftest import client_reading, make_tiny_hf
+from ..conftest import client_reading, make_tiny_hf
 
 
 def labelled_scores(seed: int, n_texts: int = 90, n_concepts: int = 6, signal: float = 1.0):

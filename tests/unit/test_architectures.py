@@ -25,7 +25,7 @@ from amygdala_tl.capture import DEFAULT_POOLING, reading
 from amygdala_tl.formats.readout import load_readout
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
-from .conftest import client_reading
+from ..conftest import client_reading
 
 VOCAB = 49152  # the bundled SmolLM2 tokenizer's vocabulary
 MAX_LENGTH = 200  # the stories run 126-228 tokens: some keep their end, the others are right-padded in a batch

@@ -16,7 +16,7 @@ from amygdala_tl.corpus import Corpus, Story
 from amygdala_tl.errors import UserError
 from amygdala_tl.quality.heldout import cv_evaluation, cv_folds
 
-from .conftest import CORPUS, copy_starter_corpus, write
+from ..conftest import CORPUS, copy_starter_corpus, write
 
 # ---- cross-validation: a paired scenario is one group, and no fold splits a group ----------------
 

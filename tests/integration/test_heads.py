@@ -50,7 +50,7 @@ def test_trained_model_has_induction_and_previous_token_heads(bundled):
     assert top_score > 10 * chance and len(result.flagged) >= 2
     from amygdala_tl.corpus import load_corpus
 
-    from .conftest import CORPUS
+    from ..conftest import CORPUS
 
     natural = natural_batch(bundled.tokenizer, load_corpus(CORPUS).texts[:24], 48)
     previous = previous_token(bundled, natural)

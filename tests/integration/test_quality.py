@@ -17,12 +17,12 @@ from amygdala_tl.pipelines.score import ScoreConfig, score_texts
 from amygdala_tl.quality.html import SECTIONS
 
 pytestmark = pytest.mark.integration
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-output"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-output"
 
 
 @pytest.fixture(scope="module")
 def quality_run(bundled, tmp_path_factory):
-    from .conftest import CORPUS
+    from ..conftest import CORPUS
 
     root = tmp_path_factory.mktemp("quality")
     corpus = root / "corpus"
@@ -115,8 +115,8 @@ def test_evaluate_reads_the_exported_files_as_the_export_declares(quality_run, b
     from amygdala_tl.capture import DEFAULT_POOLING, reading
     from amygdala_tl.pipelines.evaluate import EvaluateConfig, evaluate_vectors
 
-    from .conftest import CORPUS, client_reading
-    from .test_integration_extract import hf_token_outputs
+    from ..conftest import CORPUS, client_reading
+    from .test_extract import hf_token_outputs
 
     result, out = quality_run
     declared = reading(DEFAULT_POOLING)

@@ -16,7 +16,7 @@ from amygdala_tl.errors import UserError
 from amygdala_tl.formats.readout import build_readout, load_readout
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
-from .conftest import write, write_readout
+from ..conftest import write, write_readout
 
 
 def never_load(*args, **kwargs):

@@ -11,7 +11,7 @@ from amygdala_tl.model import LoadedModel, facts_of
 from amygdala_tl.model_spec import ModelSpec
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
-from .conftest import make_tiny_hf, make_tokenizer
+from ..conftest import make_tiny_hf, make_tokenizer
 
 
 def tiny_in(dtype: torch.dtype) -> LoadedModel:

@@ -17,7 +17,7 @@ from amygdala_tl.errors import UserError
 from amygdala_tl.formats.readout import MANIFEST_FILE, Readout, build_readout, load_readout
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
-from .conftest import write_readout
+from ..conftest import write_readout
 
 
 def never_load(*args, **kwargs):
@@ -131,7 +131,7 @@ def test_api_entry_points_refuse_wrong_types_with_a_user_error():
     import subprocess
     import sys
 
-    from .conftest import REPO
+    from ..conftest import REPO
 
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     lines = subprocess.run([sys.executable, "-c", API_MISTAKES], env=env, capture_output=True, text=True, check=True).stdout.splitlines()
@@ -228,7 +228,7 @@ DEFAULT_CORPUS_ARGS = ("extract", "compare-methods")
 
 def make_inputs(tmp: Path, corpus: Path) -> None:
     """The bad files the table's rows name."""
-    from .conftest import write
+    from ..conftest import write
 
     bundled = Path(__import__("amygdala_tl").resolve_model_spec(None).location)
     (tmp / "truncated.gguf").write_bytes(bundled.open("rb").read(1 << 20))
@@ -319,7 +319,7 @@ def test_the_checks_before_the_load_run_once_per_command(args, starter_corpus, t
     from amygdala_tl import preflight
     from amygdala_tl.cli import app
 
-    from .conftest import write
+    from ..conftest import write
 
     write(tmp_path / "llama" / "config.json", '{"model_type": "llama", "num_hidden_layers": 3}')
     write_readout(build_readout(["calm", "afraid"], [1, 2], torch.randn(2, 2, 576)), tmp_path / "vec")
