@@ -181,23 +181,15 @@ def test_trace_page_in_headless_chromium(calibrated_run, tiny_model):
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
         pytest.skip("chromium not installed (make test installs it)")
-    from playwright.sync_api import sync_playwright
 
-    from ..html_check import CHROMIUM_ARGS
+    from ..html_check import opened_page
 
     result, _, _ = calibrated_run
     traced = result.trace(TEXT + " and the sky was quiet </script> <b>")  # markup in the text stays text
     ARTIFACTS.mkdir(exist_ok=True)
     page_path = write_trace_html(traced, ARTIFACTS / "trace.html")
     assert render_trace_html(traced).count("</script>") == 2
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 800})
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(page_path.resolve().as_uri())
-        page.wait_for_load_state("load")
+    with opened_page(page_path, 1200, 800) as (page, errors):
         assert page.eval_on_selector_all("section", "s => s.map(x => x.id)") == list(SECTIONS)
         assert page.eval_on_selector_all(".tok", "t => t.map(x => x.textContent).join('')") == "".join(traced.tokens)
         assert page.eval_on_selector_all("polyline.series", "p => p.length") == min(5, len(traced.concepts))
@@ -211,6 +203,5 @@ def test_trace_page_in_headless_chromium(calibrated_run, tiny_model):
         assert page.eval_on_selector(".tok >> nth=3", "x => x.style.background") != before
         page.select_option("#layer", str(traced.layers[0]))
         page.screenshot(path=str(ARTIFACTS / "trace.png"), full_page=True)
-        browser.close()
     assert errors == []
     assert (ARTIFACTS / "trace.png").stat().st_size > 10_000
