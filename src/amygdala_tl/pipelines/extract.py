@@ -49,6 +49,7 @@ from .setup import (
 )
 
 __all__ = ["ExtractConfig", "ExtractResult", "extract", "run_extract"]
+DEFAULT_EXPORT_BEST = 3  # --quality-report exports this many of the best held-out layers unless --export-best-layers says
 DEGENERATE_RELATIVE_GAP = 1e-6  # |mean(P) - mean(N)| below this share of the mean activation norm: no signal
 
 
@@ -164,7 +165,8 @@ def evaluate_run(
     prepared: Prepared, config: ExtractConfig, analysis: Analysis, record: RunRecord, dev: DevSet | None, log: Log
 ) -> tuple[dict | None, dict[str, bytes], list[int]]:
     """With --quality-report: quality.json and report.html (led by the development set when there is one), and the
-    layers to export (--export-best-layers: the best held-out ones). Without: nothing, and every target layer."""
+    layers to export (--export-best-layers, default 3: the best held-out ones; 0: every target layer). Without: nothing,
+    and every target layer."""
     if dev is not None and prepared.dev_stories is not None:
         record.heldout, record.heldout_sha256 = dev.directory, stories_fingerprint(prepared.dev_stories)
         log(f"development test set: {dev.acts.shape[1]} texts from {prepared.dev_dir} (evaluation only, never trained on)")
@@ -188,8 +190,9 @@ def evaluate_run(
     for line in summary_lines(built):
         log(line)
     export_layers = prepared.layers
-    if config.export_best_layers:
-        export_layers = sorted(built.heldout.recommended_layers[: config.export_best_layers])
+    n_best = DEFAULT_EXPORT_BEST if config.export_best_layers is None else config.export_best_layers
+    if n_best and n_best < len(prepared.layers):
+        export_layers = sorted(built.heldout.recommended_layers[:n_best])
         log(f"exporting the {len(export_layers)} best layers: {', '.join(map(str, export_layers))}")
     return built.to_json(), files, export_layers
 
