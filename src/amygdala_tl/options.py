@@ -29,7 +29,10 @@ TrustRemoteCode = Annotated[
 CorpusDir = Annotated[Path, typer.Option("--corpus", help="Corpus directory (stories/, paired/).")]
 Vectors = Annotated[Path, typer.Option("--vectors", help="Directory with readout.safetensors + readout.json (an extract output).")]
 OutputDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Where the outputs go.")]
-Layers = Annotated[Optional[str], typer.Option(help="Comma-separated HF block indices, negatives from the end. Default: every block (restrict the search with this).")]
+Layers = Annotated[
+    Optional[str],
+    typer.Option(help="Comma-separated HF block indices, negatives from the end. Default: every block (restrict the search with this)."),
+]
 BatchSize = Annotated[int, typer.Option(help="Texts per forward pass.")]
 MaxLength = Annotated[int, typer.Option(help="Longer stories keep their last max-length tokens (reported).")]
 MinPositives = Annotated[int, typer.Option(help="Concepts with fewer positive stories are left out of the export.")]
@@ -53,6 +56,13 @@ ExportBestLayers = Annotated[
     Optional[int],
     typer.Option(
         help="With --quality-report: export the N best held-out layers (default 3; 0: every searched layer). Without it every searched layer is exported."
+    ),
+]
+LayersCombined = Annotated[
+    Optional[int],
+    typer.Option(
+        "--layers-combined",
+        help="Also read the mean of each concept's z over the K best exported layers (calibration.json's layers_ranked).",
     ),
 ]
 PoolingOption = Annotated[

@@ -163,7 +163,11 @@ def evaluate_served(
 ) -> ServedEvaluation:
     """Figures for one layer: `labels[t]` is the row of text t's concept in `vectors`, -1 for neutral texts."""
     return evaluate_z(
-        zscore(served_scores(hidden, vectors)), labels, concepts, lambda directions: zscore(served_scores(hidden, directions.float())), hidden.shape[1]
+        zscore(served_scores(hidden, vectors)),
+        labels,
+        concepts,
+        lambda directions: zscore(served_scores(hidden, directions.float())),
+        hidden.shape[1],
     )
 
 

@@ -460,7 +460,6 @@ def combined_line(reading: CombinedReading) -> str:
     figures, interval = reading.figures, reading.figures.auroc_interval
     shown = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
     top1 = reading.figures.top1_interval
-    return (
-        f"mean of z over layers {', '.join(map(str, reading.layers))}: AUROC {figures.mean_auroc:.3f}{shown}, top-1 {figures.top1:.3f}"
-        + (f" [{top1[0]:.3f}, {top1[1]:.3f}]" if top1 else "")
+    return f"mean of z over layers {', '.join(map(str, reading.layers))}: AUROC {figures.mean_auroc:.3f}{shown}, top-1 {figures.top1:.3f}" + (
+        f" [{top1[0]:.3f}, {top1[1]:.3f}]" if top1 else ""
     )

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
 
-from .report import Quality  # noqa: E402
 from .heldout import Heldout, combined_line  # noqa: E402
+from .report import Quality  # noqa: E402
 
 SECTIONS = ("summary", "heldout", "cosines", "pca", "heads", "triage")
 
@@ -38,8 +38,9 @@ def heldout_plot(quality: Quality) -> str:
     ):
         ax.plot(layers, [getattr(b, key) for b in blocks], "o-", markersize=3 if many else 6, label=f"{quality.method}: {heldout.protocol}")
         intervals = [getattr(b, key.replace("mean_", "") + "_interval", None) for b in blocks]
-        if all(interval is not None for interval in intervals):
-            ax.fill_between(layers, [i[0] for i in intervals], [i[1] for i in intervals], alpha=0.2, label="90% bootstrap interval")
+        if all(isinstance(interval, list) for interval in intervals):
+            low, high = [i[0] for i in intervals if i], [i[1] for i in intervals if i]
+            ax.fill_between(layers, low, high, alpha=0.2, label="90% bootstrap interval")
         if (combined := heldout.recommended_combined) is not None and getattr(combined.figures, key) is not None:
             ax.axhline(getattr(combined.figures, key), color="purple", linestyle=":", label=f"mean of z, layers {combined.layers}")
         if many:
