@@ -150,6 +150,7 @@ def score(
     raw: Annotated[
         bool, typer.Option("--raw", help="Raw declared-reading scores <pooled h, v> instead of calibrated z (calibration.json).")
     ] = ScoreConfig.raw,
+    layers_combined: opt.LayersCombined = ScoreConfig.layers_combined,
     device: opt.Device = ScoreConfig.device,
     trust_remote_code: opt.TrustRemoteCode = ScoreConfig.trust_remote_code,
 ) -> None:
@@ -164,6 +165,7 @@ def score(
         top=top,
         centered=centered,
         raw=raw,
+        layers_combined=layers_combined,
         device=device,
         trust_remote_code=trust_remote_code,
     )
@@ -225,13 +227,16 @@ def evaluate(
     heldout: opt.Heldout = EvaluateConfig.heldout,
     model: opt.Model = EvaluateConfig.model,
     as_json: opt.AsJson = False,
+    layers_combined: opt.LayersCombined = EvaluateConfig.layers_combined,
     device: opt.Device = EvaluateConfig.device,
     trust_remote_code: opt.TrustRemoteCode = EvaluateConfig.trust_remote_code,
 ) -> None:
     """The exported vectors on a separately written test set, read as the server reads them (z-scored per concept)."""
     from .pipelines.evaluate import COLUMNS, evaluate_vectors
 
-    config = EvaluateConfig(vectors=vectors, heldout=heldout, model=model, device=device, trust_remote_code=trust_remote_code)
+    config = EvaluateConfig(
+        vectors=vectors, heldout=heldout, model=model, layers_combined=layers_combined, device=device, trust_remote_code=trust_remote_code
+    )
     with user_errors():
         result = evaluate_vectors(config, log=say)
     if as_json:

@@ -29,7 +29,10 @@ TrustRemoteCode = Annotated[
 CorpusDir = Annotated[Path, typer.Option("--corpus", help="Corpus directory (stories/, paired/).")]
 Vectors = Annotated[Path, typer.Option("--vectors", help="Directory with readout.safetensors + readout.json (an extract output).")]
 OutputDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Where the outputs go.")]
-Layers = Annotated[Optional[str], typer.Option(help="Comma-separated HF block indices, negatives from the end. Default: 40/50/60/70/80% depth.")]
+Layers = Annotated[
+    Optional[str],
+    typer.Option(help="Comma-separated HF block indices, negatives from the end. Default: every block (restrict the search with this)."),
+]
 BatchSize = Annotated[int, typer.Option(help="Texts per forward pass.")]
 MaxLength = Annotated[int, typer.Option(help="Longer stories keep their last max-length tokens (reported).")]
 MinPositives = Annotated[int, typer.Option(help="Concepts with fewer positive stories are left out of the export.")]
@@ -49,7 +52,19 @@ Heads = Annotated[bool, typer.Option(help="Per-head decomposition from attn.hook
 CacheDir = Annotated[Optional[Path], typer.Option(help="Activation store (default: OUTPUT_DIR/cache); re-runs reuse it.")]
 UseCache = Annotated[bool, typer.Option(help="Use the activation store (--no-cache: capture afresh, store nothing).")]
 QualityReport = Annotated[bool, typer.Option(help="Also write quality.json + report.html (metrics, triage, held-out).")]
-ExportBestLayers = Annotated[Optional[int], typer.Option(help="With --quality-report: export only the N best held-out layers.")]
+ExportBestLayers = Annotated[
+    Optional[int],
+    typer.Option(
+        help="With --quality-report: export the N best held-out layers (default 3; 0: every searched layer). Without it every searched layer is exported."
+    ),
+]
+LayersCombined = Annotated[
+    Optional[int],
+    typer.Option(
+        "--layers-combined",
+        help="Also read the mean of each concept's z over the K best exported layers (calibration.json's layers_ranked).",
+    ),
+]
 PoolingOption = Annotated[
     str,
     typer.Option(

@@ -18,7 +18,9 @@ from ..corpus import DEFAULT_HELDOUT, NEUTRAL, load_heldout
 from ..errors import UserError
 from ..layers import describe_layer
 from ..model import LoadedModel, load_model
-from ..quality.evaluation import ServedEvaluation, evaluate_served
+from ..quality.calibration import read_calibration
+from ..quality.evaluation import ServedEvaluation, evaluate_combined, evaluate_served
+from ..quality.heldout import CombinedReading
 from .vectors import load_model_for, open_vectors
 
 
@@ -33,6 +35,7 @@ class Evaluation:
     concepts_exported: int
     layers: dict[int, ServedEvaluation] = field(default_factory=dict)
     skipped_concepts: list[str] = field(default_factory=list)  # in the set but not exported: read as neutral texts
+    combined: CombinedReading | None = None  # --layers-combined K: the mean-of-z reading over the K best exported layers
 
     @property
     def best_layer(self) -> int:
@@ -48,6 +51,7 @@ class Evaluation:
             "skipped_concepts": self.skipped_concepts,
             "best_layer": self.best_layer,
             "layers": {str(layer): result.to_json() for layer, result in self.layers.items()},
+            "combined": self.combined.to_json() if self.combined is not None else None,
         }
 
     def title(self) -> str:
@@ -58,15 +62,19 @@ class Evaluation:
 
     def rows(self, n_layers: int | None = None) -> list[list[str]]:
         describe = (lambda layer: describe_layer(layer, n_layers)) if n_layers else (lambda layer: f"layer {layer}")
+        readings = list(self.layers.items())
+        if self.combined is not None:
+            readings.append((-1, self.combined.figures))
         return [
             [
-                describe(layer) + (" *" if layer == self.best_layer else ""),
+                (describe(layer) if layer >= 0 else f"mean of z, layers {','.join(map(str, self.combined.layers))}")  # type: ignore[union-attr]
+                + (" *" if layer == self.best_layer else ""),
                 f"{r.mean_auroc:.3f}",
                 f"{r.top1:.3f}",
                 f"{r.random_auroc:.2f} / {r.random_top1:.3f}",
                 ", ".join(f"{c['concept']}->{c['read_as']} {c['count']}" for c in r.confusions[:3]),
             ]
-            for layer, r in self.layers.items()
+            for layer, r in readings
         ]
 
 
@@ -83,6 +91,7 @@ class EvaluateConfig:
     device: str | None = None
     trust_remote_code: bool = False
     batch_size: int = 8
+    layers_combined: int | None = None  # also the mean of z over the K best exported layers (calibration.json's layers_ranked)
 
 
 def evaluate_vectors(
@@ -108,4 +117,22 @@ def evaluate_vectors(
     )
     for layer in readout.layers:
         result.layers[layer] = evaluate_served(acts.at(layer), readout.vectors[layer], labels, readout.concepts)
+    if config.layers_combined is not None:
+        layers = combined_layers(config.layers_combined, readout.layers, ranked_by_run(vectors_dir, vectors.record, readout), result)
+        figures = evaluate_combined([acts.at(layer) for layer in layers], [readout.vectors[layer] for layer in layers], labels, readout.concepts)
+        result.combined = CombinedReading(len(layers), layers, figures)
     return result
+
+
+def ranked_by_run(vectors_dir: Path, record, readout) -> list[int] | None:
+    """The exported layers best first, as the run's held-out evaluation ranked them (calibration.json), if it did."""
+    calibration = read_calibration(vectors_dir, record, readout)
+    return calibration.layers_ranked if calibration is not None else None
+
+
+def combined_layers(k: int, exported: list[int], ranked: list[int] | None, result: Evaluation) -> list[int]:
+    """The K layers --layers-combined K reads: the first K of the run's ranking, else the K best on this set."""
+    if not 1 <= k <= len(exported):
+        raise UserError(f"--layers-combined must be between 1 and the {len(exported)} exported layers, got {k}")
+    order = ranked or sorted(exported, key=lambda layer: -(result.layers[layer].mean_auroc or 0.0))
+    return order[:k]

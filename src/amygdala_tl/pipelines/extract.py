@@ -27,6 +27,7 @@ from ..formats.readout import Readout, build_readout, directions_payload, readou
 from ..layers import relative_depth
 from ..model import LoadedModel
 from ..quality.calibration import calibration_payload, read_calibration
+from ..quality.heldout import Heldout
 from ..quality.output import quality_payloads, summary_lines
 from ..quality.report import DevSet
 from ..rundir import CALIBRATION_FILE, DIRECTIONS_FILE, PER_HEAD_FILE, SUBSPACE_FILE, RunRecord, commit_run, json_payload
@@ -49,6 +50,7 @@ from .setup import (
 )
 
 __all__ = ["ExtractConfig", "ExtractResult", "extract", "run_extract"]
+DEFAULT_EXPORT_BEST = 3  # --quality-report exports this many of the best held-out layers unless --export-best-layers says
 DEGENERATE_RELATIVE_GAP = 1e-6  # |mean(P) - mean(N)| below this share of the mean activation norm: no signal
 
 
@@ -128,8 +130,8 @@ def run_extract(
         if payload is not None
     }
     dev = capture_dev_set(prepared, config, store)
-    quality, quality_files, export_layers = evaluate_run(prepared, config, analysis, record, dev, log)
-    readout, export_files = export_payloads(prepared, analysis, record, export_layers, dev)
+    quality, quality_files, export_layers, heldout = evaluate_run(prepared, config, analysis, record, dev, log)
+    readout, export_files = export_payloads(prepared, analysis, record, export_layers, dev, heldout)
     record.timings = {
         "load_s": round(loaded - started, 3),
         "capture_s": round(analysis.captured_at - loaded, 3),
@@ -162,14 +164,15 @@ def analyse(prepared: Prepared, config: ExtractConfig, store: ActivationStore | 
 
 def evaluate_run(
     prepared: Prepared, config: ExtractConfig, analysis: Analysis, record: RunRecord, dev: DevSet | None, log: Log
-) -> tuple[dict | None, dict[str, bytes], list[int]]:
+) -> tuple[dict | None, dict[str, bytes], list[int], Heldout | None]:
     """With --quality-report: quality.json and report.html (led by the development set when there is one), and the
-    layers to export (--export-best-layers: the best held-out ones). Without: nothing, and every target layer."""
+    layers to export (--export-best-layers, default 3: the best held-out ones; 0: every target layer). Without: nothing,
+    and every target layer."""
     if dev is not None and prepared.dev_stories is not None:
         record.heldout, record.heldout_sha256 = dev.directory, stories_fingerprint(prepared.dev_stories)
         log(f"development test set: {dev.acts.shape[1]} texts from {prepared.dev_dir} (evaluation only, never trained on)")
     if not config.quality_report:
-        return None, {}, prepared.layers
+        return None, {}, prepared.layers, None
     model, learned = prepared.model, analysis.learned
     inputs = quality_inputs(
         prepared.corpus,
@@ -188,14 +191,19 @@ def evaluate_run(
     for line in summary_lines(built):
         log(line)
     export_layers = prepared.layers
-    if config.export_best_layers:
-        export_layers = sorted(built.heldout.recommended_layers[: config.export_best_layers])
+    n_best = DEFAULT_EXPORT_BEST if config.export_best_layers is None else config.export_best_layers
+    if n_best and n_best < len(prepared.layers):
+        chosen = set(built.heldout.recommended_layers[:n_best])
+        if (combined := built.heldout.recommended_combined) is not None and not chosen >= set(combined.layers):
+            chosen |= set(combined.layers)  # the recommended multi-layer reading needs its layers in the file
+            log(f"the recommended reading combines layers {', '.join(map(str, combined.layers))}: exported too")
+        export_layers = sorted(chosen)
         log(f"exporting the {len(export_layers)} best layers: {', '.join(map(str, export_layers))}")
-    return built.to_json(), files, export_layers
+    return built.to_json(), files, export_layers, built.heldout
 
 
 def export_payloads(
-    prepared: Prepared, analysis: Analysis, record: RunRecord, export_layers: list[int], dev: DevSet | None
+    prepared: Prepared, analysis: Analysis, record: RunRecord, export_layers: list[int], dev: DevSet | None, heldout: Heldout | None = None
 ) -> tuple[Readout, dict[str, bytes]]:
     """The readout (the exported layers, stamped with the record's provenance), every layer's directions, and calibration.json
     (the declared reading, and each concept's reference statistics and development-set thresholds)."""
@@ -207,7 +215,7 @@ def export_payloads(
     return readout, readout_payloads(readout) | {
         DIRECTIONS_FILE: directions_payload(analysis.all_layers),
         CALIBRATION_FILE: json_payload(
-            calibration_payload(record, readout, analysis.acts, prepared.corpus.membership(prepared.concepts), dev), record.run_id
+            calibration_payload(record, readout, analysis.acts, prepared.corpus.membership(prepared.concepts), dev, heldout), record.run_id
         ),
     }
 

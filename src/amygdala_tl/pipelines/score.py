@@ -21,9 +21,12 @@ class TextScores:
     centered: bool
     scores: dict[str, dict[str, float]]  # layer -> concept -> score
     units: str = "raw"  # "z": calibrated (calibration.json), "raw": the declared reading's dot product, "centered": raw minus the offset
+    combined: dict[str, float] | None = None  # --layers-combined K: concept -> the mean of its z over `combined_layers`
+    combined_layers: list[int] | None = None
 
     def to_json(self) -> dict:
-        return {"text": self.text, "units": self.units, "centered": self.centered, "scores": self.scores}
+        data = {"text": self.text, "units": self.units, "centered": self.centered, "scores": self.scores}
+        return data if self.combined is None else data | {"combined": self.combined, "combined_layers": self.combined_layers}
 
     def summary(self, top: int = 5) -> list[str]:
         """The text, then the `top` concepts per layer."""
@@ -31,6 +34,9 @@ class TextScores:
         for layer, scores in self.scores.items():
             ranked = sorted(scores.items(), key=lambda item: -item[1])[:top]
             lines.append(f"  layer {layer}: " + ", ".join(f"{name} {value:+.2f}" for name, value in ranked))
+        if self.combined is not None and self.combined_layers is not None:
+            ranked = sorted(self.combined.items(), key=lambda item: -item[1])[:top]
+            lines.append(f"  mean of z, layers {','.join(map(str, self.combined_layers))}: " + ", ".join(f"{n} {v:+.2f}" for n, v in ranked))
         return lines
 
 
@@ -59,6 +65,7 @@ class ScoreConfig:
     top: int = 5  # concepts shown per layer (TextScores.summary)
     centered: bool = False  # subtract each concept's corpus offset mu . v_c (from extract.json); raw units
     raw: bool = False  # the raw declared reading <pooled h, v_c>, not z (the default where calibration.json is there)
+    layers_combined: int | None = None  # also the mean of each concept's z over the K best exported layers (needs calibration.json)
     device: str | None = None
     trust_remote_code: bool = False
 
@@ -80,11 +87,16 @@ def score_texts(
     offsets = vectors.record.offsets(readout.layers) if centered and vectors.record else None
     calibration = None if config.raw or centered else read_calibration(vectors.directory, vectors.record, readout)
     units = "z" if calibration is not None else "centered" if centered else "raw"
+    if config.layers_combined is not None:
+        if calibration is None:
+            raise UserError(f"--layers-combined averages calibrated z: it needs calibration.json in {vectors_dir} (and no --raw / --centered)")
+        combined_layers = calibration.combined_layers(config.layers_combined)  # a K out of range fails before the model loads
     loaded = load_model_for(vectors, config.model, config.device, config.trust_remote_code, loader)
     acts = capture(loaded, texts, readout.layers, pooling=vectors.pooling, max_length=vectors.max_length)
     for index in acts.truncated:
         warn(f"text {index + 1} is longer than {vectors.max_length} tokens: scored on its last {vectors.max_length}, as extract read the corpus")
     scores = score(readout, {layer: acts.at(layer) for layer in readout.layers})
+    combined = calibration.combined_z(scores, config.layers_combined) if calibration is not None and config.layers_combined else None
     if calibration is not None:
         scores = {layer: calibration.z(layer, values) for layer, values in scores.items()}
     shift = (lambda layer, concept: offsets[layer][concept]) if offsets else (lambda layer, concept: 0.0)
@@ -94,6 +106,8 @@ def score_texts(
             centered,
             {str(layer): {c: round(float(v) - shift(layer, c), 4) for c, v in zip(readout.concepts, scores[layer][i])} for layer in readout.layers},
             units,
+            {c: round(float(v), 4) for c, v in zip(readout.concepts, combined[i])} if combined is not None else None,
+            combined_layers if combined is not None else None,
         )
         for i, text in enumerate(texts)
     ]

@@ -80,7 +80,7 @@ class ExtractConfig:
     cache_dir: Path | None = None  # default: <output_dir>/cache
     use_cache: bool = True
     quality_report: bool = False
-    export_best_layers: int | None = None
+    export_best_layers: int | None = None  # with quality_report: None -> DEFAULT_EXPORT_BEST, 0 -> every searched layer
     trust_remote_code: bool = False
     denoise_k: int = 0  # project out the top-k principal components of the scenario baselines (0: off), any method
     heldout: Path | None = None  # development test set for the quality report (default: <corpus>/heldout if present)
@@ -108,17 +108,18 @@ def check_options(config: ExtractConfig) -> Method:
         ("--batch-size", config.batch_size),
         ("--max-length", config.max_length),
         ("--min-positives", config.min_positives),
-        ("--export-best-layers", config.export_best_layers),
     ):
         if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
+    if config.export_best_layers is not None and config.export_best_layers < 0:
+        raise UserError(f"--export-best-layers must be 0 (every searched layer) or more, got {config.export_best_layers}")
     if config.denoise_k < 0:
         raise UserError(f"--denoise-k must be 0 or more, got {config.denoise_k}")
     if config.denoise_k and method.needs_tokens:
         raise UserError(f"--denoise-k does not apply to the {method.name} method (it learns from per-token activations)")
     if config.quality_report and config.min_positives < 2:
         raise UserError("--quality-report needs --min-positives 2 or more: held-out evaluation leaves one story out")
-    if config.export_best_layers and not config.quality_report:
+    if config.export_best_layers is not None and not config.quality_report:
         raise UserError("--export-best-layers needs --quality-report (the held-out evaluation ranks the layers)")
     check_device_map(config.device_map, config.device)  # before the load, and a fully cached run never loads
     if config.layers is not None:

@@ -13,7 +13,7 @@ rate, `flag = z > threshold`, with the false-positive rate, precision and recall
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +25,15 @@ from ..capture.activations import Activations
 from ..errors import UserError
 from ..formats.readout import Readout, served_scores
 from ..rundir import CALIBRATION_FILE, RunRecord, read_run_json
+from .heldout import Heldout
 from .report import DevSet
 
 FPR_TARGETS = (0.01, 0.05)
 FORMULA = "z = (score - mean) / std; flag = z > thresholds[fpr].z (score: the declared reading of the served per-token scores)"
+COMBINED_FORMULA = (
+    "combined z of concept c over layers_ranked[:k] = the mean over those layers of c's z at each layer "
+    "(each layer's z with its own mean and std from `calibration`)"
+)
 
 
 def fpr_key(fpr: float) -> str:
@@ -86,12 +91,24 @@ def calibrate(
 
 
 def calibration_payload(
-    record: RunRecord, readout: Readout, acts: Activations, membership: Bool[Tensor, "n_concepts n_texts"], dev: DevSet | None
+    record: RunRecord,
+    readout: Readout,
+    acts: Activations,
+    membership: Bool[Tensor, "n_concepts n_texts"],
+    dev: DevSet | None,
+    heldout: Heldout | None = None,
 ) -> dict:
-    """calibration.json's content (the run id is stamped by rundir.json_payload): the declared reading and its calibration."""
+    """calibration.json's content (the run id is stamped by rundir.json_payload): the declared reading and its calibration,
+    the exported layers best first (`layers_ranked`, by the run's held-out evaluation; the file's order without one) and
+    the multi-layer reading the evaluation recommends (`combined`: {layers_combined, layers}, or null)."""
+    ranked = [layer for layer in heldout.recommended_layers if layer in readout.layers] if heldout is not None else list(readout.layers)
+    combined = heldout.recommended_combined if heldout is not None else None
     return {
         **record.reading_payload(),
         "formula": FORMULA,
+        "combined_formula": COMBINED_FORMULA,
+        "layers_ranked": ranked,
+        "combined": {"layers_combined": combined.k, "layers": combined.layers} if combined is not None else None,
         "reference": "the training corpus texts that are not the concept's positives (other concepts' stories, neutral baselines)",
         "development_set": dev.directory if dev is not None else None,
         "fpr_targets": list(FPR_TARGETS),
@@ -107,10 +124,22 @@ class Calibration:
     mean: dict[int, Float[Tensor, " n_concepts"]]
     std: dict[int, Float[Tensor, " n_concepts"]]
     thresholds: dict[int, dict[str, dict | None]]  # layer -> concept -> {fpr: figures} or None
+    layers_ranked: list[int] = field(default_factory=list)  # the exported layers, best first (--layers-combined K reads the first K)
 
     def z(self, layer: int, scores: Float[Tensor, "... n_concepts"]) -> Float[Tensor, "... n_concepts"]:
         """Raw declared-reading scores in calibrated units."""
         return ((scores.double() - self.mean[layer]) / self.std[layer]).to(scores.dtype)
+
+    def combined_layers(self, k: int) -> list[int]:
+        """The K layers `--layers-combined K` averages: the first K of layers_ranked."""
+        if not 1 <= k <= len(self.layers_ranked):
+            raise UserError(f"--layers-combined must be between 1 and the {len(self.layers_ranked)} exported layers, got {k}")
+        return self.layers_ranked[:k]
+
+    def combined_z(self, scores: dict[int, Float[Tensor, "... n_concepts"]], k: int) -> Float[Tensor, "... n_concepts"]:
+        """The multi-layer reading: each concept's z averaged over the K best exported layers (COMBINED_FORMULA)."""
+        layers = self.combined_layers(k)
+        return torch.stack([self.z(layer, scores[layer]).double() for layer in layers]).mean(0).to(scores[layers[0]].dtype)
 
     @classmethod
     def from_json(cls, payload: dict, concepts: list[str], layers: list[int], path: Path) -> Calibration:
@@ -122,6 +151,7 @@ class Calibration:
                 {layer: torch.tensor([e["mean"] for e in rows], dtype=torch.float64) for layer, rows in entries.items()},
                 {layer: torch.tensor([e["std"] for e in rows], dtype=torch.float64) for layer, rows in entries.items()},
                 {layer: {c: e.get("thresholds") for c, e in zip(concepts, rows)} for layer, rows in entries.items()},
+                [int(layer) for layer in payload.get("layers_ranked", layers) if int(layer) in layers],
             )
         except (KeyError, TypeError) as error:
             raise UserError(f"{path} does not calibrate every exported layer and concept ({error!r}): re-run `amygdala-tl extract`") from None

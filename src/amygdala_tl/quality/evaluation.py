@@ -12,7 +12,7 @@ read the same way, and a 90% bootstrap interval over the evaluation texts.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,11 +173,46 @@ def evaluate_served(
     hidden: Float[Tensor, "n_texts d_model"], vectors: Float[Tensor, "n_concepts d_model"], labels: Int[Tensor, " n_texts"], concepts: list[str]
 ) -> ServedEvaluation:
     """Figures for one layer: `labels[t]` is the row of text t's concept in `vectors`, -1 for neutral texts."""
-    z = zscore(served_scores(hidden, vectors))
-    result = rank_metrics(z, labels, concepts)
-    random_auroc, random_top1 = random_floor(
-        lambda directions: rank_metrics(zscore(served_scores(hidden, directions.float())), labels, concepts), len(concepts), hidden.shape[1]
+    return evaluate_z(
+        zscore(served_scores(hidden, vectors)),
+        labels,
+        concepts,
+        lambda directions: zscore(served_scores(hidden, directions.float())),
+        hidden.shape[1],
     )
+
+
+def combined_z(z_by_layer: Sequence[Tensor]) -> Float[Tensor, "n_texts n_concepts"]:
+    """The multi-layer reading: each concept's z-scores averaged over the layers (fp64 mean, fp32 out)."""
+    return torch.stack([z.double() for z in z_by_layer]).mean(0).float()
+
+
+def evaluate_combined(
+    hidden_by_layer: Sequence[Float[Tensor, "n_texts d_model"]],
+    vectors_by_layer: Sequence[Float[Tensor, "n_concepts d_model"]],
+    labels: Int[Tensor, " n_texts"],
+    concepts: list[str],
+) -> ServedEvaluation:
+    """Figures for the mean-of-z reading over several layers: each layer's served scores z-scored over the
+    evaluation texts as a single layer's are, then averaged per concept; random rows read the same way."""
+
+    def read(vectors: Sequence[Tensor]) -> Tensor:
+        return combined_z([zscore(served_scores(hidden, rows.float())) for hidden, rows in zip(hidden_by_layer, vectors)])
+
+    d_model = hidden_by_layer[0].shape[1]
+    return evaluate_z(read(vectors_by_layer), labels, concepts, lambda directions: read([directions] * len(hidden_by_layer)), d_model)
+
+
+def evaluate_z(
+    z: Float[Tensor, "n_texts n_concepts"],
+    labels: Int[Tensor, " n_texts"],
+    concepts: list[str],
+    read_random: Callable[[Tensor], Tensor],
+    d_model: int,
+) -> ServedEvaluation:
+    """Figures for one reading's z-scores, beside random unit rows read by `read_random`, with bootstrap intervals."""
+    result = rank_metrics(z, labels, concepts)
+    random_auroc, random_top1 = random_floor(lambda directions: rank_metrics(read_random(directions), labels, concepts), len(concepts), d_model)
     auroc_interval, top1_interval = bootstrap_interval(z, labels) or (None, None)
     return ServedEvaluation(
         result.mean_auroc,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, ClassVar
 
@@ -25,7 +25,7 @@ from ..directions.pooled import diff_of_means, normalize
 from ..errors import UserError
 from ..formats.readout import served_scores
 from ..layers import relative_depth
-from .evaluation import N_RANDOM_SEEDS, RankMetrics, ServedEvaluation, evaluate_served, random_floor, rank_metrics, zscore
+from .evaluation import N_RANDOM_SEEDS, RankMetrics, ServedEvaluation, evaluate_combined, evaluate_served, random_floor, rank_metrics, zscore
 
 # A refit for held-out evaluation: (layer slot, training acts [n, d], membership [C, n], kept text indices [n]) -> directions [C, d]
 FoldFit = Callable[[int, Tensor, Tensor, Tensor], Tensor]
@@ -162,15 +162,37 @@ class GroupedCV:
         return cls(data["n_splits"], {int(layer): CvLayer(**block) for layer, block in data["layers"].items()})
 
 
+MAX_COMBINED = 3  # the multi-layer reading is evaluated over the best 2..3 layers (the default export holds 3)
+
+
+@dataclass
+class CombinedReading:
+    """The mean-of-z reading over the `k` best layers (`layers`, best first) on the development test set."""
+
+    k: int
+    layers: list[int]
+    figures: ServedEvaluation
+
+    def to_json(self) -> dict:
+        return {"layers_combined": self.k, "layers": self.layers, **self.figures.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CombinedReading:
+        figures = {key: value for key, value in data.items() if key not in ("layers_combined", "layers")}
+        return cls(data["layers_combined"], data["layers"], ServedEvaluation(**figures))
+
+
 @dataclass
 class DevelopmentSet:
     n_texts: int
     layers: dict[int, DevLayer]
     directory: str | None = None  # where the texts were read from (quality.json names it)
+    combined: list[CombinedReading] = field(default_factory=list)  # the multi-layer readings, k = 2..MAX_COMBINED
     protocol: ClassVar[str] = "development test set"
 
     def to_json(self) -> dict:
         data: dict = {"protocol": self.protocol, "n_texts": self.n_texts, "layers": layers_json(self.layers)}
+        data["combined"] = [reading.to_json() for reading in self.combined]
         return data if self.directory is None else data | {"directory": self.directory}
 
     @classmethod
@@ -179,7 +201,8 @@ class DevelopmentSet:
         for layer, block in data["layers"].items():
             figures = {key: value for key, value in block.items() if key != "relative_depth"}
             layers[int(layer)] = DevLayer(block["relative_depth"], ServedEvaluation(**figures))
-        return cls(data["n_texts"], layers, data.get("directory"))
+        combined = [CombinedReading.from_json(block) for block in data.get("combined", [])]
+        return cls(data["n_texts"], layers, data.get("directory"), combined)
 
 
 def loo_metrics(
@@ -320,15 +343,19 @@ def development_set_evaluation(
     n_layers: int,
     directory: str | None = None,
 ) -> DevelopmentSet:
-    """The exported rows on the separately written test set, exactly as `evaluate` reads them."""
-    return DevelopmentSet(
-        int(dev_acts.shape[1]),
-        {
-            layer: DevLayer(round(relative_depth(layer, n_layers), 4), evaluate_served(dev_acts[slot], directions[slot], dev_labels, concepts))
-            for slot, layer in enumerate(layers)
-        },
-        directory,
-    )
+    """The exported rows on the separately written test set, exactly as `evaluate` reads them; beside the single
+    layers, the mean-of-z reading over the best k of them (k = 2..MAX_COMBINED), as `evaluate --layers-combined k`."""
+    single = {
+        layer: DevLayer(round(relative_depth(layer, n_layers), 4), evaluate_served(dev_acts[slot], directions[slot], dev_labels, concepts))
+        for slot, layer in enumerate(layers)
+    }
+    ranked = ranked_layers(single)
+    combined = []
+    for k in range(2, min(MAX_COMBINED, len(layers)) + 1):
+        slots = [layers.index(layer) for layer in ranked[:k]]
+        figures = evaluate_combined([dev_acts[slot] for slot in slots], [directions[slot] for slot in slots], dev_labels, concepts)
+        combined.append(CombinedReading(k, ranked[:k], figures))
+    return DevelopmentSet(int(dev_acts.shape[1]), single, directory, combined)
 
 
 DISAGREEMENT_AUROC = 0.03
@@ -365,6 +392,18 @@ class Heldout:
         return self.recommended_layers[0]
 
     @property
+    def recommended_combined(self) -> CombinedReading | None:
+        """The best multi-layer reading on the development test set when it beats the best single layer beyond its
+        interval (the lower end of its 90% AUROC interval above the best layer's AUROC), else None."""
+        if self.development_set is None or not self.development_set.combined:
+            return None
+        best = max(self.development_set.combined, key=lambda reading: reading.figures.mean_auroc or 0.0)
+        single, interval = self.development_set.layers[self.best_layer].mean_auroc, best.figures.auroc_interval
+        if single is None or interval is None or interval[0] <= single:
+            return None
+        return best
+
+    @property
     def disagreement(self) -> str | None:
         if self.development_set is None:
             return None
@@ -385,6 +424,7 @@ class Heldout:
             "layers": layers_json(self.layers),
             "recommended_layers": self.recommended_layers,
             "best_layer": self.best_layer,
+            "recommended_combined": (combined := self.recommended_combined) and combined.to_json(),
             "protocols": {
                 "development_set": self.development_set.to_json() if self.development_set else None,
                 "grouped_cv": self.grouped_cv.to_json(),
@@ -413,3 +453,13 @@ def _minus(a: float | None, b: float | None) -> float:
 def heldout_line(layer: int, block: HeldoutLayer, describe: Callable[[int], str]) -> str:
     """`layer 15 (52%): AUROC 0.91, top-1 0.48 (random 0.50 / 0.02)`."""
     return f"{describe(layer)}: AUROC {block.mean_auroc:.3f}, top-1 {block.top1:.3f} (random {block.random_auroc:.2f} / {block.random_top1:.3f})"
+
+
+def combined_line(reading: CombinedReading) -> str:
+    """`mean of z over layers 27, 29, 28: AUROC 0.934 [0.92, 0.95], top-1 0.57 [0.52, 0.62]`."""
+    figures, interval = reading.figures, reading.figures.auroc_interval
+    shown = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+    top1 = reading.figures.top1_interval
+    return f"mean of z over layers {', '.join(map(str, reading.layers))}: AUROC {figures.mean_auroc:.3f}{shown}, top-1 {figures.top1:.3f}" + (
+        f" [{top1[0]:.3f}, {top1[1]:.3f}]" if top1 else ""
+    )

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
 
+from .heldout import Heldout, combined_line  # noqa: E402
 from .report import Quality  # noqa: E402
 from .triage import BUCKETS  # noqa: E402
 
@@ -30,12 +31,21 @@ def heldout_plot(quality: Quality) -> str:
     layers, heldout = quality.layers, quality.heldout
     blocks = [heldout.layers[layer] for layer in layers]
     cv = heldout.grouped_cv
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    many = len(layers) > 12  # every block searched: wider, smaller markers, every other tick
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 0.45 * len(layers)), 3.4))
     for ax, key, floor, title in (
         (axes[0], "mean_auroc", "random_auroc", "held-out AUROC (one-vs-rest)"),
         (axes[1], "top1", "random_top1", "held-out top-1 accuracy"),
     ):
-        ax.plot(layers, [getattr(b, key) for b in blocks], "o-", label=f"{quality.method}: {heldout.protocol}")
+        ax.plot(layers, [getattr(b, key) for b in blocks], "o-", markersize=3 if many else 6, label=f"{quality.method}: {heldout.protocol}")
+        intervals = [getattr(b, key.replace("mean_", "") + "_interval", None) for b in blocks]
+        if all(isinstance(interval, list) for interval in intervals):
+            low, high = [i[0] for i in intervals if i], [i[1] for i in intervals if i]
+            ax.fill_between(layers, low, high, alpha=0.2, label="90% bootstrap interval")
+        if (combined := heldout.recommended_combined) is not None and getattr(combined.figures, key) is not None:
+            ax.axhline(getattr(combined.figures, key), color="purple", linestyle=":", label=f"mean of z, layers {combined.layers}")
+        if many:
+            ax.set_xticks(layers[::2])
         if heldout.protocol != cv.protocol:
             ax.plot(layers, [getattr(cv.layers[layer], key) for layer in layers], "^-", label="grouped cross-validation")
         ax.plot(layers, [getattr(b, floor) for b in blocks], "s--", color="grey", label="random directions")
@@ -149,6 +159,22 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def combined_html(heldout: Heldout) -> str:
+    """The multi-layer readings on the development test set, and the recommendation when one beats the best layer."""
+    if heldout.development_set is None or not heldout.development_set.combined:
+        return ""
+    rows = "".join(f"<li>{html.escape(combined_line(reading))}</li>" for reading in heldout.development_set.combined)
+    combined = heldout.recommended_combined
+    verdict = (
+        f"<p><b>Recommended reading: the mean of z over layers {', '.join(map(str, combined.layers))}</b> (a client computes each "
+        "layer's z from calibration.json, then the mean over the layers; <code>score --layers-combined "
+        f"{combined.k}</code>): better than layer {heldout.best_layer} beyond its 90% interval.</p>"
+        if combined is not None
+        else f"<p>No multi-layer reading beats layer {heldout.best_layer} beyond its interval: read the single layer.</p>"
+    )
+    return f"<p>Multi-layer readings (the mean of each concept's z over the best layers):</p><ul>{rows}</ul>{verdict}"
+
+
 def render_html(quality: Quality, directions_by_layer: dict[int, np.ndarray], n_heads: int | None, head_concept: str | None = None) -> str:
     concepts = list(quality.concepts)
     heldout = quality.heldout
@@ -172,6 +198,7 @@ def render_html(quality: Quality, directions_by_layer: dict[int, np.ndarray], n_
         "each concept's scores z-scored over the evaluation texts, one-vs-rest AUROC per concept and top-1 among every concept. "
         "Grouped cross-validation holds a paired scenario's texts out together.</p>"
         + (f"<p><b>{html.escape(disagreement)}</b></p>" if (disagreement := heldout.disagreement) else "")
+        + combined_html(heldout)
         + f"<img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
         f"<section id=cosines><h2>Concept similarity</h2><img alt='cosine matrix' src='{cosine_plot(matrix, concepts, best)}'></section>",
         f"<section id=pca><h2>Concept map</h2><img alt='PCA map' src='{pca_plot(directions_by_layer[best], concepts, best)}'></section>",

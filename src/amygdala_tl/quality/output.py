@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..layers import describe_layer
 from ..rundir import HTML_FILE, QUALITY_FILE, json_payload
-from .heldout import heldout_line
+from .heldout import combined_line, heldout_line
 from .html import render_html
 from .report import Quality, QualityInputs, build_quality
 from .triage import BUCKETS, ConceptTriage, Triage
@@ -25,6 +25,14 @@ def summary_lines(quality: Quality, samples: int = 8) -> list[str]:
     for layer in quality.layers:
         lines.append("  " + heldout_line(layer, heldout.layers[layer], lambda l: describe_layer(l, n_layers)))
     lines.append(f"recommended layers (best held-out AUROC first): {', '.join(map(str, heldout.recommended_layers))}")
+    if heldout.development_set is not None:
+        for reading in heldout.development_set.combined:
+            lines.append("  " + combined_line(reading))
+        if (combined := heldout.recommended_combined) is not None:
+            lines.append(
+                f"recommended reading: the mean of z over layers {', '.join(map(str, combined.layers))} "
+                f"(`score --layers-combined {combined.k}`): better than layer {heldout.best_layer} beyond its interval"
+            )
     if heldout.disagreement:
         lines.append(f"note: {heldout.disagreement}")
     return lines + triage_lines(quality.triage, n_layers, samples)
