@@ -79,3 +79,21 @@ def test_near_duplicates_are_errors_naming_both_files_except_within_a_scenario(t
     assert any(str(edited) in m and "original.txt" in m and "Jaccard" in m for m in messages)
     assert any(str(heldout_copy) in m and "unrelated.txt" in m for m in messages)  # held-out checked against training
     assert any(str(neutral_named) in m and "names its own concept" in m for m in messages)  # held-out is linted too
+
+
+def test_the_forms_set_takes_40_to_400_words_and_several_paragraphs_the_prose_sets_do_not(tmp_path):
+    write(tmp_path / "stories" / "calm" / "a.txt", distinct(1))
+    cases = {
+        "heldout_forms/calm/short.txt": (distinct(2, 45), True),
+        "heldout_forms/calm/too_short.txt": (distinct(3, 39), False),
+        "heldout_forms/calm/dialogue.txt": (distinct(4, 170) + "\n\n" + distinct(5, 170), True),
+        "heldout_forms/calm/too_long.txt": (distinct(6, 405), False),
+        "heldout/calm/short.txt": (distinct(7, 45), False),
+        "heldout/calm/two.txt": (distinct(8, 60) + "\n\n" + distinct(9, 60), False),
+    }
+    for name, (text, _) in cases.items():
+        write(tmp_path / name, text)
+    _, problems = check_corpus(tmp_path)
+    flagged = {problem.path for problem in problems}
+    for name, (_, fine) in cases.items():
+        assert (str(tmp_path / name) not in flagged) == fine, name
