@@ -108,8 +108,11 @@ def corpus_check(
     expected = list(CONCEPTS) if expect == "all" else [c.strip() for c in expect.split(",") if c.strip()] if expect else []
     with user_errors():
         stats, problems = check_corpus(corpus, expected, min_positives)
-    rows = [[name, str(c.positives), str(c.unpaired), str(c.paired), f"{c.mean_words:.0f}"] for name, c in stats.items()]
-    print_table(f"corpus {corpus}", ["concept", "positives", "unpaired", "paired", "mean words"], rows)
+    rows = [
+        [name, str(c.positives), str(c.unpaired), str(c.paired), f"{c.mean_words:.0f}", " ".join(f"{w}:{n}" for w, n in sorted(c.writers.items()))]
+        for name, c in stats.items()
+    ]
+    print_table(f"corpus {corpus}", ["concept", "positives", "unpaired", "paired", "mean words", "by writer"], rows)
     for line in (f"[red]problem:[/] {problem}" for problem in problems):
         say(line)
     say(f"{len(stats)} concepts, {sum(s.positives for s in stats.values())} positive stories, {len(problems)} problems")

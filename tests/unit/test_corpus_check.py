@@ -81,19 +81,20 @@ def test_near_duplicates_are_errors_naming_both_files_except_within_a_scenario(t
     assert any(str(neutral_named) in m and "names its own concept" in m for m in messages)  # held-out is linted too
 
 
-def test_the_forms_set_takes_40_to_400_words_and_several_paragraphs_the_prose_sets_do_not(tmp_path):
-    write(tmp_path / "stories" / "calm" / "a.txt", distinct(1))
+def test_texts_take_40_to_400_words_in_any_number_of_paragraphs_and_record_their_writer(tmp_path):
+    """Chats, letters and dialogue scenes are training texts too (the corpus-scale issue); a file's name prefix is its writer."""
     cases = {
-        "heldout_forms/calm/short.txt": (distinct(2, 45), True),
-        "heldout_forms/calm/too_short.txt": (distinct(3, 39), False),
-        "heldout_forms/calm/dialogue.txt": (distinct(4, 170) + "\n\n" + distinct(5, 170), True),
-        "heldout_forms/calm/too_long.txt": (distinct(6, 405), False),
-        "heldout/calm/short.txt": (distinct(7, 45), False),
-        "heldout/calm/two.txt": (distinct(8, 60) + "\n\n" + distinct(9, 60), False),
+        "stories/calm/t1_short.txt": (distinct(2, 45), True),
+        "stories/calm/t2_too_short.txt": (distinct(3, 39), False),
+        "stories/calm/t4_dialogue.txt": (distinct(4, 170) + "\n\n" + distinct(5, 170), True),
+        "stories/calm/too_long.txt": (distinct(6, 405), False),
+        "heldout_forms/calm/f1_chat.txt": (distinct(7, 45) + "\n" + distinct(8, 20), True),
+        "heldout/calm/h1_two.txt": (distinct(9, 60) + "\n\n" + distinct(10, 60), True),
     }
     for name, (text, _) in cases.items():
         write(tmp_path / name, text)
-    _, problems = check_corpus(tmp_path)
+    stats, problems = check_corpus(tmp_path)
     flagged = {problem.path for problem in problems}
     for name, (_, fine) in cases.items():
         assert (str(tmp_path / name) not in flagged) == fine, name
+    assert dict(stats["calm"].writers) == {"t1": 1, "t2": 1, "t4": 1, "s0": 1}  # training texts only; no prefix: s0
