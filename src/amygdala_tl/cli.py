@@ -298,7 +298,8 @@ def steer(
         float, typer.Option(help="Strength in units of the layer's mean residual norm on the prompt (BOS excluded).")
     ] = SteerConfig.alpha,
     max_new_tokens: Annotated[
-        Optional[int], typer.Option(help=f"New tokens (default {SteerConfig.max_new_tokens}; {SweepConfig.max_new_tokens} per continuation with --sweep).")
+        Optional[int],
+        typer.Option(help=f"New tokens (default {SteerConfig.max_new_tokens}; {SweepConfig.max_new_tokens} per continuation with --sweep)."),
     ] = None,
     temperature: Annotated[float, typer.Option(help="0: greedy; > 0: sampling with --seed.")] = SteerConfig.temperature,
     seed: int = SteerConfig.seed,
@@ -312,10 +313,14 @@ def steer(
             "steering score); writes steer_sweep.json and steer_sweep.png, names the best strength.",
         ),
     ] = False,
-    alphas: Annotated[str, typer.Option(help="--sweep: strengths, comma-separated (alpha 0 is always added).")] = ",".join(f"{a:g}" for a in DEFAULT_ALPHAS),
+    alphas: Annotated[str, typer.Option(help="--sweep: strengths, comma-separated (alpha 0 is always added).")] = ",".join(
+        f"{a:g}" for a in DEFAULT_ALPHAS
+    ),
     prompts: Annotated[Optional[Path], typer.Option(help="--sweep: a UTF-8 file, one prompt a line (default: 10 shipped neutral openings).")] = None,
     gguf_scale: Annotated[float, typer.Option(help="--sweep: the export --scale the llama.cpp value is given for.")] = SweepConfig.gguf_scale,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="--sweep: directory for steer_sweep.json (default: beside the vectors).")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="--sweep: directory for steer_sweep.json (default: beside the vectors).")
+    ] = None,
     model: opt.Model = SteerConfig.model,
     device: opt.Device = SteerConfig.device,
     trust_remote_code: opt.TrustRemoteCode = SteerConfig.trust_remote_code,

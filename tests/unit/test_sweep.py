@@ -39,10 +39,18 @@ def swept(tiny_model, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sweep")
     out = root / "out"
-    run_extract(ExtractConfig(output_dir=out, corpus=copy_starter_corpus(root / "corpus"), layers="1,2", heads=False), loader=lambda *a, **k: tiny_model)
+    run_extract(
+        ExtractConfig(output_dir=out, corpus=copy_starter_corpus(root / "corpus"), layers="1,2", heads=False), loader=lambda *a, **k: tiny_model
+    )
     (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n\n")
     config = SweepConfig(
-        concept="all", layer=STEER_LAYER, vectors=out, alphas=ALPHAS[1:], prompts=root / "prompts.txt", max_new_tokens=NEW_TOKENS, output=root / "sweep"
+        concept="all",
+        layer=STEER_LAYER,
+        vectors=out,
+        alphas=ALPHAS[1:],
+        prompts=root / "prompts.txt",
+        max_new_tokens=NEW_TOKENS,
+        output=root / "sweep",
     )
     with pytest.MonkeyPatch.context() as patch:  # the run records the tiny model as a hub id: no hub here
         patch.setattr("amygdala_tl.pipelines.sweep.load_model_for", lambda *a, **k: tiny_model)
@@ -57,7 +65,7 @@ def test_the_sweep_writes_its_json_and_plot_and_names_a_best_strength(swept):
     assert payload["alphas"] == ALPHAS and payload["prompts"] == PROMPTS and payload["steer_layer"] == STEER_LAYER
     assert payload["read_layer"] == read_calibration(out, vectors.record, vectors.readout).layers_ranked[0]
     assert list(payload["concepts"]) == vectors.readout.concepts
-    for name, sweep in payload["concepts"].items():
+    for sweep in payload["concepts"].values():
         rows = sweep["rows"]
         assert [row["alpha"] for row in rows] == ALPHAS and rows[0]["relative_perplexity"] == pytest.approx(1.0)
         best = max(rows, key=lambda row: (row["steering_score"], -row["alpha"]))
@@ -65,7 +73,8 @@ def test_the_sweep_writes_its_json_and_plot_and_names_a_best_strength(swept):
         for row in rows:
             z = [c["concept_z"] for c in row["continuations"]]
             assert row["concept_z"] == pytest.approx(sum(z) / len(z))
-            assert row["steering_score"] == pytest.approx(steering_score(concept_term(row["concept_z"]), min(1.0, 1 / row["relative_perplexity"])))
+            assert row["concept_lift"] == pytest.approx(row["concept_z"] - rows[0]["concept_z"])
+            assert row["steering_score"] == pytest.approx(steering_score(concept_term(row["concept_lift"]), min(1.0, 1 / row["relative_perplexity"])))
     assert any(line.startswith(f"{vectors.readout.concepts[0]}: best alpha") and "--control-vector-scaled" in line for line in result.summary())
 
 
@@ -98,7 +107,7 @@ def test_the_concept_score_is_read_with_the_model_unsteered(swept, tiny_model):
             prompt_ids = prompt_tokens(tiny_model, prompt).tolist()
             ids = prompt_ids + continuation["token_ids"]
 
-            def z_of(add):
+            def z_of(add, c=c, ids=ids, prompt_ids=prompt_ids):
                 hidden = hf_every_position(hf, ids, [layer], add)[layer][len(prompt_ids) :]
                 return float(calibration.z(layer, served_scores(hidden, readout.vectors[layer]))[:, c].double().mean())
 

@@ -12,8 +12,8 @@ tokens count:
   over prompts, and the concept's rank among every concept's (1: the highest);
 - perplexity: exp(mean negative log-likelihood of the continuation's tokens given the prompt and the tokens
   before them); relative perplexity at alpha = the geometric mean over prompts of ppl(alpha) / ppl(alpha 0);
-- concept term = max(0, 2 Phi(z) - 1) = max(0, erf(z / sqrt 2)) (0 at or below the reference mean, 0.68 at
-  z = 1, 0.95 at z = 2); fluency term = min(1, 1 / relative perplexity);
+- concept term = max(0, 2 Phi(lift) - 1) = max(0, erf(lift / sqrt 2)), lift = concept z(alpha) - concept z(alpha 0)
+  (0 at or below the unsteered text, 0.68 at lift 1, 0.95 at lift 2); fluency term = min(1, 1 / relative perplexity);
 - steering score = their harmonic mean 2 c f / (c + f) (0 when either is 0). The best strength is the one
   with the highest steering score (the smallest such alpha on a tie).
 
@@ -47,7 +47,7 @@ from .vectors import Vectors, load_model_for, open_vectors
 
 SWEEP_FILE = "steer_sweep.json"
 PLOT_FILE = "steer_sweep.png"
-DEFAULT_ALPHAS = (0.0, 1.0, 2.0, 4.0, 8.0)
+DEFAULT_ALPHAS = (0.0, 0.1, 0.2, 0.4, 0.8)  # the bundled model's text breaks near alpha 1 (docs/gguf.md)
 DEFAULT_PROMPTS = (
     "The meeting started and",
     "On the way to the station,",
@@ -67,7 +67,8 @@ FORMULAS = {
     "rank": "1 + the number of concepts whose concept_z (same texts, same formula) is higher",
     "perplexity": "exp(mean over the continuation's tokens of -log p(token | prompt, earlier tokens)), unsteered model",
     "relative_perplexity": "geometric mean over prompts of perplexity(alpha) / perplexity(alpha 0)",
-    "concept_term": "max(0, erf(concept_z / sqrt(2))) = max(0, 2 Phi(z) - 1)",
+    "concept_lift": "concept_z(alpha) - concept_z(alpha 0)",
+    "concept_term": "max(0, erf(concept_lift / sqrt(2))) = max(0, 2 Phi(lift) - 1)",
     "fluency_term": "min(1, 1 / relative_perplexity)",
     "steering_score": "2 c f / (c + f), c the concept term, f the fluency term (0 when either is 0)",
     "control_vector_scaled": "alpha * mean_resid_norm * |v| / gguf_scale (export --layers steer_layer --scale gguf_scale)",
@@ -78,7 +79,7 @@ FORMULAS = {
 class SweepConfig:
     """`steer --sweep`'s options and their defaults."""
 
-    concept: str  # 'all': every concept of the vectors
+    concept: str  # one concept, several separated by commas, or 'all': every concept of the vectors
     layer: int  # the steered block (exported)
     vectors: Path = Path("out")
     alphas: Sequence[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))  # alpha 0 is always measured (fluency is relative to it)
@@ -137,8 +138,11 @@ def check_sweep_args(vectors: Vectors, config: SweepConfig) -> tuple[list[str], 
         readout.check_layers([config.layer])
         concepts = list(readout.concepts)
     else:
-        concept_vector(readout, config.concept, config.layer)
-        concepts = [config.concept]
+        concepts = [name.strip() for name in config.concept.split(",") if name.strip()]
+        if not concepts:
+            raise UserError("--concept is empty: name a concept, several separated by commas, or 'all'")
+        for name in concepts:
+            concept_vector(readout, name, config.layer)
     alphas = checked_alphas(config.alphas)
     temperature = config.temperature
     if not math.isfinite(temperature) or temperature < 0 or 0 < temperature < MIN_TEMPERATURE:
@@ -166,7 +170,9 @@ class Continuation:
     z: Tensor | None  # [n_concepts], None when empty
 
 
-def write_continuation(model: LoadedModel, readout: Readout, prompt: str, interventions: Sequence[Intervention], config: SweepConfig) -> tuple[list[int], int]:
+def write_continuation(
+    model: LoadedModel, readout: Readout, prompt: str, interventions: Sequence[Intervention], config: SweepConfig
+) -> tuple[list[int], int]:
     """(prompt + continuation ids, prompt length): KV-cached, the interventions at every position."""
     ids, n_prompt, _ = generate_with_readout(
         model,
@@ -182,7 +188,9 @@ def write_continuation(model: LoadedModel, readout: Readout, prompt: str, interv
     return ids, n_prompt
 
 
-def read_continuation(model: LoadedModel, readout: Readout, calibration: Calibration, layer: int, ids: list[int], n_prompt: int) -> tuple[float, Tensor]:
+def read_continuation(
+    model: LoadedModel, readout: Readout, calibration: Calibration, layer: int, ids: list[int], n_prompt: int
+) -> tuple[float, Tensor]:
     """(perplexity, mean z per concept) of ids[n_prompt:] given ids[:n_prompt]: one forward pass, no hook."""
     name = hooks.resid_post(layer)
     result = forward(model, torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), read=[name], logits=True)
@@ -225,6 +233,7 @@ def control_vector_scaled(alpha: float, mean_norm: float, vector: Tensor, gguf_s
 class SweepRow:
     alpha: float
     concept_z: float | None
+    concept_lift: float | None
     rank: int | None
     relative_perplexity: float | None
     concept_term: float | None
@@ -291,12 +300,12 @@ class SweepResult:
             f"steering at layer {self.steer_layer}, concept read unsteered at layer {self.read_layer} (z), "
             f"{len(self.prompts)} prompts; llama.cpp S for `export --layers {self.steer_layer} --scale {self.gguf_scale:g}`:"
         )
-        lines = [head, f"  {'concept':16s} {'alpha':>6s} {'z':>7s} {'rank':>5s} {'rel ppl':>8s} {'score':>6s} {'S':>8s}"]
+        lines = [head, f"  {'concept':16s} {'alpha':>6s} {'z':>7s} {'lift':>7s} {'rank':>5s} {'rel ppl':>8s} {'score':>6s} {'S':>8s}"]
         for name, sweep in self.concepts.items():
             for row in sweep.rows:
                 mark = " <- best" if row is sweep.best else ""
                 lines.append(
-                    f"  {name:16s} {row.alpha:6g} {fmt(row.concept_z, '+7.2f')} {fmt(row.rank, '5d')} "
+                    f"  {name:16s} {row.alpha:6g} {fmt(row.concept_z, '+7.2f')} {fmt(row.concept_lift, '+7.2f')} {fmt(row.rank, '5d')} "
                     f"{fmt(row.relative_perplexity, '8.2f')} {fmt(row.steering_score, '6.3f')} {row.control_vector_scaled:8.1f}{mark}"
                 )
         for name, sweep in self.concepts.items():
@@ -320,21 +329,22 @@ def continuation_json(continuation: Continuation, concept: int | None) -> dict:
     return out
 
 
-def sweep_row(alpha: float, concept: int, steered: list[Continuation], unsteered: list[Continuation], s: float) -> SweepRow:
+def sweep_row(alpha: float, concept: int, steered: list[Continuation], unsteered: list[Continuation], s: float, baseline: float | None) -> SweepRow:
     """The row of one strength: the per-prompt figures averaged as FORMULAS says."""
     pairs = [(c, u) for c, u in zip(steered, unsteered) if c.z is not None]
     texts = [continuation_json(c, concept) for c in steered]
     if not pairs:
-        return SweepRow(alpha, None, None, None, None, None, None, s, texts)
+        return SweepRow(alpha, None, None, None, None, None, None, None, s, texts)
     z_all = torch.stack([c.z for c, _ in pairs if c.z is not None]).mean(0)
     z = float(z_all[concept])
     rank = int((z_all > z_all[concept]).sum()) + 1
     ratios = [math.log(c.perplexity / u.perplexity) for c, u in pairs if c.perplexity is not None and u.perplexity is not None]
     relative = math.exp(sum(ratios) / len(ratios)) if ratios else None
-    c_term = concept_term(z)
+    lift = z - (baseline if baseline is not None else z)  # alpha 0 (first, no baseline yet) is its own: lift 0
+    c_term = concept_term(lift)
     f_term = fluency_term(relative) if relative is not None else None
     score = steering_score(c_term, f_term) if f_term is not None else None
-    return SweepRow(alpha, z, rank, relative, c_term, f_term, score, s, texts)
+    return SweepRow(alpha, z, lift, rank, relative, c_term, f_term, score, s, texts)
 
 
 def run_sweep(
@@ -350,26 +360,36 @@ def run_sweep(
     readout, layer = vectors.readout, config.layer
     read_layer = calibration.layers_ranked[0]
     norms = [mean_resid_norm(model, prompt_tokens(model, p), layer) for p in prompts]
-    log(f"steering at layer {layer}, reading at layer {read_layer} unsteered; {len(prompts)} prompts x {len(alphas)} strengths x {len(concepts)} concepts")
-    unsteered = [measured(model, readout, calibration, read_layer, i, *write_continuation(model, readout, p, [], config)) for i, p in enumerate(prompts)]
+    log(
+        f"steering at layer {layer}, reading at layer {read_layer} unsteered; {len(prompts)} prompts x {len(alphas)} strengths x {len(concepts)} concepts"
+    )
+    unsteered = [
+        measured(model, readout, calibration, read_layer, i, *write_continuation(model, readout, p, [], config)) for i, p in enumerate(prompts)
+    ]
     settings = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed}
     mean_norm = sum(norms) / len(norms)
     result = SweepResult(layer, read_layer, list(alphas), list(prompts), mean_norm, config.gguf_scale, settings, unsteered)
     for name in concepts:
         index = readout.concepts.index(name)
         vector = concept_vector(readout, name, layer)
-        rows = []
+        rows: list[SweepRow] = []
         for alpha in alphas:
             if alpha == 0:
                 steered = unsteered  # alpha 0 adds nothing: the unsteered model's continuation
             else:
                 steered = [
                     measured(
-                        model, readout, calibration, read_layer, i, *write_continuation(model, readout, p, [steering_hook(layer, vector, alpha * n)], config)
+                        model,
+                        readout,
+                        calibration,
+                        read_layer,
+                        i,
+                        *write_continuation(model, readout, p, [steering_hook(layer, vector, alpha * n)], config),
                     )
                     for i, (p, n) in enumerate(zip(prompts, norms))
                 ]
-            rows.append(sweep_row(alpha, index, steered, unsteered, control_vector_scaled(alpha, mean_norm, vector, config.gguf_scale)))
+            baseline = rows[0].concept_z if rows else None  # alpha 0 comes first
+            rows.append(sweep_row(alpha, index, steered, unsteered, control_vector_scaled(alpha, mean_norm, vector, config.gguf_scale), baseline))
         result.concepts[name] = ConceptSweep(name, rows, float(vector.norm()))
         log(f"  {name}: best alpha {result.concepts[name].best.alpha:g}")
     return result
@@ -388,8 +408,14 @@ def plot_sweep(result: SweepResult, path: Path) -> Path:
     for name, sweep in result.concepts.items():
         alphas = [row.alpha for row in sweep.rows]
         left.plot(alphas, [row.concept_z if row.concept_z is not None else float("nan") for row in sweep.rows], marker="o", label=name)
-        right.plot(alphas, [row.relative_perplexity if row.relative_perplexity is not None else float("nan") for row in sweep.rows], marker="o", label=name)
-    left.set(xlabel=f"alpha (layer {result.steer_layer} mean residual norms)", ylabel=f"concept z at layer {result.read_layer}", title="concept in the text")
+        right.plot(
+            alphas, [row.relative_perplexity if row.relative_perplexity is not None else float("nan") for row in sweep.rows], marker="o", label=name
+        )
+    left.set(
+        xlabel=f"alpha (layer {result.steer_layer} mean residual norms)",
+        ylabel=f"concept z at layer {result.read_layer}",
+        title="concept in the text",
+    )
     right.set(xlabel=f"alpha (layer {result.steer_layer} mean residual norms)", ylabel="perplexity / perplexity at alpha 0", title="fluency cost")
     right.set_yscale("log")
     if len(result.concepts) <= 12:
