@@ -14,6 +14,7 @@ from .circuits.detectors import thresholds_help
 from .console import print_table, progress_bar, progress_callback, say, stdout, user_errors, warn
 from .corpus import DEFAULT_CORPUS
 from .directions.registry import METHODS, parse_params
+from .errors import UserError
 from .pipelines.evaluate import EvaluateConfig
 from .pipelines.export import ExportConfig
 from .pipelines.extract import ExtractConfig
@@ -21,6 +22,7 @@ from .pipelines.generate import GenerateConfig
 from .pipelines.heads import AblateConfig, ConceptConfig, DetectConfig
 from .pipelines.score import ScoreConfig
 from .pipelines.steer import SteerConfig
+from .pipelines.sweep import DEFAULT_ALPHAS, SweepConfig
 from .pipelines.trace import TraceConfig
 
 app = typer.Typer(help=opt.APP_HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -291,18 +293,37 @@ def compare_methods_command(
 
 @app.command()
 def steer(
-    prompt: Annotated[str, typer.Argument(help="Prompt to continue.")],
-    concept: Annotated[str, typer.Option(help="Concept to steer toward (negative --alpha: away; 'all' with --measure).")],
+    prompt: Annotated[str, typer.Argument(help="Prompt to continue ('' with --measure or --sweep).")],
+    concept: Annotated[str, typer.Option(help="Concept to steer toward (negative --alpha: away; 'all' with --measure or --sweep).")],
     layer: Annotated[int, typer.Option(help="Block whose output (hook_resid_post) gets the vector; must be exported.")],
     vectors: opt.Vectors = SteerConfig.vectors,
     alpha: Annotated[
         float, typer.Option(help="Strength in units of the layer's mean residual norm on the prompt (BOS excluded).")
     ] = SteerConfig.alpha,
-    max_new_tokens: int = SteerConfig.max_new_tokens,
+    max_new_tokens: Annotated[
+        Optional[int],
+        typer.Option(help=f"New tokens (default {SteerConfig.max_new_tokens}; {SweepConfig.max_new_tokens} per continuation with --sweep)."),
+    ] = None,
     temperature: Annotated[float, typer.Option(help="0: greedy; > 0: sampling with --seed.")] = SteerConfig.temperature,
     seed: int = SteerConfig.seed,
     measure: opt.Measure = SteerConfig.measure,
     corpus: opt.CorpusDir = SteerConfig.corpus,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Instead: write continuations at each of --alphas and read them unsteered (concept z, relative perplexity, "
+            "steering score); writes steer_sweep.json and steer_sweep.png, names the best strength.",
+        ),
+    ] = False,
+    alphas: Annotated[str, typer.Option(help="--sweep: strengths, comma-separated (alpha 0 is always added).")] = ",".join(
+        f"{a:g}" for a in DEFAULT_ALPHAS
+    ),
+    prompts: Annotated[Optional[Path], typer.Option(help="--sweep: a UTF-8 file, one prompt a line (default: 10 shipped neutral openings).")] = None,
+    gguf_scale: Annotated[float, typer.Option(help="--sweep: the export --scale the llama.cpp value is given for.")] = SweepConfig.gguf_scale,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="--sweep: directory for steer_sweep.json (default: beside the vectors).")
+    ] = None,
     model: opt.Model = SteerConfig.model,
     device: opt.Device = SteerConfig.device,
     trust_remote_code: opt.TrustRemoteCode = SteerConfig.trust_remote_code,
@@ -310,13 +331,40 @@ def steer(
     """Generate with alpha * v added to the residual stream, unsteered and steered side by side."""
     from .pipelines.steer import MeasureResult, run_steer_command
 
+    if sweep:
+        from .pipelines.sweep import parse_alphas, run_sweep_command
+
+        with user_errors():
+            if measure:
+                raise UserError("--sweep and --measure are two different runs: choose one")
+            sweep_config = SweepConfig(
+                concept=concept,
+                layer=layer,
+                vectors=vectors,
+                alphas=parse_alphas(alphas),
+                prompts=prompts,
+                max_new_tokens=max_new_tokens if max_new_tokens is not None else SweepConfig.max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+                gguf_scale=gguf_scale,
+                output=output,
+                model=model,
+                device=device,
+                trust_remote_code=trust_remote_code,
+            )
+            swept = run_sweep_command(sweep_config, log=say)
+        for line in swept.summary():
+            say(line)
+        say(f"wrote {swept.path} and {swept.plot}")
+        return
+
     config = SteerConfig(
         concept=concept,
         layer=layer,
         prompt=prompt,
         vectors=vectors,
         alpha=alpha,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=max_new_tokens if max_new_tokens is not None else SteerConfig.max_new_tokens,
         temperature=temperature,
         seed=seed,
         measure=measure,

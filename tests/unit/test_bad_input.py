@@ -210,6 +210,17 @@ BEFORE_THE_LOAD = {
     "generate_alpha": ("generate go --vectors {vec} --steer calm:1e300", "alpha must be a number between -100 and 100"),
     "generate_empty": ("generate  --vectors {vec} --readout", "the prompt is empty"),
     "generate_max_new_tokens_0": ("generate go --vectors {vec} --max-new-tokens 0", "--max-new-tokens must be at least 1, got 0"),
+    "sweep_alphas": (
+        "steer '' --sweep --vectors {vec} --concept calm --layer 1 --alphas 0,1e300",
+        "--alphas: each must be a number between -100 and 100",
+    ),
+    "sweep_alphas_text": ("steer '' --sweep --vectors {vec} --concept calm --layer 1 --alphas 1,two", "expected numbers separated by commas"),
+    "sweep_concept": ("steer '' --sweep --vectors {vec} --concept calm,joyful --layer 1", "unknown concept 'joyful'"),
+    "sweep_prompts_missing": ("steer '' --sweep --vectors {vec} --concept calm --layer 1 --prompts {tmp}/nowhere.txt", "nowhere.txt: no such file"),
+    "sweep_prompts_latin1": ("steer '' --sweep --vectors {vec} --concept calm --layer 1 --prompts {tmp}/latin1.txt", "latin1.txt: not valid UTF-8"),
+    "sweep_prompts_empty": ("steer '' --sweep --vectors {vec} --concept calm --layer 1 --prompts {tmp}/blank.txt", "has no prompt"),
+    "sweep_calibration": ("steer '' --sweep --vectors {vec} --concept all --layer 1", "has no calibration.json"),
+    "sweep_and_measure": ("steer '' --sweep --measure --vectors {vec} --concept all --layer 1", "--sweep and --measure are two different runs"),
     "steer_measure_layer": ("steer x --vectors {vec} --concept all --layer 2 --measure --corpus {corpus}", "--measure needs exported layers after 2"),
     "ablate_mode": ("heads ablate --heads L0H0 --prompt x --mode foo", "unknown ablation mode 'foo'"),
     "ablate_layer": ("heads ablate --heads L99H0 --prompt x", "head L99H0: layer 99 is out of range for a model with 30 layers"),
@@ -238,6 +249,7 @@ def make_inputs(tmp: Path, corpus: Path) -> None:
     write(tmp / "evil" / "modeling_evil.py", "raise SystemExit('ran')")
     write(tmp / "llama" / "config.json", '{"model_type": "llama", "num_hidden_layers": 3}')
     write(tmp / "file", "x")
+    write(tmp / "blank.txt", "\n  \n")
     (tmp / "emptydir").mkdir()
     (tmp / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     story = next((corpus / "stories" / "calm").glob("*.txt")).read_text()

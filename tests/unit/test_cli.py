@@ -18,6 +18,7 @@ from amygdala_tl.pipelines.generate import GenerateConfig
 from amygdala_tl.pipelines.heads import AblateConfig, ConceptConfig, DetectConfig
 from amygdala_tl.pipelines.score import ScoreConfig
 from amygdala_tl.pipelines.steer import SteerConfig
+from amygdala_tl.pipelines.sweep import SweepConfig
 
 from ..conftest import CORPUS
 
@@ -168,6 +169,31 @@ CONFIG_CASES = {
             seed=4,
             measure=True,
             corpus=Path("c"),
+            model="m",
+            device="cpu",
+            trust_remote_code=True,
+        ),
+    ),
+    "sweep_defaults": (
+        ["steer", "", "--sweep", "--concept", "calm", "--layer", "1"],
+        "sweep.run_sweep_command",
+        lambda: SweepConfig(concept="calm", layer=1),
+    ),
+    "sweep_all": (
+        "steer '' --sweep --concept calm,bored --layer 1 --vectors v --alphas 0,2,4 --prompts p.txt --max-new-tokens 3 --temperature 0.5 --seed 4"
+        " --gguf-scale 2 -o o --model m --device cpu --trust-remote-code",
+        "sweep.run_sweep_command",
+        lambda: SweepConfig(
+            concept="calm,bored",
+            layer=1,
+            vectors=Path("v"),
+            alphas=[0.0, 2.0, 4.0],
+            prompts=Path("p.txt"),
+            max_new_tokens=3,
+            temperature=0.5,
+            seed=4,
+            gguf_scale=2.0,
+            output=Path("o"),
             model="m",
             device="cpu",
             trust_remote_code=True,
