@@ -30,6 +30,8 @@ from amygdala_tl.model import DTYPES, load_model
 from amygdala_tl.model_spec import resolve_model_spec
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 
+from .timing import bare_forward_s, synchronize
+
 
 def subset_corpus(corpus: Path, target: Path, n_concepts: int | None, per_concept: int | None) -> Path:
     """The first `n_concepts` concepts with `per_concept` stories and development texts each (None: the whole corpus)."""
@@ -70,10 +72,6 @@ def main() -> None:
     )
     bare = bare.to(args.device).eval()
 
-    def synchronize() -> None:
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     with tempfile.TemporaryDirectory() as scratch:
         corpus = subset_corpus(Path(args.corpus), Path(scratch) / "corpus", args.concepts, args.per_concept)
         heldout = corpus / "heldout"
@@ -81,15 +79,7 @@ def main() -> None:
         token_ids, _ = encode(model.tokenizer, texts, 512)
         batches = make_batches(token_ids, args.batch_size, model.tokenizer.pad_token_id)
         n_tokens = sum(len(ids) for ids in token_ids)
-        with torch.inference_mode():  # warm-up: one batch
-            bare(batches[-1].input_ids.to(args.device), attention_mask=batches[-1].attention_mask.to(args.device))
-        synchronize()
-        started = time.perf_counter()
-        with torch.inference_mode():
-            for batch in batches:
-                bare(batch.input_ids.to(args.device), attention_mask=batch.attention_mask.to(args.device))
-        synchronize()
-        bare_s = time.perf_counter() - started
+        bare_s = bare_forward_s(bare, batches, args.device)
 
         def extract(name: str, layers: list[int] | None) -> tuple[float, dict]:
             config = ExtractConfig(
@@ -105,7 +95,7 @@ def main() -> None:
             )
             started = time.perf_counter()
             result = run_extract(config, loader=lambda *a, **k: model)
-            synchronize()
+            synchronize(args.device)
             return time.perf_counter() - started, result.record.timings
 
         all_s, all_timings = extract("all", None)

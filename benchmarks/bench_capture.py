@@ -24,6 +24,8 @@ from amygdala_tl.layers import parse_layers
 from amygdala_tl.model import DTYPES, load_model
 from amygdala_tl.model_spec import resolve_model_spec
 
+from .timing import bare_forward_s, synchronize
+
 
 def peak_memory(device: str) -> str:
     if device.startswith("cuda"):
@@ -61,24 +63,12 @@ def main() -> None:
     batches = make_batches(token_ids, args.batch_size, model.tokenizer.pad_token_id)
     n_tokens = sum(len(ids) for ids in token_ids)
 
-    def synchronize() -> None:
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    with torch.inference_mode():  # warm-up: one batch each
-        bare(batches[0].input_ids.to(args.device), attention_mask=batches[0].attention_mask.to(args.device))
-    capture(model, [texts[i] for i in batches[0].indices], layers, head_layers=layers, batch_size=args.batch_size)
-    synchronize()
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for batch in batches:
-            bare(batch.input_ids.to(args.device), attention_mask=batch.attention_mask.to(args.device))
-    synchronize()
-    bare_s = time.perf_counter() - started
+    capture(model, [texts[i] for i in batches[0].indices], layers, head_layers=layers, batch_size=args.batch_size)  # warm-up
+    bare_s = bare_forward_s(bare, batches, args.device)
     head_layers = [layer for layer in layers if hooks.attn_z(layer) in model.bridge.hook_dict]
     started = time.perf_counter()
     capture(model, texts, layers, head_layers=head_layers, batch_size=args.batch_size)
-    synchronize()
+    synchronize(args.device)
     capture_s = time.perf_counter() - started
     print(
         f"{spec.display}, {args.device}, {args.dtype}: {len(texts)} texts, {n_tokens} tokens, {len(batches)} batches of {args.batch_size}; "
