@@ -25,6 +25,7 @@ from amygdala_tl.directions.registry import METHODS, MethodInputs, fit_layer
 from amygdala_tl.layers import parse_layers
 from amygdala_tl.model import load_model
 from amygdala_tl.model_spec import resolve_model_spec
+from amygdala_tl.pipelines.devset import dev_labels
 from amygdala_tl.pipelines.extract import ExtractConfig
 from amygdala_tl.quality.evaluation import evaluate_served
 
@@ -62,8 +63,7 @@ def main() -> None:
     sets = {}
     for name in ("heldout", "heldout_forms"):
         stories = load_heldout(Path(args.corpus) / name)
-        labels = torch.tensor([concepts.index(s.label) if s.label in concepts else -1 for s in stories])
-        sets[name] = (read([s.text for s in stories]), labels)
+        sets[name] = (read([s.text for s in stories]), dev_labels(stories, concepts))
     membership = corpus.membership(concepts)
     method = METHODS[config.method]
     rows = []

@@ -27,6 +27,7 @@ from amygdala_tl.directions.registry import METHODS, MethodInputs, fit_layer
 from amygdala_tl.layers import parse_layers
 from amygdala_tl.model import load_model
 from amygdala_tl.model_spec import resolve_model_spec
+from amygdala_tl.pipelines.devset import dev_labels
 from amygdala_tl.pipelines.extract import ExtractConfig
 from amygdala_tl.quality.evaluation import evaluate_served, rank_metrics, zscore
 
@@ -70,7 +71,7 @@ def main() -> None:
     print(f"{len(corpus.texts)} training texts, development sets {', '.join(f'{k} ({len(v)})' for k, v in sets.items())}, layers {layers}")
     train = pooled_every_way(model, corpus.texts, layers, poolings, default.max_length)
     dev = {name: pooled_every_way(model, [s.text for s in stories], layers, poolings, default.max_length) for name, stories in sets.items()}
-    labels = {name: torch.tensor([concepts.index(s.label) if s.label in concepts else -1 for s in stories]) for name, stories in sets.items()}
+    labels = {name: dev_labels(stories, concepts) for name, stories in sets.items()}
 
     membership, inputs = corpus.membership(concepts), MethodInputs(corpus.baseline_partner(), neutral=corpus.neutral_mask())
     rows = []

@@ -138,3 +138,35 @@ def write_readout(readout, output_dir: Path) -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     atomic.commit_all([(output_dir / name, data) for name, data in readout_payloads(readout).items()])
     return output_dir / VECTORS_FILE, output_dir / MANIFEST_FILE
+
+
+def hf_block_outputs(
+    hf_model, ids: list[int], layers: list[int], *, add: dict[int, torch.Tensor] | None = None, padding: int = 0, left: bool = False
+) -> dict[int, torch.Tensor]:
+    """{layer: block output at every real token [n_tokens, d_model]} from plain PyTorch forward hooks on
+    model.layers[layer] (no TransformerLens): what the serving side reads. `add` {layer: vector} is added to
+    those blocks' outputs first (steering); `padding` pad tokens go on the right or, with position ids, the left."""
+    captured, handles = {}, []
+    for layer, vector in (add or {}).items():
+        handles.append(
+            hf_model.model.layers[layer].register_forward_hook(
+                lambda m, a, out, v=vector: (out[0] + v, *out[1:]) if isinstance(out, tuple) else out + v
+            )
+        )
+    for layer in layers:
+        handles.append(
+            hf_model.model.layers[layer].register_forward_hook(
+                lambda m, a, out, l=layer: captured.__setitem__(l, (out[0] if isinstance(out, tuple) else out)[0].clone())
+            )
+        )
+    real, pad = torch.tensor(ids), torch.zeros(padding, dtype=torch.long)
+    ones, zeros = torch.ones(len(ids), dtype=torch.long), torch.zeros(padding, dtype=torch.long)
+    input_ids = torch.cat([pad, real] if left else [real, pad])[None]
+    mask = torch.cat([zeros, ones] if left else [ones, zeros])[None]
+    try:
+        with torch.inference_mode():
+            hf_model(input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {layer: hidden[padding:] if left else hidden[: len(ids)] for layer, hidden in captured.items()}

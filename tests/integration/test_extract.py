@@ -13,7 +13,7 @@ from amygdala_tl.cli import app
 from amygdala_tl.formats.readout import load_readout, score
 from amygdala_tl.pipelines import setup as shared_setup  # an alias pytest does not take for its setup_module hook
 
-from ..conftest import client_reading
+from ..conftest import client_reading, hf_block_outputs
 
 pytestmark = pytest.mark.integration
 
@@ -27,19 +27,7 @@ TEXTS = [
 
 def hf_token_outputs(hf_model, tokenizer, text, layers):
     """Plain PyTorch forward hooks on model.layers[idx]: the block outputs [pos, d_model] the serving side reads, one per token."""
-    captured = {}
-    handles = [
-        hf_model.model.layers[layer].register_forward_hook(
-            lambda module, args, output, layer=layer: captured.__setitem__(layer, (output[0] if isinstance(output, tuple) else output)[0])
-        )
-        for layer in layers
-    ]
-    ids, _ = encode(tokenizer, [text], max_length=512)
-    with torch.inference_mode():
-        hf_model(torch.tensor(ids))
-    for handle in handles:
-        handle.remove()
-    return captured
+    return hf_block_outputs(hf_model, encode(tokenizer, [text], max_length=512)[0][0], layers)
 
 
 def test_capture_matches_plain_hf_hooks_at_every_layer_including_the_last(bundled, hf_reference):

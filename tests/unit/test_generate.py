@@ -13,7 +13,7 @@ from amygdala_tl.pipelines.generate import GenerateConfig, Steering, generate_wi
 from amygdala_tl.pipelines.steer import generate, mean_resid_norm, prompt_tokens, steering_hook
 from amygdala_tl.pipelines.vectors import open_vectors
 
-from ..conftest import copy_starter_corpus, make_tiny_hf, write_readout
+from ..conftest import copy_starter_corpus, hf_block_outputs, make_tiny_hf, write_readout
 
 PROMPTS = ["the cat sat on the", "she had a cup of tea at the table in the morning and"]
 LAYERS = [0, 1, 2]  # every block of the tiny model, the last included
@@ -26,29 +26,6 @@ def vectors_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("vec")
     write_readout(readout, path)
     return path
-
-
-def hf_every_position(hf_model, ids: list[int], layers: list[int], add: dict[int, torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
-    """Block outputs at every position of one full forward, from plain PyTorch forward hooks on
-    model.layers[idx] (no TransformerLens); `add` {layer: vector} is added to those blocks' outputs first."""
-    captured, handles = {}, []
-    for layer, vector in (add or {}).items():
-        handles.append(
-            hf_model.model.layers[layer].register_forward_hook(
-                lambda m, a, out, v=vector: (out[0] + v, *out[1:]) if isinstance(out, tuple) else out + v
-            )
-        )
-    for layer in layers:
-        handles.append(
-            hf_model.model.layers[layer].register_forward_hook(
-                lambda m, a, out, l=layer: captured.__setitem__(l, (out[0] if isinstance(out, tuple) else out)[0].clone())
-            )
-        )
-    with torch.inference_mode():
-        hf_model(torch.tensor([ids]))
-    for handle in handles:
-        handle.remove()
-    return captured
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -81,7 +58,7 @@ def test_each_steps_readout_equals_the_whole_text_read_at_every_position(tiny_mo
         assert result.steering == [{"concept": "afraid", "alpha": 3.0, "layer": 1, "added_norm": scale}]
         add = {1: scale * readout.vectors[1][1].float()}
         assert result.completion != run_generate(tiny_model, vectors, prompt, 1, [], max_new_tokens=10).completion  # it steers
-    hidden = hf_every_position(make_tiny_hf(seed=0), ids, LAYERS, add)
+    hidden = hf_block_outputs(make_tiny_hf(seed=0), ids, LAYERS, add=add)
     for layer in LAYERS:
         expected = served_scores(hidden[layer], readout.vectors[layer])
         torch.testing.assert_close(result.trace.raw[layer], expected, atol=1e-4, rtol=1e-4)

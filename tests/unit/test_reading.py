@@ -10,7 +10,7 @@ from amygdala_tl.capture import capture, encode, reading
 from amygdala_tl.formats.readout import served_scores
 from amygdala_tl.quality.evaluation import bootstrap_interval, mean_rank_auroc, rank_metrics
 
-from ..conftest import client_reading, make_tiny_hf
+from ..conftest import client_reading, hf_block_outputs, make_tiny_hf
 
 
 def labelled_scores(seed: int, n_texts: int = 90, n_concepts: int = 6, signal: float = 1.0):
@@ -41,25 +41,6 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_texts():
     assert np.isclose(big_auroc[1] - big_auroc[0], 0, atol=0.05)
 
 
-def hf_token_outputs(hf_model, ids: list[int], layer: int, padding: int = 0, left: bool = False) -> torch.Tensor:
-    """Block `layer`'s output at every real token from a plain PyTorch forward hook on model.layers[layer]
-    (no TransformerLens), the text padded by `padding` pad tokens on the right or, with position ids, the left."""
-    captured = {}
-    handle = hf_model.model.layers[layer].register_forward_hook(
-        lambda module, args, output: captured.__setitem__("h", output[0] if isinstance(output, tuple) else output)
-    )
-    real = torch.tensor(ids)
-    pad = torch.zeros(padding, dtype=torch.long)
-    input_ids = torch.cat([pad, real] if left else [real, pad])[None]
-    mask = torch.cat([torch.zeros(padding), torch.ones(len(ids))] if left else [torch.ones(len(ids)), torch.zeros(padding)]).long()[None]
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    with torch.inference_mode():
-        hf_model(input_ids, attention_mask=mask, position_ids=positions)
-    handle.remove()
-    hidden = captured["h"][0]
-    return hidden[padding:] if left else hidden[: len(ids)]
-
-
 TEXTS = ["the cat sat on the mat", "rain", "she had a cup of tea at the table in the morning and it was warm", "the dog sat"]
 
 
@@ -73,6 +54,8 @@ def test_declared_reading_equals_the_served_per_token_scores_aggregated_by_a_cli
     declared = reading(pooling)
     for i, ids in enumerate(encode(tiny_model.tokenizer, TEXTS)[0]):
         for padding, left in ((0, False), (3, False), (4, True)):
-            per_token = served_scores(hf_token_outputs(hf_model, ids, layer, padding, left), rows)  # what the server returns, token by token
+            per_token = served_scores(
+                hf_block_outputs(hf_model, ids, [layer], padding=padding, left=left)[layer], rows
+            )  # what the server returns, token by token
             client = client_reading(per_token, declared)
             torch.testing.assert_close(ours[i], client, atol=1e-4, rtol=1e-4)

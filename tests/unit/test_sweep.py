@@ -23,8 +23,7 @@ from amygdala_tl.pipelines.sweep import (
 from amygdala_tl.pipelines.vectors import open_vectors
 from amygdala_tl.quality.calibration import read_calibration
 
-from ..conftest import copy_starter_corpus, make_tiny_hf
-from .test_generate import hf_every_position
+from ..conftest import copy_starter_corpus, hf_block_outputs, make_tiny_hf
 
 PROMPTS = ["the cat sat on the", "she had a cup of tea at the table in the morning and", "the rain was cold"]
 ALPHAS = [0.0, 2.0, 8.0]
@@ -108,7 +107,7 @@ def test_the_concept_score_is_read_with_the_model_unsteered(swept, tiny_model):
             ids = prompt_ids + continuation["token_ids"]
 
             def z_of(add, c=c, ids=ids, prompt_ids=prompt_ids):
-                hidden = hf_every_position(hf, ids, [layer], add)[layer][len(prompt_ids) :]
+                hidden = hf_block_outputs(hf, ids, [layer], add=add)[layer][len(prompt_ids) :]
                 return float(calibration.z(layer, served_scores(hidden, readout.vectors[layer]))[:, c].double().mean())
 
             assert continuation["concept_z"] == pytest.approx(z_of(None), abs=1e-4)

@@ -22,8 +22,7 @@ from amygdala_tl.quality.report import DevSet
 from amygdala_tl.quality.trace_html import SECTIONS, render_trace_html, write_trace_html
 from amygdala_tl.tracing import Trace, trace_text
 
-from ..conftest import client_reading, make_tiny_hf, write
-from .test_reading import hf_token_outputs
+from ..conftest import client_reading, hf_block_outputs, make_tiny_hf, write
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-output"
 TEXT = "she had a cup of tea at the table in the morning and it was warm and the rain was on the window"
@@ -43,7 +42,7 @@ def test_per_token_scores_equal_a_plain_hf_hook_at_every_position(tiny_model, po
     assert len(traced.tokens) == len(ids) and "".join(traced.tokens).split() == TEXT.split()
     assert traced.z is None and traced.layers == readout.layers and traced.concepts == readout.concepts
     for layer in readout.layers:
-        per_token = served_scores(hf_token_outputs(hf_model, ids, layer), readout.vectors[layer])  # the server's value at each token
+        per_token = served_scores(hf_block_outputs(hf_model, ids, [layer])[layer], readout.vectors[layer])  # the server's value at each token
         torch.testing.assert_close(traced.raw[layer], per_token, atol=1e-4, rtol=1e-4)
         for t in range(len(ids)):  # the running reading: what a client holds after tokens 0..t, from the README's formula
             torch.testing.assert_close(traced.running[layer][t], client_reading(per_token[: t + 1], reading(pooling)), atol=1e-4, rtol=1e-4)

@@ -48,7 +48,11 @@ def load_dev_stories(directory: Path, corpus: Corpus, concepts: list[str], log: 
     return stories
 
 
+def dev_labels(stories: list[Story], concepts: list[str]) -> Tensor:
+    """Each evaluation text's row in `concepts`, -1 for neutral texts and concepts not exported."""
+    return torch.tensor([concepts.index(s.label) if s.label in concepts else -1 for s in stories])
+
+
 def dev_set(stories: list[Story], directory: Path, concepts: list[str], read: Callable[[list[str]], Tensor]) -> DevSet:
     """The development test set's pooled activations ([n_target_layers, n_dev, d_model], from `read`) and labels."""
-    labels = torch.tensor([concepts.index(s.label) if s.label in concepts else -1 for s in stories])
-    return DevSet(read([s.text for s in stories]), labels, str(Path(directory).resolve()))
+    return DevSet(read([s.text for s in stories]), dev_labels(stories, concepts), str(Path(directory).resolve()))

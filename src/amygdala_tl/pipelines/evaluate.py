@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ..capture import ActivationStore, capture
 from ..corpus import DEFAULT_HELDOUT, NEUTRAL, load_heldout
 from ..errors import UserError
@@ -21,6 +19,7 @@ from ..model import LoadedModel, load_model
 from ..quality.calibration import read_calibration
 from ..quality.evaluation import ServedEvaluation, evaluate_combined, evaluate_served
 from ..quality.heldout import CombinedReading
+from .devset import dev_labels
 from .vectors import load_model_for, open_vectors
 
 
@@ -103,7 +102,7 @@ def evaluate_vectors(
     stories = load_heldout(heldout_dir)
     covered = sorted({s.label for s in stories if s.label != NEUTRAL})
     skipped = [c for c in covered if c not in readout.concepts]
-    labels = torch.tensor([readout.concepts.index(s.label) if s.label in readout.concepts else -1 for s in stories])
+    labels = dev_labels(stories, readout.concepts)
     if not (labels >= 0).any():
         raise UserError(f"{heldout_dir} has no text of a concept in {vectors_dir}/readout.json: nothing to score")
     loaded = load_model_for(vectors, config.model, config.device, config.trust_remote_code, loader, log)
