@@ -174,7 +174,8 @@ def _cache_reaches_attention(model: LoadedModel) -> Iterator[None]:
             kwargs["past_key_values"] = kwargs["cache"]
         return args, kwargs
 
-    handles = [block.attn.register_forward_pre_hook(rename, with_kwargs=True) for block in model.bridge.blocks]
+    attentions = [block.attn for block in model.bridge.blocks if getattr(block, "attn", None) is not None]  # hybrid models: some blocks have none
+    handles = [attention.register_forward_pre_hook(rename, with_kwargs=True) for attention in attentions]
     try:
         with warnings.catch_warnings():  # the bridge passes HF the cache by its old name, deprecated in transformers 5
             warnings.filterwarnings("ignore", message="`past_key_values` is deprecated", category=FutureWarning)
