@@ -109,15 +109,26 @@ def corpus_check(
 
     expected = list(CONCEPTS) if expect == "all" else [c.strip() for c in expect.split(",") if c.strip()] if expect else []
     with user_errors():
-        stats, problems = check_corpus(corpus, expected, min_positives)
+        checked = check_corpus(corpus, expected, min_positives)
+
+    def counts(counter) -> str:
+        return " ".join(f"{key}:{n}" for key, n in sorted(counter.items()))
+
     rows = [
-        [name, str(c.positives), str(c.unpaired), str(c.paired), f"{c.mean_words:.0f}", " ".join(f"{w}:{n}" for w, n in sorted(c.writers.items()))]
-        for name, c in stats.items()
+        [name, str(c.positives), str(c.paired), str(len(c.writers)), f"{c.mean_words:.0f}", counts(c.writers), counts(c.forms)]
+        for name, c in checked.stats.items()
     ]
-    print_table(f"corpus {corpus}", ["concept", "positives", "unpaired", "paired", "mean words", "by writer"], rows)
-    for line in (f"[red]problem:[/] {problem}" for problem in problems):
+    print_table(f"corpus {corpus}", ["concept", "positives", "paired", "writers", "mean words", "by writer", "by form"], rows)
+    for line in (f"[red]problem:[/] {problem}" for problem in checked.problems):
         say(line)
-    say(f"{len(stats)} concepts, {sum(s.positives for s in stats.values())} positive stories, {len(problems)} problems")
+    stats, problems = checked.stats, checked.problems
+    positives = [s.positives for s in stats.values()]
+    say(
+        f"{len(stats)} concepts, {sum(positives)} positive texts (at least {min(positives, default=0)} each, "
+        f"from at least {min((len(s.writers) for s in stats.values()), default=0)} writers), {checked.neutral} neutral texts, "
+        f"{len(checked.scenarios)} paired scenarios ({sum(n >= 4 for n in checked.scenarios.values())} with 4+ framings), "
+        f"{len(checked.writers)} training writers; {len(problems)} problems"
+    )
     if problems:
         raise typer.Exit(1)
 

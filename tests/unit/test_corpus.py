@@ -115,7 +115,7 @@ def test_only_regular_files_of_bounded_size_are_read(tmp_path, monkeypatch):
         unblock_later(fifo)
     with pytest.raises(UserError, match="not a regular file.*pipe.txt"):
         load_corpus(tmp_path)
-    _, problems = check_corpus(tmp_path)
+    problems = check_corpus(tmp_path).problems
     assert [p.message.split(" (")[0] for p in problems if p.path == str(fifo)] == ["not a regular file"]
     fifo.unlink()
     device = tmp_path / "stories" / "afraid.txt"
@@ -148,5 +148,5 @@ def test_hidden_folders_are_skipped_with_a_warning(tmp_path):
     with pytest.warns(CorpusWarning, match="hidden folder skipped"):
         assert [s.label for s in load_heldout(tmp_path / "heldout")] == ["calm"]
     with pytest.warns(CorpusWarning, match="hidden folder skipped"):
-        _, problems = check_corpus(tmp_path)
+        problems = check_corpus(tmp_path).problems
     assert not [p for p in problems if ".ipynb_checkpoints" in p.path]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from amygdala_tl.corpus import check_corpus, names_own_concept
+import pytest
+
+from amygdala_tl.corpus import check_corpus, load_corpus, names_own_concept
+from amygdala_tl.errors import UserError
 
 from ..conftest import write
 
@@ -30,7 +33,8 @@ def test_every_problem_is_reported_with_its_file(tmp_path):
     orphan = write(tmp_path / "paired" / "no_baseline" / "calm.txt", distinct(1))
     bad = tmp_path / "stories" / "calm" / "latin1.txt"
     bad.write_bytes(("caf\xe9 " * 90).encode("latin-1"))
-    stats, problems = check_corpus(tmp_path, expect=["calm", "joyful"], min_positives=2)
+    checked = check_corpus(tmp_path, expect=["calm", "joyful"], min_positives=2)
+    stats, problems = checked.stats, checked.problems
     by_path = {}
     for problem in problems:
         by_path.setdefault(problem.path, []).append(problem.message)
@@ -57,7 +61,8 @@ def test_forbidden_forms_are_whole_words():
 def test_a_bad_concept_name_does_not_hide_the_other_stories(tmp_path):
     write(tmp_path / "stories" / "Bad-Name" / "a.txt", GOOD)
     write(tmp_path / "stories" / "calm" / "a.txt", distinct(2))
-    stats, problems = check_corpus(tmp_path)
+    checked = check_corpus(tmp_path)
+    stats, problems = checked.stats, checked.problems
     assert stats["calm"].unpaired == 1
     assert [p.path for p in problems] == [str(tmp_path / "stories" / "Bad-Name")]
 
@@ -73,7 +78,7 @@ def test_near_duplicates_are_errors_naming_both_files_except_within_a_scenario(t
     write(tmp_path / "paired" / "walk" / "calm.txt", baseline.read_text() + " and the light held")  # same events: allowed
     heldout_copy = write(tmp_path / "heldout" / "joyful" / "h.txt", distinct(11))
     neutral_named = write(tmp_path / "heldout" / "anxious" / "named.txt", distinct(13) + " Anxiety.")
-    _, problems = check_corpus(tmp_path)
+    problems = check_corpus(tmp_path).problems
     messages = [str(p) for p in problems]
     assert len([m for m in messages if "near-duplicate" in m or "same text" in m]) == 2, messages
     assert any(str(edited) in m and "original.txt" in m and "Jaccard" in m for m in messages)
@@ -81,8 +86,8 @@ def test_near_duplicates_are_errors_naming_both_files_except_within_a_scenario(t
     assert any(str(neutral_named) in m and "names its own concept" in m for m in messages)  # held-out is linted too
 
 
-def test_texts_take_40_to_400_words_in_any_number_of_paragraphs_and_record_their_writer(tmp_path):
-    """Chats, letters and dialogue scenes are training texts too (the corpus-scale issue); a file's name prefix is its writer."""
+def test_texts_take_40_to_400_words_in_any_number_of_paragraphs(tmp_path):
+    """Chats, letters and dialogue scenes are training texts too (the corpus-scale issue)."""
     cases = {
         "stories/calm/t1_short.txt": (distinct(2, 45), True),
         "stories/calm/t2_too_short.txt": (distinct(3, 39), False),
@@ -93,8 +98,72 @@ def test_texts_take_40_to_400_words_in_any_number_of_paragraphs_and_record_their
     }
     for name, (text, _) in cases.items():
         write(tmp_path / name, text)
-    stats, problems = check_corpus(tmp_path)
-    flagged = {problem.path for problem in problems}
+    checked = check_corpus(tmp_path)
+    flagged = {problem.path for problem in checked.problems}
     for name, (_, fine) in cases.items():
         assert (str(tmp_path / name) not in flagged) == fine, name
-    assert dict(stats["calm"].writers) == {"t1": 1, "t2": 1, "t4": 1, "s0": 1}  # training texts only; no prefix: s0
+    assert dict(checked.stats["calm"].writers) == {"unrecorded": 4}  # no manifest: training texts only
+
+
+WRITERS_TSV = "writer\tset\tbrief\nw1\ttraining\tchats\nw2\ttraining\tletters\nd1\theldout\tprose dev\n"
+
+
+def manifest_corpus(tmp_path, rows: list[str]):
+    write(tmp_path / "stories" / "calm" / "w1_a.txt", distinct(1))
+    write(tmp_path / "stories" / "calm" / "w2_b.txt", distinct(2))
+    write(tmp_path / "paired" / "walk" / "baseline.txt", distinct(3))
+    write(tmp_path / "paired" / "walk" / "calm.txt", distinct(4))
+    write(tmp_path / "neutral" / "w2_timetable.txt", distinct(5))
+    write(tmp_path / "heldout" / "calm" / "d1_c.txt", distinct(6))
+    (tmp_path / "writers.tsv").write_text(WRITERS_TSV)
+    (tmp_path / "manifest.tsv").write_text("path\twriter\tform\n" + "".join(row + "\n" for row in rows))
+    return tmp_path
+
+
+FULL = [
+    "stories/calm/w1_a.txt\tw1\tchat",
+    "stories/calm/w2_b.txt\tw2\temail_letter",
+    "paired/walk/baseline.txt\tw1\tprose",
+    "paired/walk/calm.txt\tw1\tprose",
+    "neutral/w2_timetable.txt\tw2\tnotes",
+    "heldout/calm/d1_c.txt\td1\tprose",
+]
+
+
+def test_the_manifest_gives_each_text_its_writer_and_form_and_check_counts_them(tmp_path):
+    checked = check_corpus(manifest_corpus(tmp_path, FULL))
+    assert checked.problems == []
+    assert dict(checked.stats["calm"].writers) == {"w1": 2, "w2": 1}  # the held-out text is not a training positive
+    assert dict(checked.stats["calm"].forms) == {"chat": 1, "email_letter": 1, "prose": 1}
+    assert checked.neutral == 2 and checked.scenarios == {"walk": 1} and dict(checked.writers) == {"w1": 3, "w2": 2}
+    corpus = load_corpus(tmp_path)
+    assert corpus.writers_recorded and {s.path.name: s.writer for s in corpus.stories}["w2_timetable.txt"] == "w2"
+    assert sum(corpus.neutral_mask().tolist()) == 2  # the neutral text is a negative of every concept, like a baseline
+
+
+@pytest.mark.parametrize(
+    ("rows", "path", "message"),
+    [
+        (FULL[1:], "stories/calm/w1_a.txt", "not in manifest.tsv"),
+        (FULL + ["stories/calm/gone.txt\tw1\tchat"], "stories/calm/gone.txt", "not a text of the corpus"),
+        ([r.replace("d1\tprose", "w1\tprose") for r in FULL], "heldout/calm/d1_c.txt", "writes for the training set"),
+        ([r.replace("w1_a.txt\tw1", "w1_a.txt\tw2") for r in FULL], "stories/calm/w1_a.txt", "prefix says writer 'w1'"),
+    ],
+)
+def test_check_names_each_manifest_problem_by_file(tmp_path, rows, path, message):
+    problems = check_corpus(manifest_corpus(tmp_path, rows)).problems
+    assert {p.path for p in problems} == {str(tmp_path / path)} and any(message in p.message for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (FULL + ["stories/calm/w1_a.txt\tw1\tchat"], "listed twice"),
+        ([FULL[0].replace("chat", "haiku")] + FULL[1:], "form 'haiku' is not one of"),
+        ([FULL[0].replace("w1\tchat", "w9\tchat")] + FULL[1:], "writer 'w9' is not in writers.tsv"),
+        (["stories/calm/w1_a.txt\tw1"], "expected 3 tab-separated values"),
+    ],
+)
+def test_a_malformed_manifest_is_one_error_naming_it(tmp_path, rows, message):
+    with pytest.raises(UserError, match=message):
+        check_corpus(manifest_corpus(tmp_path, rows))

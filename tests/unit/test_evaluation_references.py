@@ -63,6 +63,23 @@ def test_cv_folds_partition_the_texts_and_never_split_a_scenario(seed):
         assert (np.delete(membership.numpy(), held, axis=1).sum(-1) > 0).all()
 
 
+def test_groups_follow_the_recorded_writers_and_join_a_scenario_that_spans_two():
+    """A writer's texts share one group (leave-one-writer-out), and a scenario written by two writers joins them."""
+    stories = [
+        Story("a1", Path("stories/calm/a1.txt"), "calm", writer="w1"),
+        Story("a2", Path("stories/afraid/a2.txt"), "afraid", writer="w1"),
+        Story("b1", Path("stories/calm/b1.txt"), "calm", writer="w2"),
+        Story("c1", Path("stories/calm/c1.txt"), "calm", writer="w3"),
+        Story("base", Path("paired/s/baseline.txt"), "baseline", "s", writer="w3"),
+        Story("framed", Path("paired/s/afraid.txt"), "afraid", "s", writer="w4"),
+        Story("d1", Path("stories/afraid/d1.txt"), "afraid", writer="w4"),
+    ]
+    corpus = Corpus(stories)
+    assert corpus.writers_recorded
+    assert corpus.groups() == [0, 0, 1, 2, 2, 2, 2]  # w3 and w4 share the scenario s
+    assert not Corpus(stories + [Story("e", Path("stories/calm/e.txt"), "calm")]).writers_recorded
+
+
 def hand_scores_over_folds(x, folds, directions_of, n_concepts):
     """Concatenated per-fold z-scores: each fold's raw scores (fp32 hidden states . fp16 rows, the exported
     values) standardized over that fold alone; `directions_of(kept)` gives the unit rows learned on `kept`."""
@@ -219,8 +236,31 @@ def test_near_duplicate_threshold_against_a_hand_computed_jaccard(tmp_path):
     write(tmp_path / "c" / "stories" / "afraid" / "b.txt", near_b)
     write(tmp_path / "c" / "stories" / "bored" / "c.txt", far_b)
     write(tmp_path / "c" / "stories" / "joyful" / "d.txt", far_a)
-    _, problems = check_corpus(tmp_path / "c")
+    problems = check_corpus(tmp_path / "c").problems
     assert [p.path for p in problems if "near-duplicate" in p.message] == [str(tmp_path / "c" / "stories" / "calm" / "a.txt")]
+
+
+def test_the_indexed_overlap_equals_an_exact_all_pairs_computation_on_the_shipped_corpus():
+    """The postings index scores only pairs sharing a 5-gram; a sparse text x 5-gram matrix product scores every
+    pair of the shipped corpus (training and both development sets): the same pairs, the same Jaccards."""
+    from scipy import sparse
+
+    from amygdala_tl.corpus.check import overlapping_pairs, word_ngrams
+
+    texts = [path.read_text(encoding="utf-8").strip() for path in sorted(CORPUS.rglob("*.txt"))]
+    grams = [word_ngrams(text) for text in texts]
+    vocabulary: dict[tuple[str, ...], int] = {}
+    rows = [[vocabulary.setdefault(gram, len(vocabulary)) for gram in text_grams] for text_grams in grams]
+    matrix = sparse.csr_matrix(
+        (np.ones(sum(map(len, rows))), np.concatenate(rows), np.cumsum([0] + [len(r) for r in rows])), shape=(len(texts), len(vocabulary))
+    )
+    shared = sparse.triu(matrix @ matrix.T, k=1).tocoo()
+    sizes = np.array([len(g) for g in grams])
+    exact = {(int(a), int(b)): n / (sizes[a] + sizes[b] - n) for a, b, n in zip(shared.row, shared.col, shared.data)}
+    indexed = overlapping_pairs(texts)
+    assert len(texts) > 1000 and len(exact) > 1000
+    assert indexed.keys() == exact.keys()
+    assert max(abs(indexed[pair] - exact[pair]) for pair in exact) < 1e-12
 
 
 def heldout_with_a_near_copy(root: Path, corpus_dir: Path) -> tuple[Path, Path]:
@@ -298,3 +338,31 @@ def test_preflight_reads_the_layer_count_and_extract_refuses_layer_n_before_the_
         run = ExtractConfig(output_dir=tmp_path / "out", model=str(model), corpus=starter_corpus, layers=layers, use_cache=False)
         with pytest.raises(Loaded if accepted else UserError):
             run_extract(run, loader=reach_the_load)
+
+
+def test_leave_one_writer_out_holds_out_each_writer_once_and_equals_a_hand_computation():
+    """With writers recorded, cross-validation holds out one writer's texts at a time (folds computed here
+    independently from the writer ids), scored as every protocol is; a writer of a single text (a fold too small
+    to z-score) sends it back to stratified group folds, and a writer of all of a concept's positives cannot be
+    held out at all."""
+    acts, membership, labels = cv_data(1, n_per_concept=12, n_baselines=12)
+    concepts = [f"c{c}" for c in range(membership.shape[0])]
+    writers = np.arange(acts.shape[0]) % 4  # four writers, each with 3 texts of every concept and 3 baselines
+    report = cv_evaluation(acts[None], [7], membership, concepts, writers.tolist(), n_layers=10, by_writer=True).to_json()
+    assert report["protocol"] == "leave-one-writer-out cross-validation" and report["by_writer"] and report["n_splits"] == 4
+    x, y, n_concepts = acts.double().numpy(), labels.numpy(), len(concepts)
+    folds = [np.flatnonzero(writers == w) for w in range(4)]
+
+    def diff_of_means_rows(kept):
+        rows = np.stack([x[kept[y[kept] == c]].mean(0) - x[kept[y[kept] != c]].mean(0) for c in range(n_concepts)])
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    mean_auroc, top1, _, _ = hand_metrics(hand_scores_over_folds(x, folds, diff_of_means_rows, n_concepts), y, n_concepts)
+    assert report["layers"]["7"]["mean_auroc"] == pytest.approx(mean_auroc, abs=1e-6)
+    assert report["layers"]["7"]["top1"] == pytest.approx(top1, abs=1e-6)
+    one_text_writer = np.append(writers[:-1], 4)
+    fallback = cv_evaluation(acts[None], [7], membership, concepts, one_text_writer.tolist(), n_layers=10, by_writer=True).to_json()
+    assert not fallback["by_writer"] and fallback["protocol"] == "grouped cross-validation" and fallback["n_splits"] < 5
+    only_writer_of_c0 = np.where(y == 0, 0, writers)  # writer 0 wrote every positive of c0
+    with pytest.raises(UserError, match="too small for grouped cross-validation"):
+        cv_evaluation(acts[None], [7], membership, concepts, only_writer_of_c0.tolist(), n_layers=10, by_writer=True)

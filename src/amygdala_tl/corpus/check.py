@@ -10,17 +10,11 @@ from pathlib import Path
 
 from ..errors import UserError
 from .concepts import names_own_concept
-from .load import BASELINE, NEUTRAL, heldout_files, paired_files, read_story, story_files, text_sha256
+from .load import BASELINE, NEUTRAL, NEUTRAL_DIR, heldout_files, neutral_files, paired_files, read_story, story_files, text_sha256
+from .manifest import load_manifest, manifest_problems
 
 MIN_WORDS, MAX_WORDS = 40, 400  # a chat or a postcard is short, a dialogue scene long
-WRITER_PREFIX = re.compile(r"^([a-z]+[0-9]+)_")  # t1_..., f3_..., h2_...: the writer id; no prefix: the first sessions'
-UNRECORDED_WRITER = "s0"
-
-
-def writer_of(path: Path) -> str:
-    """The writer id a file's name records (`t3_market.txt` -> t3); the first sessions' files record none (s0)."""
-    match = WRITER_PREFIX.match(Path(path).name)
-    return match.group(1) if match else UNRECORDED_WRITER
+UNRECORDED = "unrecorded"  # the writer or form of a text the manifest does not list
 
 
 @dataclass(frozen=True)
@@ -38,6 +32,7 @@ class ConceptStats:
     paired: int = 0
     words: int = 0
     writers: Counter = field(default_factory=Counter)  # writer id -> positives
+    forms: Counter = field(default_factory=Counter)  # form -> positives
 
     @property
     def positives(self) -> int:
@@ -48,8 +43,21 @@ class ConceptStats:
         return self.words / self.positives if self.positives else 0.0
 
 
-def check_corpus(corpus_dir: Path, expect: list[str] | None = None, min_positives: int = 1) -> tuple[dict[str, ConceptStats], list[Problem]]:
-    """Per-concept stats of the training stories, and every problem found under corpus_dir (heldout/ included)."""
+@dataclass
+class CorpusCheck:
+    """What `corpus check` found: per-concept counts of the training texts, the neutral texts and the paired
+    scenarios (name -> framings), and every problem."""
+
+    stats: dict[str, ConceptStats]
+    problems: list[Problem]
+    neutral: int = 0
+    scenarios: dict[str, int] = field(default_factory=dict)
+    writers: Counter = field(default_factory=Counter)  # writer id -> training texts
+
+
+def check_corpus(corpus_dir: Path, expect: list[str] | None = None, min_positives: int = 1) -> CorpusCheck:
+    """Counts of the training texts, and every problem found under corpus_dir (the manifest and the development
+    sets included)."""
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise UserError(f"corpus directory not found: {corpus_dir}")
@@ -61,12 +69,18 @@ def check_corpus(corpus_dir: Path, expect: list[str] | None = None, min_positive
     def listed(sub: str, lister) -> list[tuple[Path, str, str | None]]:
         return list(lister(corpus_dir / sub, on_error=report)) if (corpus_dir / sub).is_dir() else []
 
-    training = listed("stories", story_files) + listed("paired", paired_files)
+    training = listed("stories", story_files) + listed("paired", paired_files) + listed(NEUTRAL_DIR, lambda d, on_error: neutral_files(d))
     heldout = listed("heldout", heldout_files) + listed(FORMS_SET, heldout_files)
-    stats: dict[str, ConceptStats] = defaultdict(ConceptStats)
+    manifest = load_manifest(corpus_dir)
+    if manifest is not None:
+        problems += [
+            Problem(str(corpus_dir / path), message)
+            for path, message in manifest_problems(corpus_dir, manifest, [p for p, _, _ in training + heldout])
+        ]
+    result = CorpusCheck(defaultdict(ConceptStats), problems)
     seen: dict[str, Path] = {}
     texts: list[tuple[Path, str, str | None]] = []  # (file, text, overlap group) for the near-duplicate check
-    scenarios_with_baseline = {scenario for _, label, scenario in training if label == BASELINE}
+    scenarios_with_baseline = {scenario for _, label, scenario in training if label == BASELINE and scenario}
     heldout_paths = {path for path, _, _ in heldout}
     for path, label, scenario in training + heldout:
         try:
@@ -84,7 +98,11 @@ def check_corpus(corpus_dir: Path, expect: list[str] | None = None, min_positive
         n_words = len(text.split())
         if not MIN_WORDS <= n_words <= MAX_WORDS:
             problems.append(Problem(str(path), f"{n_words} words, outside {MIN_WORDS}-{MAX_WORDS}"))
+        entry = manifest.of(corpus_dir, path) if manifest is not None else None
+        if path not in heldout_paths:
+            result.writers[entry.writer if entry else UNRECORDED] += 1
         if label in (BASELINE, NEUTRAL):
+            result.neutral += path not in heldout_paths
             continue
         if scenario is not None and scenario not in scenarios_with_baseline:
             problems.append(Problem(str(path), f"paired framing but scenario {scenario!r} has no baseline.txt"))
@@ -92,19 +110,22 @@ def check_corpus(corpus_dir: Path, expect: list[str] | None = None, min_positive
             problems.append(Problem(str(path), f"names its own concept {label!r} ({form!r})"))
         if path in heldout_paths:
             continue
-        concept = stats[label]
+        concept = result.stats[label]
         concept.words += n_words
-        concept.writers[writer_of(path)] += 1
+        concept.writers[entry.writer if entry else UNRECORDED] += 1
+        concept.forms[entry.form if entry else UNRECORDED] += 1
         if scenario is None:
             concept.unpaired += 1
         else:
             concept.paired += 1
+            result.scenarios[scenario] = result.scenarios.get(scenario, 0) + 1
     problems += near_duplicates(texts)
     for name in expect or []:
-        have = stats[name].positives if name in stats else 0
+        have = result.stats[name].positives if name in result.stats else 0
         if have < min_positives:
             problems.append(Problem(str(corpus_dir), f"concept {name!r} has {have} positive stories, expected at least {min_positives}"))
-    return dict(sorted(stats.items())), problems
+    result.stats = dict(sorted(result.stats.items()))
+    return result
 
 
 FORMS_SET = "heldout_forms"  # the second development set: texts in the forms a served model reads

@@ -1,9 +1,10 @@
 """The story corpus: load, validate, and say which texts are each concept's positives and negatives.
 
-Layout (see corpus/README.md): stories/<concept>.txt or stories/<concept>/*.txt, and
-paired/<scenario>/{baseline,<concept>}.txt. Every text carries exactly one label: a concept or
-BASELINE. A concept's negatives are all texts not labelled with it (other concepts' positives and
-every baseline), as docs/methods.md defines them.
+Layout (see corpus/README.md): stories/<concept>.txt or stories/<concept>/*.txt,
+paired/<scenario>/{baseline,<concept>}.txt and neutral/*.txt. Every text carries exactly one label: a concept
+or BASELINE (a scenario baseline or a neutral text). A concept's negatives are all texts not labelled with it
+(other concepts' positives and every baseline), as docs/methods.md defines them. The manifest
+(corpus/manifest.tsv, manifest.py) adds each text's writer and form.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from torch import Tensor
 
 from ..errors import UserError
 from .concepts import SAFE_NAME
+from .manifest import load_manifest
 
 DEFAULT_CORPUS = Path("corpus")  # the shipped corpus, from the working directory: every command's default
 DEFAULT_HELDOUT = DEFAULT_CORPUS / "heldout"  # its development test set, never trained on
 BASELINE = "baseline"
 NEUTRAL = "_neutral"  # heldout/_neutral/: evaluation texts that frame no concept
+NEUTRAL_DIR = "neutral"  # corpus/neutral/: training texts that frame no concept
 MAX_TEXT_BYTES = 4 * 2**20  # a story is ~1 KB; `score --file` lines a few MB at most
 
 
@@ -40,6 +43,8 @@ class Story:
     path: Path
     label: str  # a concept name, or BASELINE
     scenario: str | None = None  # set for paired/ files
+    writer: str | None = None  # from the corpus manifest; None where none is recorded
+    form: str | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -82,13 +87,33 @@ class Corpus:
         return torch.tensor([baselines.get(s.scenario, -1) if s.scenario and not s.is_baseline else -1 for s in self.stories])
 
     def neutral_mask(self) -> Bool[Tensor, " n_texts"]:
-        """The scenario baselines: texts that frame no concept."""
+        """The scenario baselines and neutral texts: texts that frame no concept."""
         return torch.tensor([s.is_baseline for s in self.stories], dtype=torch.bool)
 
+    @property
+    def writers_recorded(self) -> bool:
+        return bool(self.stories) and all(s.writer is not None for s in self.stories)
+
     def groups(self) -> list[int]:
-        """Cross-validation group of each text: a paired scenario's baseline and framings share one (same events)."""
-        scenarios: dict[str, int] = {}
-        return [scenarios.setdefault(s.scenario, len(self.stories) + len(scenarios)) if s.scenario else i for i, s in enumerate(self.stories)]
+        """Cross-validation group of each text: texts by one writer share one, and so do a paired scenario's
+        baseline and framings (same events), joined when a scenario spans writers; a text with no recorded
+        writer and no scenario is a group of its own."""
+        parent = list(range(len(self.stories)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        first: dict[tuple[str, str], int] = {}
+        for i, story in enumerate(self.stories):
+            for key in (("scenario", story.scenario), ("writer", story.writer)):
+                if key[1] is not None:
+                    parent[root(i)] = root(first.setdefault(key, i))  # type: ignore[arg-type]
+        roots = [root(i) for i in range(len(self.stories))]
+        numbering: dict[int, int] = {}
+        return [numbering.setdefault(r, len(numbering)) for r in roots]
 
     def require(self, concept: str) -> None:
         if concept not in self.concepts:
@@ -117,6 +142,7 @@ def load_corpus(
     paired_dir: str | Path | None = None,
 ) -> Corpus:
     """Read and validate a corpus; every problem a user can fix raises UserError naming the file."""
+    neutral_dir: Path | None = None
     if corpus_dir is not None:
         corpus_dir = Path(corpus_dir)
         if not corpus_dir.is_dir():
@@ -125,6 +151,8 @@ def load_corpus(
         paired_dir = Path(paired_dir or corpus_dir / "paired")
         if not stories_dir.is_dir() and not paired_dir.is_dir():
             raise UserError(f"corpus directory has neither stories/ nor paired/: {corpus_dir}")
+        if (corpus_dir / NEUTRAL_DIR).is_dir():
+            neutral_dir = corpus_dir / NEUTRAL_DIR
     if stories_dir is None and paired_dir is None:
         raise UserError("no corpus given: pass --corpus, or --stories-dir and/or --paired-dir")
     for given, name in ((stories_dir, "stories"), (paired_dir, "paired")):
@@ -136,15 +164,28 @@ def load_corpus(
         entries += story_files(Path(stories_dir))
     if paired_dir is not None and Path(paired_dir).is_dir():
         entries += paired_files(Path(paired_dir))
+    if neutral_dir is not None:
+        entries += neutral_files(neutral_dir)
+    manifest = load_manifest(corpus_dir) if corpus_dir is not None else None
 
-    stories, skipped = [], []
+    stories, skipped, unlisted = [], [], []
     for path, label, scenario in entries:
         text = read_story(path)
         if not text:
             warnings.warn(f"skipping empty file: {path}", CorpusWarning, stacklevel=2)
             skipped.append(path)
             continue
-        stories.append(Story(text, path, label, scenario))
+        entry = manifest.of(corpus_dir, path) if manifest is not None and corpus_dir is not None else None
+        if manifest is not None and entry is None:
+            unlisted.append(path)
+        stories.append(Story(text, path, label, scenario, entry.writer if entry else None, entry.form if entry else None))
+    if unlisted:
+        warnings.warn(
+            f"{len(unlisted)} texts are not in {corpus_dir}/manifest.tsv (first: {unlisted[0]}): their writer is unknown, "
+            "so cross-validation cannot leave their writer out; `corpus check` lists them",
+            CorpusWarning,
+            stacklevel=2,
+        )
     _reject_shared_texts(stories)
     root = str(corpus_dir or stories_dir or paired_dir)
     return Corpus(_drop_same_label_duplicates(stories), root=root, skipped=skipped)
@@ -218,6 +259,11 @@ def paired_files(paired_dir: Path, on_error=None) -> list[tuple[Path, str, str]]
             if (label := _label(file.stem, file, on_error, allowed=BASELINE)) is not None:
                 entries.append((file, label, scenario.name))
     return entries
+
+
+def neutral_files(neutral_dir: Path) -> list[tuple[Path, str, None]]:
+    """(file, BASELINE, None) for neutral/*.txt: texts that frame no concept, negatives of every concept."""
+    return [(file, BASELINE, None) for file in _existing(_visible(Path(neutral_dir).glob("*.txt")))]
 
 
 def heldout_files(heldout_dir: Path, on_error=None) -> list[tuple[Path, str, None]]:

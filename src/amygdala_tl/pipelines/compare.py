@@ -141,7 +141,9 @@ def compare_row(prepared: Prepared, pooling: str, acts: Activations, learned: Le
     started = time.perf_counter()
     corpus, concepts, layers, n_layers = prepared.corpus, prepared.concepts, prepared.layers, prepared.model.facts.n_layers
     served_directions = torch.stack([row.half().float() for row in learned.directions])
-    cv = cv_evaluation(acts.resid, layers, corpus.membership(concepts), concepts, corpus.groups(), n_layers, learned.refit(layers))
+    cv = cv_evaluation(
+        acts.resid, layers, corpus.membership(concepts), concepts, corpus.groups(), n_layers, learned.refit(layers), corpus.writers_recorded
+    )
     dev_block = development_set_evaluation(dev.acts, layers, served_directions, dev.labels, concepts, n_layers) if dev else None
     heldout = Heldout(cv, dev_block)
     best_layer = heldout.best_layer

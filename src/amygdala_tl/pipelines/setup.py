@@ -25,7 +25,7 @@ from ..layers import describe_layer, is_index_list, parse_layers
 from ..model import DeferredModel, LoadedModel, load_model, parse_dtype
 from ..model_spec import ModelSpec, model_identity, resolve_model_spec
 from ..preflight import check_device_map, preflight
-from ..quality.heldout import FoldFit, Heldout, cv_folds
+from ..quality.heldout import FoldFit, Heldout, cv_folds, writer_folds
 from ..quality.report import DevSet, QualityInputs
 from ..rundir import check_output_dir
 from .devset import dev_set, heldout_dir_of, load_dev_stories
@@ -139,7 +139,7 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
     check_denoise_k(config.denoise_k, corpus)
     dev_dir = heldout_dir_of(config.corpus, config.heldout) if evaluate else None
     dev_stories = load_dev_stories(dev_dir, corpus, concepts, log) if dev_dir is not None else None
-    if evaluate:
+    if evaluate and not (corpus.writers_recorded and writer_folds(corpus.membership(concepts), corpus.groups())):
         cv_folds(corpus.membership(concepts), corpus.groups())  # a corpus too small to cross-validate fails now
     spec = resolve_model_spec(config.model)
     n_layers = preflight(spec, config.device, config.trust_remote_code)
@@ -362,5 +362,6 @@ def quality_inputs(
         fit=fit,
         heldout=heldout,
         groups=corpus.groups(),
+        by_writer=corpus.writers_recorded,
         dev=dev,
     )

@@ -152,14 +152,19 @@ class LeaveOneOut:
 class GroupedCV:
     n_splits: int
     layers: dict[int, CvLayer]
-    protocol: ClassVar[str] = "grouped cross-validation"
+    by_writer: bool = False  # one fold per writer (the corpus manifest records them), else stratified group folds
+
+    @property
+    def protocol(self) -> str:
+        return "leave-one-writer-out cross-validation" if self.by_writer else "grouped cross-validation"
 
     def to_json(self) -> dict:
-        return {"protocol": self.protocol, "n_splits": self.n_splits, "layers": layers_json(self.layers)}
+        return {"protocol": self.protocol, "n_splits": self.n_splits, "by_writer": self.by_writer, "layers": layers_json(self.layers)}
 
     @classmethod
     def from_json(cls, data: dict) -> GroupedCV:
-        return cls(data["n_splits"], {int(layer): CvLayer(**block) for layer, block in data["layers"].items()})
+        layers = {int(layer): CvLayer(**block) for layer, block in data["layers"].items()}
+        return cls(data["n_splits"], layers, data.get("by_writer", False))
 
 
 MAX_COMBINED = 3  # the multi-layer reading is evaluated over the best 2..3 layers (the default export holds 3)
@@ -269,7 +274,7 @@ def cv_folds(membership: Bool[Tensor, "n_concepts n_texts"], groups: list[int], 
 
     labels = labels_of(membership).numpy()
     member = membership.numpy()
-    for splits in range(max(2, min(n_splits, int(membership.sum(-1).min()))), 1, -1):
+    for splits in range(min(n_splits, int(membership.sum(-1).min()), len(set(groups))), 1, -1):
         for attempt in range(20):  # the shuffle decides which groups share a fold; a few tries find a usable one
             splitter = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed + attempt)
             with warnings.catch_warnings():  # "the least populated class has only n members": checked below instead
@@ -281,6 +286,17 @@ def cv_folds(membership: Bool[Tensor, "n_concepts n_texts"], groups: list[int], 
         "the corpus is too small for grouped cross-validation: no split leaves every concept a training story "
         "and every fold two texts; add stories (or scenario baselines), or drop --quality-report"
     )
+
+
+def writer_folds(membership: Bool[Tensor, "n_concepts n_texts"], groups: list[int]) -> list[np.ndarray] | None:
+    """One held-out fold per group, when the groups are writers (with their scenarios): leave one writer out. None
+    when some writer wrote every positive of a concept (nothing would be left to learn it from in that fold)."""
+    ids = np.asarray(groups)
+    folds = [np.flatnonzero(ids == group) for group in np.unique(ids)]
+    member = membership.numpy()
+    if len(folds) < 2 or not all(len(held) >= 2 and (np.delete(member, held, axis=1).sum(-1) > 0).all() for held in folds):
+        return None
+    return folds
 
 
 def fold_zscores(
@@ -319,10 +335,14 @@ def cv_evaluation(
     groups: list[int],
     n_layers: int,
     fit: FoldFit | None = None,
+    by_writer: bool = False,
 ) -> GroupedCV:
     """Grouped cross-validation scored as `evaluate` scores: served fp16 rows, raw dot products of the held-out
-    fold's texts, each concept's scores z-scored over the fold, then AUROC / top-1 over every held-out text."""
-    folds = cv_folds(membership, groups)
+    fold's texts, each concept's scores z-scored over the fold, then AUROC / top-1 over every held-out text.
+    With `by_writer` (the groups are writers) one writer is held out at a time, when every fold leaves each
+    concept a positive; else the stratified group folds of `cv_folds`."""
+    writer_held = writer_folds(membership, groups) if by_writer else None
+    folds = writer_held or cv_folds(membership, groups)
     labels = labels_of(membership)
     result: dict[int, CvLayer] = {}
     for slot, layer in enumerate(layers):
@@ -331,7 +351,7 @@ def cv_evaluation(
         figures = rank_metrics(learned, labels, concepts)
         base = beside_random(layer, n_layers, figures, partial(cv_random_metrics, layer_acts, folds, labels, concepts), len(concepts), acts.shape[2])
         result[layer] = CvLayer(**asdict(base), per_concept=figures.per_concept, confusions=figures.confusions)
-    return GroupedCV(len(folds), result)
+    return GroupedCV(len(folds), result, writer_held is not None)
 
 
 def development_set_evaluation(
