@@ -366,3 +366,22 @@ def test_leave_one_writer_out_holds_out_each_writer_once_and_equals_a_hand_compu
     only_writer_of_c0 = np.where(y == 0, 0, writers)  # writer 0 wrote every positive of c0
     with pytest.raises(UserError, match="too small for grouped cross-validation"):
         cv_evaluation(acts[None], [7], membership, concepts, only_writer_of_c0.tolist(), n_layers=10, by_writer=True)
+
+
+def test_cross_validation_through_lda_fold_refits_equals_refitting_every_fold():
+    """The lda method's shared-statistics refits give cross-validation the same figures, concept by concept,
+    as a plain refit of lda on every fold's kept texts."""
+    from amygdala_tl.directions.lda import lda_directions
+    from amygdala_tl.directions.registry import METHODS, MethodContext, heldout_fit
+
+    acts, membership, _ = cv_data(2, d=24, n_per_concept=10, n_baselines=8)
+    concepts = [f"c{c}" for c in range(membership.shape[0])]
+    writers = (np.arange(acts.shape[0]) % 3).tolist()
+    fast_fit = heldout_fit(MethodContext(METHODS["lda"], torch.full((acts.shape[0],), -1)), [7])
+    assert fast_fit.fold_refits(acts, membership) is not None
+    fast = cv_evaluation(acts[None], [7], membership, concepts, writers, 10, fast_fit, by_writer=True).to_json()["layers"]["7"]
+    slow = cv_evaluation(acts[None], [7], membership, concepts, writers, 10, lambda slot, a, m, kept: lda_directions(a, m), by_writer=True)
+    slow_block = slow.to_json()["layers"]["7"]
+    for concept in concepts:
+        assert fast["per_concept"][concept]["auroc"] == pytest.approx(slow_block["per_concept"][concept]["auroc"], abs=1e-9)
+    assert fast["top1"] == pytest.approx(slow_block["top1"], abs=1e-9) and fast["mean_auroc"] > 0.8

@@ -272,6 +272,30 @@ def test_lda_shrinkage_is_ledoit_wolf_to_a_1e_6_norm():
         assert float((result - torch.from_numpy(expected)).norm(dim=-1).max()) < 1e-6
 
 
+def test_lda_fold_refits_from_shared_statistics_equal_a_refit_on_the_kept_texts():
+    """Cross-validation refits lda without each fold from statistics computed once (LdaFolds): the shrunk
+    covariance equals sklearn's Ledoit-Wolf on the kept texts' residuals, and the directions the independent
+    reference, where the shrinkage is large (d close to n) and where a whole class is held out of a fold."""
+    from sklearn.covariance import LedoitWolf
+
+    from amygdala_tl.directions.lda import LdaFolds, within_class_residuals
+
+    for seed in range(3):
+        acts, membership, labels = lda_scenario(20 + seed, d=24, n_per_concept=12, n_baselines=9)
+        folds = LdaFolds(acts, membership)
+        n = acts.shape[0]
+        for held_rows in (torch.arange(seed, n, 4), torch.arange(n - 9, n)):  # every 4th text; every baseline
+            held = torch.zeros(n, dtype=torch.bool)
+            held[held_rows] = True
+            kept = (~held).nonzero().flatten()
+            covariance, _ = folds.statistics_without(held)
+            reference = LedoitWolf(assume_centered=True).fit(within_class_residuals(acts[kept], membership[:, kept]).numpy())
+            assert reference.shrinkage_ > 0.05
+            torch.testing.assert_close(covariance, torch.from_numpy(reference.covariance_), rtol=1e-9, atol=1e-12)
+            expected, _ = reference_lda(acts[kept].double().numpy(), labels[kept].numpy())
+            assert float((folds.without(held).double() - torch.from_numpy(expected)).norm(dim=-1).max()) < 1e-6
+
+
 # ---- pca aggregator: the principal component's arbitrary sign is aligned with the diff-of-means ----
 
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..capture.activations import Activations
 from ..errors import UserError
 from .aggregators import DEFAULT_L1_C, align, logistic_aligned, mean_directions, pca_aligned
-from .lda import lda_directions
+from .lda import LdaFolds, lda_directions
 from .pooled import diff_of_means, normalize
 from .subspace import SubspaceCollector, subspace_directions
 
@@ -72,6 +72,8 @@ def fit_layer(
 
 
 Fit = Callable[[Float[Tensor, "n_texts d_model"], Bool[Tensor, "n_concepts n_texts"], MethodInputs], Float[Tensor, "n_concepts d_model"]]
+# (one layer's acts, membership) -> (held-out mask -> the directions fit learns from the other texts)
+FoldRefits = Callable[[Float[Tensor, "n_texts d_model"], Bool[Tensor, "n_concepts n_texts"]], Callable[[Tensor], Tensor]]
 Diagnose = Callable[
     [Float[Tensor, "n_texts d_model"], Bool[Tensor, "n_concepts n_texts"], MethodInputs], tuple[Float[Tensor, "n_concepts d_model"], list[dict]]
 ]
@@ -123,6 +125,7 @@ class Method:
     needs_tokens: bool = False  # learns from per-token activations (the pooled store cannot serve it)
     exact_loo: bool = False  # held-out by closed-form leave-one-out instead of refits
     diagnose: Diagnose | None = None  # fit plus per-concept diagnostics (the subspace eigenvalues)
+    fold_refits: FoldRefits | None = None  # exact refits without held-out sets from statistics computed once (CV)
     params: tuple[Param, ...] = ()  # its hyperparameters, with defaults and checks
     bound: Mapping[str, Any] = field(default_factory=dict, hash=False)  # the values `bind` set; defaults fill the rest
 
@@ -196,6 +199,7 @@ register(
         "lda",
         lambda acts, membership, inputs: lda_directions(acts, membership),
         "whitened diff-of-means: Sigma^-1 (mean(P) - mean(N)), Sigma the Ledoit-Wolf-shrunk within-class covariance",
+        fold_refits=lambda acts, membership: LdaFolds(acts, membership).without,
     )
 )
 register(
@@ -283,10 +287,21 @@ def learn(
     return torch.stack(directions), diagnostics
 
 
-def heldout_fit(context: MethodContext, layers: list[int]):
-    """The refit function for held-out evaluation: (slot, acts, membership, kept) -> directions."""
+@dataclass(frozen=True)
+class HeldoutFit:
+    """The refit for held-out evaluation: (slot, acts, membership, kept) -> directions, and the method's faster
+    exact refits per fold when it has them (and no neutral-component projection changes its input per fold)."""
 
-    def fit(slot: int, acts: Tensor, membership: Tensor, kept: Tensor) -> Tensor:
-        return fit_layer(context.method, acts, membership, context.inputs(layers[slot]).subset(kept))
+    context: MethodContext
+    layers: list[int]
 
-    return fit
+    def __call__(self, slot: int, acts: Tensor, membership: Tensor, kept: Tensor) -> Tensor:
+        return fit_layer(self.context.method, acts, membership, self.context.inputs(self.layers[slot]).subset(kept))
+
+    def fold_refits(self, acts: Tensor, membership: Tensor) -> Callable[[Tensor], Tensor] | None:
+        refits = self.context.method.fold_refits
+        return refits(acts, membership) if refits is not None and self.context.denoise_k == 0 else None
+
+
+def heldout_fit(context: MethodContext, layers: list[int]) -> HeldoutFit:
+    return HeldoutFit(context, layers)

@@ -22,6 +22,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..directions.pooled import diff_of_means, normalize
+from ..directions.registry import HeldoutFit
 from ..errors import UserError
 from ..formats.readout import served_scores
 from ..layers import relative_depth
@@ -347,7 +348,8 @@ def cv_evaluation(
     result: dict[int, CvLayer] = {}
     for slot, layer in enumerate(layers):
         layer_acts = acts[slot]
-        learned = fold_zscores(layer_acts, folds, partial(refit_without, slot, layer_acts, membership, fit), len(concepts))
+        fast = fit.fold_refits(layer_acts, membership) if isinstance(fit, HeldoutFit) else None
+        learned = fold_zscores(layer_acts, folds, fast or partial(refit_without, slot, layer_acts, membership, fit), len(concepts))
         figures = rank_metrics(learned, labels, concepts)
         base = beside_random(layer, n_layers, figures, partial(cv_random_metrics, layer_acts, folds, labels, concepts), len(concepts), acts.shape[2])
         result[layer] = CvLayer(**asdict(base), per_concept=figures.per_concept, confusions=figures.confusions)
