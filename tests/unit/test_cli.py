@@ -48,6 +48,21 @@ def test_shipped_corpus_passes_corpus_check():
     assert "60 concepts" in result.output and "0 problems" in result.output
 
 
+def test_the_shipped_corpus_has_the_scale_and_the_forms_the_corpus_scale_issue_asks_for():
+    """Every concept: 30+ positives from 8+ writers, at least half in forms other than the literary paragraph,
+    3+ of them chat or dialogue, 2+ paired framings; 40+ paired scenarios with 4+ framings; 100+ neutral texts.
+    (The manifest check keeps the development sets' writers apart from the training writers.)"""
+    from amygdala_tl.corpus import check_corpus
+
+    checked = check_corpus(CORPUS)
+    assert checked.problems == []
+    for concept, stats in checked.stats.items():
+        assert stats.positives >= 30 and len(stats.writers) >= 8 and stats.paired >= 2, concept
+        assert stats.positives - stats.forms["prose"] >= stats.positives / 2, concept
+        assert stats.forms["chat"] + stats.forms["dialogue"] >= 3, concept
+    assert sum(framings >= 4 for framings in checked.scenarios.values()) >= 40 and checked.neutral >= 100
+
+
 def test_progress_without_a_terminal_prints_plain_lines_every_few_seconds(monkeypatch, capsys):
     from amygdala_tl import console as console_module
 
