@@ -73,19 +73,21 @@ def progress_bar(description: str) -> Bar:
 
 
 def progress_callback(progress: Bar) -> Callable[[int, int], None]:
-    """A (done, total) callback whose task (and clock) starts at the first batch, not at model load."""
+    """A (done, total) callback whose task (and clock) starts at the first batch, not at model load; the ETA
+    counts only the work done since then (texts found in the store arrive all at once, at no cost)."""
     task = None
     started = printed = 0.0
+    first = 0
 
     def update(done: int, total: int) -> None:
-        nonlocal task, started, printed
+        nonlocal task, started, printed, first
         now = time.monotonic()
         if task is None:
-            task, started = progress.add_task("", total=total), now
+            task, started, first = progress.add_task("", total=total), now, done
         progress.update(task, completed=done, total=total)
         if progress.disable and (now - printed >= PLAIN_EVERY_S or done == total):
             printed, elapsed = now, now - started
-            eta = f", ETA {elapsed / done * (total - done):.0f} s" if 0 < done < total else ""
+            eta = f", ETA {elapsed / (done - first) * (total - done):.0f} s" if first < done < total else ""
             say(f"{progress.description}: {done}/{total} texts, {elapsed:.0f} s{eta}")
 
     return update

@@ -14,7 +14,7 @@ from amygdala_tl.layers import parse_layers
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 from amygdala_tl.pipelines.score import ScoreConfig, score_texts
 from amygdala_tl.quality.evaluation import ServedEvaluation, evaluate_combined, zscore
-from amygdala_tl.quality.heldout import CombinedReading, DevelopmentSet, DevLayer, GroupedCV, Heldout, development_set_evaluation
+from amygdala_tl.quality.heldout import CombinedReading, CvLayer, DevelopmentSet, DevLayer, GroupedCV, Heldout, development_set_evaluation
 
 
 def test_the_default_layer_set_is_every_block():
@@ -110,6 +110,22 @@ def test_the_combined_reading_is_recommended_only_beyond_its_interval(low, recom
     dev.combined = [CombinedReading(2, [3, 5], figures(0.95, [low, 0.98]))]
     heldout = Heldout(GroupedCV(5, {}), dev)
     assert (heldout.recommended_combined is not None) == recommended
+
+
+def cv_layer(auroc: float) -> CvLayer:
+    return CvLayer(0.5, auroc, 0.5, 0.5, 0.1, per_concept={}, confusions=[])
+
+
+@pytest.mark.parametrize(("cv_aurocs", "said"), [((0.94, 0.85), False), ((0.96, 0.85), True), ((0.94, 0.82), True)])
+def test_protocols_that_disagree_beyond_the_test_sets_interval_are_said(cv_aurocs, said):
+    """Cross-validation inside the test set's 90% interval at every layer: nothing said; outside it at a layer
+    (either side): a note naming that layer (summary_lines prints it first)."""
+    dev = DevelopmentSet(40, {3: DevLayer(0.3, figures(0.90, [0.85, 0.95])), 5: DevLayer(0.5, figures(0.88, [0.83, 0.93]))})
+    heldout = Heldout(GroupedCV(19, {3: cv_layer(cv_aurocs[0]), 5: cv_layer(cv_aurocs[1])}, by_writer=True), dev)
+    assert (heldout.disagreement is not None) == said
+    if said:
+        layer = 3 if cv_aurocs[0] > 0.95 else 5
+        assert f"at layer {layer}" in heldout.disagreement and heldout.disagreement.startswith("leave-one-writer-out")
 
 
 def test_score_layers_combined_is_the_mean_of_the_calibrated_z(starter_corpus, tmp_path, tiny_model, monkeypatch):

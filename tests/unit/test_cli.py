@@ -289,3 +289,17 @@ def test_each_command_builds_its_config_by_keyword(case, monkeypatch):
     result = CliRunner().invoke(app, argv if isinstance(argv, list) else shlex.split(argv))
     assert result.exit_code == 2 and "captured" in result.output, result.output
     assert built == [expected()]
+
+
+def test_the_eta_counts_only_texts_captured_in_this_run(monkeypatch, capsys):
+    """A re-run starts with the stored texts done at no cost: the ETA comes from the rate since then."""
+    from amygdala_tl import console as console_module
+
+    clock = iter(range(100, 200, 6))
+    monkeypatch.setattr(console_module.time, "monotonic", lambda: next(clock))
+    with console_module.progress_bar("capturing") as progress:
+        update = console_module.progress_callback(progress)
+        update(900, 1000)  # the store held 900
+        update(910, 1000)  # 10 texts in 6 s: 90 more take 54 s
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("capturing:")]
+    assert lines[-1] == "capturing: 910/1000 texts, 6 s, ETA 54 s"

@@ -21,7 +21,8 @@ def quality_payloads(inputs: QualityInputs, n_heads: int | None, run_id: str, he
 def summary_lines(quality: Quality, samples: int = 8) -> list[str]:
     """The held-out lines, then the triage (what to do about each concept), last so that it is what a user sees."""
     n_layers, heldout = quality.n_layers, quality.heldout
-    lines = [f"held-out ({heldout.protocol}):"]
+    lines = [f"note: {heldout.disagreement}"] if heldout.disagreement else []
+    lines.append(f"held-out ({heldout.protocol}):")
     for layer in quality.layers:
         lines.append("  " + heldout_line(layer, heldout.layers[layer], lambda l: describe_layer(l, n_layers)))
     lines.append(f"recommended layers (best held-out AUROC first): {', '.join(map(str, heldout.recommended_layers))}")
@@ -33,8 +34,6 @@ def summary_lines(quality: Quality, samples: int = 8) -> list[str]:
                 f"recommended reading: the mean of z over layers {', '.join(map(str, combined.layers))} "
                 f"(`score --layers-combined {combined.k}`): better than layer {heldout.best_layer} beyond its interval"
             )
-    if heldout.disagreement:
-        lines.append(f"note: {heldout.disagreement}")
     return lines + triage_lines(quality.triage, n_layers, samples)
 
 
