@@ -8,7 +8,8 @@ all-layer extract / bare ratio and the all-layer / five-layer ratio. The ratio i
 pass too (directions, held-out evaluation of every layer, per-head analysis, report, files).
 
 `--concepts N --per-concept M` copy a subset of the corpus (the first N concepts, M stories each, no paired
-scenarios, M development texts each) into a temporary directory: the full corpus takes hours on a 2-core CPU.
+scenarios, M development texts each, and the manifest) into a temporary directory: the bare forward pass
+alone over the full corpus takes about 15 minutes on a 2-core CPU.
 
     python -m benchmarks.bench_all_layers [--corpus corpus] [--concepts 12] [--per-concept 3] [--device cpu]
 """
@@ -46,6 +47,9 @@ def subset_corpus(corpus: Path, target: Path, n_concepts: int | None, per_concep
             (target / part / concept).mkdir(parents=True)
             for path in sorted(source.glob("*.txt"))[:per_concept]:
                 shutil.copy(path, target / part / concept / path.name)
+    for record in ("manifest.tsv", "writers.tsv"):  # the writers, so cross-validation leaves one out as `make demo` does
+        if (corpus / record).is_file():
+            shutil.copy(corpus / record, target / record)
     return target
 
 

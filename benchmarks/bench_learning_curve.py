@@ -7,7 +7,7 @@ export under the default declared reading, with 90% bootstrap intervals. Activat
 activation store `make demo` fills (only texts it has not seen cost a forward pass). Prints the table
 and writes a plot.
 
-    python -m benchmarks.bench_learning_curve [--layers 15,16,21] [--seeds 3] [--plot docs/learning_curve.png]
+    python -m benchmarks.bench_learning_curve [--layers 15,16,21] [--seeds 3] [--fractions 0.25,0.5,1] [--plot docs/learning_curve.png]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--corpus", default="corpus")
     parser.add_argument("--layers", default="15,16,21")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="1 alone, with every layer in --layers: the all-layer table of both sets")
     parser.add_argument("--cache", default="out/cache")
     parser.add_argument("--plot", default="docs/learning_curve.png")
     args = parser.parse_args()
@@ -67,7 +68,8 @@ def main() -> None:
     membership = corpus.membership(concepts)
     method = METHODS[config.method]
     rows = []
-    for fraction in FRACTIONS:
+    fractions = [float(f) for f in args.fractions.split(",")]
+    for fraction in fractions:
         for seed in range(args.seeds if fraction < 1 else 1):
             keep = subset(corpus, concepts, fraction, seed)
             inputs = MethodInputs(corpus.baseline_partner(), neutral=corpus.neutral_mask()).subset(keep.nonzero().flatten())
@@ -80,7 +82,7 @@ def main() -> None:
     print(f"{config.method}, reading {config.pooling}, layers {layers}; mean over seeds, 90% bootstrap interval of seed 0")
     print(f"{'fraction':>8s} {'pos/concept':>11s} {'layer':>5s} {'set':14s} {'AUROC':>22s} {'top-1':>22s}")
     curve: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
-    for fraction in FRACTIONS:
+    for fraction in fractions:
         for layer in layers:
             for name in sets:
                 cell = [r for r in rows if r[0] == fraction and r[3] == layer and r[4] == name]

@@ -110,6 +110,9 @@ def test_the_combined_reading_is_recommended_only_beyond_its_interval(low, recom
     dev.combined = [CombinedReading(2, [3, 5], figures(0.95, [low, 0.98]))]
     heldout = Heldout(GroupedCV(5, {}), dev)
     assert (heldout.recommended_combined is not None) == recommended
+    assert heldout.best_layer == 3 and heldout.tied_with_best == [5]  # layer 5's interval [0.83, 0.93] holds 0.90
+    dev.layers[5] = DevLayer(0.5, figures(0.80, [0.75, 0.85]))
+    assert heldout.tied_with_best == []
 
 
 def cv_layer(auroc: float) -> CvLayer:

@@ -414,6 +414,17 @@ class Heldout:
         return self.recommended_layers[0]
 
     @property
+    def tied_with_best(self) -> list[int]:
+        """The other layers whose 90% AUROC interval reaches the best layer's AUROC: the data cannot tell them from
+        it (empty when the leading protocol has no intervals)."""
+        best = self.layers[self.best_layer].mean_auroc or 0.0
+        return [
+            layer
+            for layer in self.recommended_layers[1:]
+            if (interval := getattr(self.layers[layer], "auroc_interval", None)) is not None and interval[1] >= best
+        ]
+
+    @property
     def recommended_combined(self) -> CombinedReading | None:
         """The best multi-layer reading on the development test set when it beats the best single layer beyond its
         interval (the lower end of its 90% AUROC interval above the best layer's AUROC), else None."""
@@ -457,6 +468,7 @@ class Heldout:
             "layers": layers_json(self.layers),
             "recommended_layers": self.recommended_layers,
             "best_layer": self.best_layer,
+            "tied_with_best": self.tied_with_best,
             "recommended_combined": (combined := self.recommended_combined) and combined.to_json(),
             "protocols": {
                 "development_set": self.development_set.to_json() if self.development_set else None,

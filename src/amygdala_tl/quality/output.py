@@ -26,6 +26,8 @@ def summary_lines(quality: Quality, samples: int = 8) -> list[str]:
     for layer in quality.layers:
         lines.append("  " + heldout_line(layer, heldout.layers[layer], lambda l: describe_layer(l, n_layers)))
     lines.append(f"recommended layers (best held-out AUROC first): {', '.join(map(str, heldout.recommended_layers))}")
+    if tied := heldout.tied_with_best:
+        lines.append(f"  tied with layer {heldout.best_layer} (their 90% interval reaches its AUROC): {', '.join(map(str, sorted(tied)))}")
     if heldout.development_set is not None:
         for reading in heldout.development_set.combined:
             lines.append("  " + combined_line(reading))
