@@ -45,7 +45,8 @@ def subset_corpus(corpus: Path, target: Path, n_concepts: int | None, per_concep
             if not source.is_dir():
                 continue
             (target / part / concept).mkdir(parents=True)
-            for path in sorted(source.glob("*.txt"))[:per_concept]:
+            files = sorted(source.glob("*.txt"))
+            for path in files[:: max(1, len(files) // (per_concept or len(files)))][:per_concept]:  # spread over the writers
                 shutil.copy(path, target / part / concept / path.name)
     for record in ("manifest.tsv", "writers.tsv"):  # the writers, so cross-validation leaves one out as `make demo` does
         if (corpus / record).is_file():

@@ -48,7 +48,9 @@ def main() -> None:
     parser.add_argument("--corpus", default="corpus")
     parser.add_argument("--layers", default="15,16,21")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="1 alone, with every layer in --layers: the all-layer table of both sets")
+    parser.add_argument(
+        "--fractions", default=",".join(map(str, FRACTIONS)), help="1 alone, with every layer in --layers: the all-layer table of both sets"
+    )
     parser.add_argument("--cache", default="out/cache")
     parser.add_argument("--plot", default="docs/learning_curve.png")
     args = parser.parse_args()

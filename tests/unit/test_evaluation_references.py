@@ -80,6 +80,22 @@ def test_groups_follow_the_recorded_writers_and_join_a_scenario_that_spans_two()
     assert not Corpus(stories + [Story("e", Path("stories/calm/e.txt"), "calm")]).writers_recorded
 
 
+def test_cv_groups_by_writer_unless_one_writer_holds_all_of_a_concept():
+    """Leave-one-writer-out needs every concept written by two writers' groups at least; else extract falls
+    back to scenario groups and says which concept stopped it."""
+    from amygdala_tl.pipelines.setup import cv_grouping
+
+    stories = [Story(f"{c} {w}", Path(f"stories/{c}/{w}.txt"), c, writer=w) for c in ("calm", "afraid") for w in ("w1", "w2", "w3")]
+    stories += [Story(f"neutral {w}", Path(f"neutral/{w}.txt"), "baseline", writer=w) for w in ("w1", "w2", "w3")]
+    said: list[str] = []
+    groups, by_writer = cv_grouping(Corpus(stories), ["afraid", "calm"], said.append)
+    assert by_writer and len(set(groups)) == 3 and said == []
+    lonely = [Story(s.text, s.path, s.label, writer="w1" if s.label == "calm" else s.writer) for s in stories]
+    groups, by_writer = cv_grouping(Corpus(lonely), ["afraid", "calm"], said.append)
+    assert not by_writer and len(set(groups)) == len(lonely)  # every text its own group again
+    assert len(said) == 1 and "'calm' comes from one writer" in said[0]
+
+
 def hand_scores_over_folds(x, folds, directions_of, n_concepts):
     """Concatenated per-fold z-scores: each fold's raw scores (fp32 hidden states . fp16 rows, the exported
     values) standardized over that fold alone; `directions_of(kept)` gives the unit rows learned on `kept`."""

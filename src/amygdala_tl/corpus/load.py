@@ -94,10 +94,10 @@ class Corpus:
     def writers_recorded(self) -> bool:
         return bool(self.stories) and all(s.writer is not None for s in self.stories)
 
-    def groups(self) -> list[int]:
-        """Cross-validation group of each text: texts by one writer share one, and so do a paired scenario's
-        baseline and framings (same events), joined when a scenario spans writers; a text with no recorded
-        writer and no scenario is a group of its own."""
+    def groups(self, by_writer: bool = True) -> list[int]:
+        """Cross-validation group of each text: texts by one writer share one (unless `by_writer` is False), and so
+        do a paired scenario's baseline and framings (same events), joined when a scenario spans writers; a text
+        with no recorded writer and no scenario is a group of its own."""
         parent = list(range(len(self.stories)))
 
         def root(i: int) -> int:
@@ -108,7 +108,7 @@ class Corpus:
 
         first: dict[tuple[str, str], int] = {}
         for i, story in enumerate(self.stories):
-            for key in (("scenario", story.scenario), ("writer", story.writer)):
+            for key in (("scenario", story.scenario), ("writer", story.writer if by_writer else None)):
                 if key[1] is not None:
                     parent[root(i)] = root(first.setdefault(key, i))  # type: ignore[arg-type]
         roots = [root(i) for i in range(len(self.stories))]

@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..model import LoadedModel
 from ..quality.heldout import DevLayer, Heldout, cv_evaluation, development_set_evaluation
 from ..quality.report import DevSet
-from .setup import ExtractConfig, Learned, Log, Prepared, capture_and_learn, capture_dev_set, open_store, prepare, remember_model
+from .setup import ExtractConfig, Learned, Log, Prepared, capture_and_learn, capture_dev_set, cv_grouping, open_store, prepare, remember_model
 
 COMPARE_FILE = "compare.json"
 
@@ -141,9 +141,8 @@ def compare_row(prepared: Prepared, pooling: str, acts: Activations, learned: Le
     started = time.perf_counter()
     corpus, concepts, layers, n_layers = prepared.corpus, prepared.concepts, prepared.layers, prepared.model.facts.n_layers
     served_directions = torch.stack([row.half().float() for row in learned.directions])
-    cv = cv_evaluation(
-        acts.resid, layers, corpus.membership(concepts), concepts, corpus.groups(), n_layers, learned.refit(layers), corpus.writers_recorded
-    )
+    groups, by_writer = cv_grouping(corpus, concepts)
+    cv = cv_evaluation(acts.resid, layers, corpus.membership(concepts), concepts, groups, n_layers, learned.refit(layers), by_writer)
     dev_block = development_set_evaluation(dev.acts, layers, served_directions, dev.labels, concepts, n_layers) if dev else None
     heldout = Heldout(cv, dev_block)
     best_layer = heldout.best_layer

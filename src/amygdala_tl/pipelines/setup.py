@@ -139,8 +139,8 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
     check_denoise_k(config.denoise_k, corpus)
     dev_dir = heldout_dir_of(config.corpus, config.heldout) if evaluate else None
     dev_stories = load_dev_stories(dev_dir, corpus, concepts, log) if dev_dir is not None else None
-    if evaluate and not (corpus.writers_recorded and writer_folds(corpus.membership(concepts), corpus.groups())):
-        cv_folds(corpus.membership(concepts), corpus.groups())  # a corpus too small to cross-validate fails now
+    if evaluate and not cv_grouping(corpus, concepts, log)[1]:
+        cv_folds(corpus.membership(concepts), corpus.groups(by_writer=False))  # a corpus too small to cross-validate fails now
     spec = resolve_model_spec(config.model)
     n_layers = preflight(spec, config.device, config.trust_remote_code)
     if n_layers is not None:
@@ -332,6 +332,22 @@ def capture_dev_set(prepared: Prepared, config: ExtractConfig, store: Activation
     )
 
 
+def cv_grouping(corpus: Corpus, concepts: list[str], log: Callable[[str], None] | None = None) -> tuple[list[int], bool]:
+    """Cross-validation groups, and whether they are writers: one writer held out at a time when the manifest
+    records every text's writer and every fold leaves each concept a positive; else scenario groups, and `log`
+    names the concept whose positives all come from one writer's group (the figures then may overstate how
+    well a new writer is read)."""
+    if corpus.writers_recorded:
+        membership, groups = corpus.membership(concepts), corpus.groups()
+        if writer_folds(membership, groups) is not None:
+            return groups, True
+        if log is not None:
+            single = next((c for c, row in zip(concepts, membership) if len({groups[i] for i in row.nonzero().flatten().tolist()}) < 2), None)
+            reason = f"every positive of {single!r} comes from one writer" if single else "a writer's fold is too small"
+            log(f"warning: cross-validation cannot leave one writer out ({reason}); it groups by scenario instead")
+    return corpus.groups(by_writer=False), False
+
+
 def quality_inputs(
     corpus: Corpus,
     concepts: list[str],
@@ -347,6 +363,7 @@ def quality_inputs(
     dev: DevSet | None = None,
 ) -> QualityInputs:
     """What the quality report reads, from a run's corpus, activations, served directions and weights (extract and report)."""
+    groups, by_writer = cv_grouping(corpus, concepts)
     return QualityInputs(
         concepts=concepts,
         layers=acts.layers,
@@ -361,7 +378,7 @@ def quality_inputs(
         method=method,
         fit=fit,
         heldout=heldout,
-        groups=corpus.groups(),
-        by_writer=corpus.writers_recorded,
+        groups=groups,
+        by_writer=by_writer,
         dev=dev,
     )
