@@ -90,6 +90,15 @@ def write(path: Path, text: str) -> Path:
 STARTER_CONCEPTS = ("calm", "afraid", "grateful", "furious", "bored", "joyful")
 
 
+def first_sessions_corpus():
+    """The shipped corpus's 653 texts by its first writers (s0, s1 in corpus/manifest.tsv): a fixed set for tests
+    that read a whole corpus, so the suite does not grow as the corpus does."""
+    from amygdala_tl.corpus import Corpus, load_corpus
+
+    shipped = load_corpus(CORPUS)
+    return Corpus([story for story in shipped.stories if story.writer in ("s0", "s1")], root=shipped.root)
+
+
 def copy_starter_corpus(root: Path, concepts: tuple[str, ...] = STARTER_CONCEPTS, paired: bool = True) -> Path:
     """A small real corpus at `root`: 2 stories per concept (and the paired commute scenario), copied from corpus/."""
     for concept in concepts:

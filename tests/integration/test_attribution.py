@@ -8,9 +8,8 @@ import torch
 from amygdala_tl.capture import encode, make_batches
 from amygdala_tl.capture.forward import last_token_resid
 from amygdala_tl.circuits.concept import concept_circuit, sample_texts
-from amygdala_tl.corpus import load_corpus
 
-from ..conftest import CORPUS
+from ..conftest import first_sessions_corpus
 
 pytestmark = pytest.mark.integration
 LAYER, NEGATIVES = 12, 4
@@ -19,7 +18,7 @@ LAYER, NEGATIVES = 12, 4
 def test_attribution_ranks_heads_as_real_ablation_does(bundled):
     """Every head of layers 11-12 ablated for real beside its estimate: on a trained model the
     estimate is first order only, so the check is on rank agreement, not equality."""
-    corpus = load_corpus(CORPUS)
+    corpus = first_sessions_corpus()
     texts, is_pos = sample_texts(corpus, "anxious", NEGATIVES, seed=0)
     ids, _ = encode(bundled.tokenizer, texts, 512)
     resid = last_token_resid(bundled, make_batches(ids, 8, bundled.tokenizer.pad_token_id), [LAYER])[LAYER]

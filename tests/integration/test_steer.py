@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from amygdala_tl.corpus import load_corpus
 from amygdala_tl.pipelines.extract import ExtractConfig, run_extract
 from amygdala_tl.pipelines.steer import measure, steer
 
-from ..conftest import CORPUS
+from ..conftest import first_sessions_corpus
 
 pytestmark = pytest.mark.integration
 
 
 def test_steering_toward_a_concept_raises_its_own_readout_most(bundled, starter_corpus, tmp_path):
     result = run_extract(ExtractConfig(output_dir=tmp_path, corpus=starter_corpus, layers="10,16,22", heads=False), loader=lambda *a, **k: bundled)
-    baselines = [s.text for s in load_corpus(CORPUS).stories if s.is_baseline]
+    baselines = [s.text for s in first_sessions_corpus().stories if s.is_baseline]
     shifts = measure(bundled, result.readout, baselines, result.readout.concepts, layer=10, alpha=4.0).to_json()
     rows = shifts["concepts"].values()
     own = sum(r["own_shift"] for r in rows) / len(rows)

@@ -401,3 +401,31 @@ def test_cross_validation_through_lda_fold_refits_equals_refitting_every_fold():
     for concept in concepts:
         assert fast["per_concept"][concept]["auroc"] == pytest.approx(slow_block["per_concept"][concept]["auroc"], abs=1e-9)
     assert fast["top1"] == pytest.approx(slow_block["top1"], abs=1e-9) and fast["mean_auroc"] > 0.8
+
+
+def test_rank_aurocs_equal_sklearn_per_concept_with_ties_and_missing_concepts():
+    """The vectorized AUROC every evaluation uses, against sklearn's roc_auc_score column by column: integer
+    scores (many ties), a concept with no positive (NaN) and neutral texts (label -1)."""
+    from amygdala_tl.quality.evaluation import rank_aurocs
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(-1, 4, 200)
+    labels[labels == 2] = 3  # concept 2 has no positive
+    scores = rng.integers(0, 6, (200, 5)).astype(float) + (labels[:, None] == np.arange(5)) * 1.5
+    aurocs = rank_aurocs(scores, labels)
+    for c in range(5):
+        if c in labels:
+            assert aurocs[c] == pytest.approx(roc_auc_score(labels == c, scores[:, c]), abs=1e-12)
+        else:
+            assert np.isnan(aurocs[c])
+
+
+@pytest.mark.parametrize("n_positives", [5, 30])
+def test_variance_ratios_equal_the_squared_singular_values_of_the_centred_positives(n_positives):
+    from amygdala_tl.quality.metrics import variance_ratios
+
+    positives = torch.randn(n_positives, 16, generator=torch.Generator().manual_seed(n_positives)) * torch.linspace(0.2, 3, 16)
+    singular = torch.linalg.svdvals(positives.double() - positives.double().mean(0))
+    expected = (singular**2 / (singular**2).sum()).tolist()
+    ratios = variance_ratios(positives)
+    assert ratios[: len(expected)] == pytest.approx(expected, abs=1e-12) and sum(ratios) == pytest.approx(1.0)

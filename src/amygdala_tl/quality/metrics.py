@@ -28,8 +28,8 @@ def variance_ratios(positives: Float[Tensor, "n_pos d_model"]) -> list[float]:
     if positives.shape[0] < 2:
         return [1.0]
     centred = positives.double() - positives.double().mean(0)
-    singular = torch.linalg.svdvals(centred)
-    energy = singular**2
+    gram = centred @ centred.T if centred.shape[0] <= centred.shape[1] else centred.T @ centred  # the smaller side
+    energy = torch.linalg.eigvalsh(gram).flip(0).clamp_min(0)  # the squared singular values, largest first
     return (energy / energy.sum().clamp_min(1e-300)).tolist()
 
 
@@ -108,6 +108,8 @@ def concept_metrics(
 ) -> tuple[dict, Float[Tensor, " n_pos"]]:
     """One concept at one layer: variance ratios, story projections/alignments, best neurons."""
     ratios = variance_ratios(acts[positive])
-    stats, alignment = story_statistics(acts[positive], acts[~positive].double().mean(0), direction)
+    n_negatives = int((~positive).sum())
+    negatives_mean = (acts.sum(0, dtype=torch.float64) - acts[positive].sum(0, dtype=torch.float64)) / max(n_negatives, 1)
+    stats, alignment = story_statistics(acts[positive], negatives_mean, direction)
     block = {"top3_variance_ratios": ratios[:3], "first_pc_variance_ratio": ratios[0], **stats, **best_neurons(w_out, direction)}
     return block, alignment
