@@ -36,6 +36,23 @@ def test_ridge_r2_of_an_exact_combination_is_one():
     assert independent["r_squared"] < 0.5
 
 
+def test_the_ridge_equals_sklearns_ridge_and_r2_score():
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
+    directions = torch.randn(7, 40, generator=torch.Generator().manual_seed(3))
+    directions[0] += 0.8 * directions[3]
+    names = [f"c{i}" for i in range(7)]
+    for index in (0, 4):
+        features, target = directions[[i for i in range(7) if i != index]].double().T.numpy(), directions[index].double().numpy()
+        model = Ridge(alpha=0.01, fit_intercept=False).fit(features, target)
+        result = linear_combination(directions, names, index)
+        assert result["r_squared"] == pytest.approx(r2_score(target, model.predict(features)), abs=1e-10)
+        expected = sorted(zip([n for n in names if n != names[index]], model.coef_), key=lambda pair: -abs(pair[1]))[:5]
+        assert [name for name, _ in result["top_contributors"]] == [name for name, _ in expected]
+        assert [c for _, c in result["top_contributors"]] == pytest.approx([c for _, c in expected], abs=1e-10)
+
+
 def test_best_neuron_finds_a_planted_neuron_with_its_sign():
     torch.manual_seed(0)
     w_out = torch.randn(100, 32)
