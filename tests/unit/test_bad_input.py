@@ -201,6 +201,7 @@ BEFORE_THE_LOAD = {
     "non_utf8_story": ("extract --corpus {tmp}/latin", "not valid UTF-8"),
     "binary_story": ("extract --corpus {tmp}/binary", "binary data?"),
     "fifo_story": ("extract --corpus {tmp}/fifo", "not a regular file"),
+    "manifest_unknown_form": ("extract --corpus {tmp}/manifest", "form 'haiku' is not one of"),
     # steer concepts and layers (and the --measure layer); heads ablate heads and --mode
     "steer_concept": ("steer go --vectors {vec} --concept joyful --layer 1", "unknown concept 'joyful'"),
     "steer_layer": ("steer go --vectors {vec} --concept calm --layer 5", "layer 5 is not in the vectors"),
@@ -257,6 +258,9 @@ def make_inputs(tmp: Path, corpus: Path) -> None:
     write(tmp / "twice" / "stories" / "bored" / "a.txt", story)
     write(tmp / "latin" / "stories" / "calm" / "a.txt", "x").write_bytes(b"caf\xe9")
     write(tmp / "binary" / "stories" / "calm" / "a.txt", "x").write_bytes(b"\x00" * 64)
+    write(tmp / "manifest" / "stories" / "calm" / "a.txt", story)
+    write(tmp / "manifest" / "writers.tsv", "writer\tset\tbrief\nw1\ttraining\tone\n")
+    write(tmp / "manifest" / "manifest.tsv", "path\twriter\tform\nstories/calm/a.txt\tw1\thaiku\n")
     write(tmp / "heldout" / "calm" / "h.txt", story)
     write(tmp / "heldout" / "_neutral" / "n.txt", "The bus came at nine and the street was wet.")
     words = story.split()
@@ -292,7 +296,9 @@ def test_every_check_the_readme_lists_fails_before_the_model_loads(case, starter
             monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{sock.getsockname()[1]}")
     if case == "cv_folds":
         folders = lambda self: [s.path.parent.name for s in self.stories]  # noqa: E731 - a concept's stories in one group
-        monkeypatch.setattr("amygdala_tl.corpus.load.Corpus.groups", lambda self: [sorted(set(folders(self))).index(f) for f in folders(self)])
+        monkeypatch.setattr(
+            "amygdala_tl.corpus.load.Corpus.groups", lambda self, by_writer=True: [sorted(set(folders(self))).index(f) for f in folders(self)]
+        )
     if case == "compare_heldout_copy":
         shutil.copytree(tmp_path / "heldout", starter_corpus / "heldout")
     argv = shlex.split(args.format(tmp=tmp_path, vec=tmp_path / "vec", corpus=starter_corpus))
