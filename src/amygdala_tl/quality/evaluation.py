@@ -1,11 +1,11 @@
 """Served-view evaluation: how well exported vectors read texts they were not learned from.
 
 Scored exactly as a client of the server scores: the raw dot product of each text's activation,
-pooled as the export declares (capture/pooling.py: the mean over the text's tokens by default, which
-equals the mean of the per-token served scores), with each fp16 exported row, then each concept's
+pooled as the export declares (capture/pooling.py: by default the mean over the text's last 128 tokens,
+which equals the mean of those tokens' per-token served scores), with each fp16 exported row, then each concept's
 scores z-scored over the evaluation texts (a client has no training statistics; z-scoring also removes the per-concept offset mu . v
-that swamps a many-way ranking of raw scores). One-vs-rest AUROC per concept (sklearn; a per-column
-z-score does not change it) and top-1 among every exported concept, beside random unit directions
+that swamps a many-way ranking of raw scores). One-vs-rest AUROC per concept (by ranks, equal to sklearn's;
+a per-column z-score does not change it) and top-1 among every exported concept, beside random unit directions
 read the same way, and a 90% bootstrap interval over the evaluation texts.
 """
 

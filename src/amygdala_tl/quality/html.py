@@ -191,15 +191,19 @@ def render_html(quality: Quality, directions_by_layer: dict[int, np.ndarray], n_
         f"<section id=summary><h1>amygdala-tl quality report</h1><p>{len(concepts)} concepts, method <b>{html.escape(quality.method)}</b>, "
         f"layers {', '.join(map(str, quality.layers))}. Best layer <b>{best}</b>: held-out AUROC <b>{best_block.mean_auroc:.3f}</b>, "
         f"top-1 <b>{best_block.top1:.3f}</b> (random {best_block.random_auroc:.2f} / {best_block.random_top1:.3f}).</p>"
-        f"<p><a href='#triage'>Triage</a> at layer {triage.layer} ({html.escape(triage.protocol)}): {counts}.</p></section>",
+        + (
+            f"<p>Tied with layer {best} (their 90% interval reaches its AUROC): {', '.join(map(str, sorted(tied)))}.</p>"
+            if (tied := heldout.tied_with_best)
+            else ""
+        )
+        + (f"<p><b>Note: {html.escape(disagreement)}</b></p>" if (disagreement := heldout.disagreement) else "")
+        + f"<p><a href='#triage'>Triage</a> at layer {triage.layer} ({html.escape(triage.protocol)}): {counts}.</p></section>",
         f"<section id=heldout><h2>Held-out evaluation</h2><p>Leading figure: {html.escape(heldout.protocol)}. "
         "Scored as a client of the server scores: the raw dot product of each text's residual, pooled as the export declares in calibration.json "
-        "(by default the mean over the text's tokens, which equals the mean of the per-token served scores), with each exported fp16 row, "
-        "each concept's scores z-scored over the evaluation texts, one-vs-rest AUROC per concept and top-1 among every concept. "
-        "Grouped cross-validation holds a paired scenario's texts out together.</p>"
-        + (f"<p><b>{html.escape(disagreement)}</b></p>" if (disagreement := heldout.disagreement) else "")
-        + combined_html(heldout)
-        + f"<img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
+        "(by default the mean over the text's last 128 tokens, which equals the mean of those tokens' per-token served scores), with each "
+        "exported fp16 row, each concept's scores z-scored over the evaluation texts, one-vs-rest AUROC per concept and top-1 among every "
+        f"concept. Cross-validation: {html.escape(heldout.grouped_cv.protocol)} ({heldout.grouped_cv.n_splits} folds; a paired scenario's "
+        "texts are held out together).</p>" + combined_html(heldout) + f"<img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
         f"<section id=cosines><h2>Concept similarity</h2><img alt='cosine matrix' src='{cosine_plot(matrix, concepts, best)}'></section>",
         f"<section id=pca><h2>Concept map</h2><img alt='PCA map' src='{pca_plot(directions_by_layer[best], concepts, best)}'></section>",
         "<section id=heads><h2>Per-head selectivity</h2>"
