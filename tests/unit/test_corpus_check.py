@@ -167,3 +167,13 @@ def test_check_names_each_manifest_problem_by_file(tmp_path, rows, path, message
 def test_a_malformed_manifest_is_one_error_naming_it(tmp_path, rows, message):
     with pytest.raises(UserError, match=message):
         check_corpus(manifest_corpus(tmp_path, rows))
+
+
+def test_a_manifest_as_editors_leave_it_reads_the_same(tmp_path):
+    """A BOM, CRLF line ends, spaces around values, './' and backslash paths and blank lines change nothing."""
+    rows = [r.replace("stories/calm/w1_a.txt", ".\\stories\\calm\\w1_a.txt").replace("\tw2\t", " \t w2 \t ") for r in FULL]
+    corpus = manifest_corpus(tmp_path, rows)
+    text = (corpus / "manifest.tsv").read_text()
+    (corpus / "manifest.tsv").write_bytes(b"\xef\xbb\xbf" + (text.replace("\n", "\r\n") + "\r\n\r\n").encode())
+    checked = check_corpus(corpus)
+    assert checked.problems == [] and dict(checked.stats["calm"].writers) == {"w1": 2, "w2": 1}

@@ -9,9 +9,8 @@ its texts then have no recorded writer.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import UserError
 
@@ -65,15 +64,28 @@ def set_of(relative_path: str) -> str | None:
 
 
 def _rows(path: Path, columns: list[str]) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        if reader.fieldnames != columns:
-            raise UserError(f"{path}: the header must be {' / '.join(columns)} (tab-separated), not {reader.fieldnames}")
-        rows = list(reader)
-    for number, row in enumerate(rows, start=2):
-        if any(not (row.get(column) or "").strip() for column in columns) or None in row:
+    """Rows of a tab-separated file with exactly `columns`, values stripped (a BOM, CRLF, blank lines and spaces
+    around values are what editors leave; anything else is a one-line error naming the line)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            lines = [line for line in handle.read().splitlines() if line.strip()]
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not valid UTF-8 (byte {error.start})") from None
+    header = [name.strip() for name in lines[0].split("\t")] if lines else []
+    if header != columns:
+        raise UserError(f"{path}: the header must be {' / '.join(columns)} (tab-separated), not {' / '.join(header) or 'empty'}")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        values = [value.strip() for value in line.split("\t")]
+        if len(values) != len(columns) or not all(values):
             raise UserError(f"{path}:{number}: expected {len(columns)} tab-separated values ({', '.join(columns)})")
+        rows.append(dict(zip(columns, values)))
     return rows
+
+
+def normal_path(path: str) -> str:
+    """A manifest path as the corpus lists it: '/'-separated, relative, no './'."""
+    return PurePosixPath(path.replace("\\", "/")).as_posix()
 
 
 def load_manifest(corpus_dir: Path) -> Manifest | None:
@@ -96,9 +108,9 @@ def load_manifest(corpus_dir: Path) -> Manifest | None:
             raise UserError(f"{where}: writer {row['writer']!r} is not in {WRITERS}")
         if row["form"] not in FORMS:
             raise UserError(f"{where}: form {row['form']!r} is not one of {', '.join(FORMS)}")
-        if row["path"] in entries:
+        if (path := normal_path(row["path"])) in entries:
             raise UserError(f"{where}: listed twice")
-        entries[row["path"]] = Entry(row["writer"], row["form"])
+        entries[path] = Entry(row["writer"], row["form"])
     return Manifest(entries, writers)
 
 
