@@ -106,6 +106,7 @@ def corpus_check(
 ) -> None:
     """Per-concept counts, and every problem by file (held-out set included): exits 1 if there is any."""
     from .corpus import CONCEPTS, check_corpus
+    from .corpus.check import UNRECORDED
 
     expected = list(CONCEPTS) if expect == "all" else [c.strip() for c in expect.split(",") if c.strip()] if expect else []
     with user_errors():
@@ -123,11 +124,14 @@ def corpus_check(
         say(line)
     stats, problems = checked.stats, checked.problems
     positives = [s.positives for s in stats.values()]
+    recorded = {name: len(set(c.writers) - {UNRECORDED}) for name, c in stats.items()}
+    if lonely := [name for name, n in recorded.items() if n == 1]:
+        say(f"note: written by one writer only, so cross-validation cannot leave one writer out: {', '.join(lonely)}")
     say(
         f"{len(stats)} concepts, {sum(positives)} positive texts (at least {min(positives, default=0)} each, "
-        f"from at least {min((len(s.writers) for s in stats.values()), default=0)} writers), {checked.neutral} neutral texts, "
+        f"from at least {min(recorded.values(), default=0)} recorded writers), {checked.neutral} neutral texts, "
         f"{len(checked.scenarios)} paired scenarios ({sum(n >= 4 for n in checked.scenarios.values())} with 4+ framings), "
-        f"{len(checked.writers)} training writers; {len(problems)} problems"
+        f"{len(set(checked.writers) - {UNRECORDED})} training writers; {len(problems)} problems"
     )
     if problems:
         raise typer.Exit(1)

@@ -177,3 +177,19 @@ def test_a_manifest_as_editors_leave_it_reads_the_same(tmp_path):
     (corpus / "manifest.tsv").write_bytes(b"\xef\xbb\xbf" + (text.replace("\n", "\r\n") + "\r\n\r\n").encode())
     checked = check_corpus(corpus)
     assert checked.problems == [] and dict(checked.stats["calm"].writers) == {"w1": 2, "w2": 1}
+
+
+def test_extract_refuses_to_train_on_a_development_set_writers_text_and_writers_tsv_lists_a_writer_once(tmp_path):
+    corpus = manifest_corpus(tmp_path, [r.replace("w1_a.txt\tw1", "w1_a.txt\td1") for r in FULL])
+    with pytest.raises(UserError, match="its writer 'd1' writes for the heldout set"):
+        load_corpus(corpus)
+    (corpus / "writers.tsv").write_text(WRITERS_TSV + "w1\ttraining\tagain\n")
+    with pytest.raises(UserError, match="writer 'w1' is listed twice"):
+        check_corpus(corpus)
+
+
+def test_stories_dir_beside_a_manifest_says_what_it_does_not_read(tmp_path):
+    corpus = manifest_corpus(tmp_path, FULL)
+    with pytest.warns(UserWarning, match="read no manifest nor neutral/: pass --corpus"):
+        loaded = load_corpus(stories_dir=corpus / "stories")
+    assert not loaded.writers_recorded

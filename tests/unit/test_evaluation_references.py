@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from amygdala_tl.corpus import Corpus, Story
 from amygdala_tl.errors import UserError
-from amygdala_tl.quality.heldout import cv_evaluation, cv_folds
+from amygdala_tl.quality.heldout import cv_evaluation, cv_folds, writer_folds
 
 from ..conftest import CORPUS, copy_starter_corpus, write
 
@@ -358,8 +358,8 @@ def test_preflight_reads_the_layer_count_and_extract_refuses_layer_n_before_the_
 
 def test_leave_one_writer_out_holds_out_each_writer_once_and_equals_a_hand_computation():
     """With writers recorded, cross-validation holds out one writer's texts at a time (folds computed here
-    independently from the writer ids), scored as every protocol is; a writer of a single text (a fold too small
-    to z-score) sends it back to stratified group folds, and a writer of all of a concept's positives cannot be
+    independently from the writer ids), scored as every protocol is; a writer of a single text or of neutral
+    texts only shares a fold with the smallest writers, and a writer of all of a concept's positives cannot be
     held out at all."""
     acts, membership, labels = cv_data(1, n_per_concept=12, n_baselines=12)
     concepts = [f"c{c}" for c in range(membership.shape[0])]
@@ -376,9 +376,15 @@ def test_leave_one_writer_out_holds_out_each_writer_once_and_equals_a_hand_compu
     mean_auroc, top1, _, _ = hand_metrics(hand_scores_over_folds(x, folds, diff_of_means_rows, n_concepts), y, n_concepts)
     assert report["layers"]["7"]["mean_auroc"] == pytest.approx(mean_auroc, abs=1e-6)
     assert report["layers"]["7"]["top1"] == pytest.approx(top1, abs=1e-6)
-    one_text_writer = np.append(writers[:-1], 4)
-    fallback = cv_evaluation(acts[None], [7], membership, concepts, one_text_writer.tolist(), n_layers=10, by_writer=True).to_json()
-    assert not fallback["by_writer"] and fallback["protocol"] == "grouped cross-validation" and fallback["n_splits"] < 5
+    one_text_writer = np.append(writers[:-1], 4)  # writer 4 wrote one text: too small to be a fold of its own
+    joined = cv_evaluation(acts[None], [7], membership, concepts, one_text_writer.tolist(), n_layers=10, by_writer=True).to_json()
+    assert joined["by_writer"] and joined["n_splits"] == 4  # it joins the smallest writer's fold
+    folds = writer_folds(membership, one_text_writer.tolist())
+    assert folds is not None and sorted(np.concatenate(folds).tolist()) == list(range(len(writers)))
+    last = next(fold for fold in folds if len(writers) - 1 in fold)
+    assert len(last) > 1 and len(set(one_text_writer[last].tolist())) == 2  # the one-text writer beside a whole other writer
+    neutral_writer = np.where(y == -1, 5, writers)  # writer 5 wrote only neutral texts: pooled, not a fold of its own
+    assert len(writer_folds(membership, neutral_writer.tolist()) or []) == 4
     only_writer_of_c0 = np.where(y == 0, 0, writers)  # writer 0 wrote every positive of c0
     with pytest.raises(UserError, match="too small for grouped cross-validation"):
         cv_evaluation(acts[None], [7], membership, concepts, only_writer_of_c0.tolist(), n_layers=10, by_writer=True)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from .concepts import SAFE_NAME
-from .manifest import load_manifest
+from .manifest import MANIFEST, TRAINING_SET, load_manifest
 
 DEFAULT_CORPUS = Path("corpus")  # the shipped corpus, from the working directory: every command's default
 DEFAULT_HELDOUT = DEFAULT_CORPUS / "heldout"  # its development test set, never trained on
@@ -178,11 +178,21 @@ def load_corpus(
         entry = manifest.of(corpus_dir, path) if manifest is not None and corpus_dir is not None else None
         if manifest is not None and entry is None:
             unlisted.append(path)
+        elif manifest is not None and entry is not None and (wrote_for := manifest.writers[entry.writer]) != TRAINING_SET:
+            raise UserError(f"{path}: its writer {entry.writer!r} writes for the {wrote_for} set (writers.tsv): it cannot be trained on")
         stories.append(Story(text, path, label, scenario, entry.writer if entry else None, entry.form if entry else None))
     if unlisted:
         warnings.warn(
-            f"{len(unlisted)} texts are not in {corpus_dir}/manifest.tsv (first: {unlisted[0]}): their writer is unknown, "
-            "so cross-validation cannot leave their writer out; `corpus check` lists them",
+            f"{len(unlisted)} text{'s are' if len(unlisted) > 1 else ' is'} not in {corpus_dir}/manifest.tsv (first: {unlisted[0]}): "
+            "with a writer unknown, cross-validation cannot leave one writer out and groups by scenario for the whole run; "
+            "`corpus check` lists them",
+            CorpusWarning,
+            stacklevel=2,
+        )
+    elif corpus_dir is None and (Path(stories_dir or paired_dir).parent / MANIFEST).is_file():  # type: ignore[arg-type]
+        warnings.warn(
+            f"--stories-dir/--paired-dir read no manifest nor neutral/: pass --corpus {Path(stories_dir or paired_dir).parent} "  # type: ignore[arg-type]
+            "to record the writers (leave-one-writer-out cross-validation) and load its neutral texts",
             CorpusWarning,
             stacklevel=2,
         )

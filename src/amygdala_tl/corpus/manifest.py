@@ -91,16 +91,21 @@ def normal_path(path: str) -> str:
 def load_manifest(corpus_dir: Path) -> Manifest | None:
     """The manifest of `corpus_dir`, checked in itself (known writers and forms, each path once); None without one."""
     corpus_dir = Path(corpus_dir)
-    if not (corpus_dir / MANIFEST).is_file():
+    if not (corpus_dir / MANIFEST).exists():
         return None
+    if not (corpus_dir / MANIFEST).is_file():
+        raise UserError(f"{corpus_dir / MANIFEST} is not a file")
     if not (corpus_dir / WRITERS).is_file():
         raise UserError(f"{corpus_dir / MANIFEST} needs {corpus_dir / WRITERS} (writer, set, brief) beside it")
     writers: dict[str, str] = {}
     for row in _rows(corpus_dir / WRITERS, ["writer", "set", "brief"]):
         if row["set"] not in set(SETS.values()):
             raise UserError(f"{corpus_dir / WRITERS}: writer {row['writer']!r} has set {row['set']!r}; sets are {sorted(set(SETS.values()))}")
-        if writers.setdefault(row["writer"], row["set"]) != row["set"]:
-            raise UserError(f"{corpus_dir / WRITERS}: writer {row['writer']!r} is listed twice")
+        if row["writer"] in writers:
+            raise UserError(
+                f"{corpus_dir / WRITERS}: writer {row['writer']!r} is listed twice ({writers[row['writer']]}, {row['set']}): one writer, one set"
+            )
+        writers[row["writer"]] = row["set"]
     entries: dict[str, Entry] = {}
     for row in _rows(corpus_dir / MANIFEST, ["path", "writer", "form"]):
         where = f"{corpus_dir / MANIFEST}: {row['path']}"

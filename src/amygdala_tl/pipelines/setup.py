@@ -343,8 +343,11 @@ def cv_grouping(corpus: Corpus, concepts: list[str], log: Callable[[str], None] 
             return groups, True
         if log is not None:
             single = next((c for c, row in zip(concepts, membership) if len({groups[i] for i in row.nonzero().flatten().tolist()}) < 2), None)
-            reason = f"every positive of {single!r} comes from one writer" if single else "a writer's fold is too small"
-            log(f"warning: cross-validation cannot leave one writer out ({reason}); it groups by scenario instead")
+            reason = f"every positive of {single!r} comes from one writer" if single else "no split leaves every concept a positive"
+            log(
+                f"warning: cross-validation cannot leave one writer out ({reason}: add texts of it by another writer); "
+                "it holds out paired scenarios and single texts instead, which may overstate how well a new writer is read"
+            )
     return corpus.groups(by_writer=False), False
 
 

@@ -290,12 +290,21 @@ def cv_folds(membership: Bool[Tensor, "n_concepts n_texts"], groups: list[int], 
 
 
 def writer_folds(membership: Bool[Tensor, "n_concepts n_texts"], groups: list[int]) -> list[np.ndarray] | None:
-    """One held-out fold per group, when the groups are writers (with their scenarios): leave one writer out. None
-    when some writer wrote every positive of a concept (nothing would be left to learn it from in that fold)."""
-    ids = np.asarray(groups)
+    """One held-out fold per group, when the groups are writers (with their scenarios): leave one writer out.
+    Writers too small to be a fold of their own (one text, or no concept's positive: their texts would be
+    z-scored among themselves alone) share one fold, joined to the smallest writer's when still too small.
+    None when some writer's group holds every positive of a concept (nothing would be left to learn it from)."""
+    ids, member = np.asarray(groups), membership.numpy()
     folds = [np.flatnonzero(ids == group) for group in np.unique(ids)]
-    member = membership.numpy()
-    if len(folds) < 2 or not all(len(held) >= 2 and (np.delete(member, held, axis=1).sum(-1) > 0).all() for held in folds):
+    small = [fold for fold in folds if len(fold) < 2 or not member[:, fold].any()]
+    folds = [fold for fold in folds if not any(fold is other for other in small)]
+    if small:
+        pooled = np.sort(np.concatenate(small))
+        if (len(pooled) < 2 or not member[:, pooled].any()) and folds:
+            smallest = min(range(len(folds)), key=lambda i: len(folds[i]))
+            pooled = np.sort(np.concatenate([folds.pop(smallest), pooled]))
+        folds.append(pooled)
+    if len(folds) < 2 or not all((np.delete(member, held, axis=1).sum(-1) > 0).all() for held in folds):
         return None
     return folds
 
