@@ -59,6 +59,8 @@ def test_export_best_layers_exports_the_recommended_ones(starter_corpus, tmp_pat
     assert result.readout.layers == sorted(recommended[:n_best])
     calibration = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert calibration["layers_ranked"] == recommended[:n_best]  # the exported layers, best first
+    cv = json.loads((tmp_path / "out" / "quality.json").read_text())["heldout"]["protocols"]["grouped_cv"]
+    assert not cv["by_writer"] and cv["not_by_writer"] == "the corpus manifest does not record every text's writer"
 
 
 def test_export_best_layers_zero_exports_every_layer_and_needs_the_report(starter_corpus, tmp_path, tiny_model):

@@ -88,12 +88,15 @@ def test_cv_groups_by_writer_unless_one_writer_holds_all_of_a_concept():
     stories = [Story(f"{c} {w}", Path(f"stories/{c}/{w}.txt"), c, writer=w) for c in ("calm", "afraid") for w in ("w1", "w2", "w3")]
     stories += [Story(f"neutral {w}", Path(f"neutral/{w}.txt"), "baseline", writer=w) for w in ("w1", "w2", "w3")]
     said: list[str] = []
-    groups, by_writer = cv_grouping(Corpus(stories), ["afraid", "calm"], said.append)
-    assert by_writer and len(set(groups)) == 3 and said == []
+    groups, why_not = cv_grouping(Corpus(stories), ["afraid", "calm"], said.append)
+    assert why_not is None and len(set(groups)) == 3 and said == []
     lonely = [Story(s.text, s.path, s.label, writer="w1" if s.label == "calm" else s.writer) for s in stories]
-    groups, by_writer = cv_grouping(Corpus(lonely), ["afraid", "calm"], said.append)
-    assert not by_writer and len(set(groups)) == len(lonely)  # every text its own group again
-    assert len(said) == 1 and "'calm' comes from one writer" in said[0]
+    groups, why_not = cv_grouping(Corpus(lonely), ["afraid", "calm"], said.append)
+    assert why_not == "every positive of 'calm' comes from one writer" and len(set(groups)) == len(lonely)  # every text alone again
+    assert len(said) == 1 and "'calm' comes from one writer" in said[0] and "add texts of it by another writer" in said[0]
+    unrecorded = [Story(s.text, s.path, s.label) for s in stories]
+    assert cv_grouping(Corpus(unrecorded), ["afraid", "calm"], said.append)[1] == "the corpus manifest does not record every text's writer"
+    assert len(said) == 1  # no writers recorded: nothing to warn about
 
 
 def hand_scores_over_folds(x, folds, directions_of, n_concepts):

@@ -141,8 +141,8 @@ def compare_row(prepared: Prepared, pooling: str, acts: Activations, learned: Le
     started = time.perf_counter()
     corpus, concepts, layers, n_layers = prepared.corpus, prepared.concepts, prepared.layers, prepared.model.facts.n_layers
     served_directions = torch.stack([row.half().float() for row in learned.directions])
-    groups, by_writer = cv_grouping(corpus, concepts)
-    cv = cv_evaluation(acts.resid, layers, corpus.membership(concepts), concepts, groups, n_layers, learned.refit(layers), by_writer)
+    groups, not_by_writer = cv_grouping(corpus, concepts)
+    cv = cv_evaluation(acts.resid, layers, corpus.membership(concepts), concepts, groups, n_layers, learned.refit(layers), not_by_writer is None)
     dev_block = development_set_evaluation(dev.acts, layers, served_directions, dev.labels, concepts, n_layers) if dev else None
     heldout = Heldout(cv, dev_block)
     best_layer = heldout.best_layer

@@ -139,7 +139,7 @@ def prepare(config: ExtractConfig, log: Log, loader: Callable[..., LoadedModel] 
     check_denoise_k(config.denoise_k, corpus)
     dev_dir = heldout_dir_of(config.corpus, config.heldout) if evaluate else None
     dev_stories = load_dev_stories(dev_dir, corpus, concepts, log) if dev_dir is not None else None
-    if evaluate and not cv_grouping(corpus, concepts, log)[1]:
+    if evaluate and cv_grouping(corpus, concepts, log)[1] is not None:
         cv_folds(corpus.membership(concepts), corpus.groups(by_writer=False))  # a corpus too small to cross-validate fails now
     spec = resolve_model_spec(config.model)
     n_layers = preflight(spec, config.device, config.trust_remote_code)
@@ -332,23 +332,24 @@ def capture_dev_set(prepared: Prepared, config: ExtractConfig, store: Activation
     )
 
 
-def cv_grouping(corpus: Corpus, concepts: list[str], log: Callable[[str], None] | None = None) -> tuple[list[int], bool]:
-    """Cross-validation groups, and whether they are writers: one writer held out at a time when the manifest
-    records every text's writer and every fold leaves each concept a positive; else scenario groups, and `log`
-    names the concept whose positives all come from one writer's group (the figures then may overstate how
-    well a new writer is read)."""
-    if corpus.writers_recorded:
-        membership, groups = corpus.membership(concepts), corpus.groups()
-        if writer_folds(membership, groups) is not None:
-            return groups, True
-        if log is not None:
-            single = next((c for c, row in zip(concepts, membership) if len({groups[i] for i in row.nonzero().flatten().tolist()}) < 2), None)
-            reason = f"every positive of {single!r} comes from one writer" if single else "no split leaves every concept a positive"
-            log(
-                f"warning: cross-validation cannot leave one writer out ({reason}: add texts of it by another writer); "
-                "it holds out paired scenarios and single texts instead, which may overstate how well a new writer is read"
-            )
-    return corpus.groups(by_writer=False), False
+def cv_grouping(corpus: Corpus, concepts: list[str], log: Callable[[str], None] | None = None) -> tuple[list[int], str | None]:
+    """Cross-validation groups, and None when they are writers (one held out at a time: the manifest records every
+    text's writer and every fold leaves each concept a positive); else scenario groups and the reason, which
+    `log` prints as a warning when the corpus records writers (the figures may then overstate how well a new
+    writer is read) and quality.json keeps."""
+    if not corpus.writers_recorded:
+        return corpus.groups(by_writer=False), "the corpus manifest does not record every text's writer"
+    membership, groups = corpus.membership(concepts), corpus.groups()
+    if writer_folds(membership, groups) is not None:
+        return groups, None
+    single = next((c for c, row in zip(concepts, membership) if len({groups[i] for i in row.nonzero().flatten().tolist()}) < 2), None)
+    reason = f"every positive of {single!r} comes from one writer" if single else "no split by writer leaves every concept a positive"
+    if log is not None:
+        log(
+            f"warning: cross-validation cannot leave one writer out ({reason}: add texts of it by another writer); "
+            "it holds out paired scenarios and single texts instead, which may overstate how well a new writer is read"
+        )
+    return corpus.groups(by_writer=False), reason
 
 
 def quality_inputs(
@@ -366,7 +367,7 @@ def quality_inputs(
     dev: DevSet | None = None,
 ) -> QualityInputs:
     """What the quality report reads, from a run's corpus, activations, served directions and weights (extract and report)."""
-    groups, by_writer = cv_grouping(corpus, concepts)
+    groups, not_by_writer = cv_grouping(corpus, concepts)
     return QualityInputs(
         concepts=concepts,
         layers=acts.layers,
@@ -382,6 +383,6 @@ def quality_inputs(
         fit=fit,
         heldout=heldout,
         groups=groups,
-        by_writer=by_writer,
+        not_by_writer=not_by_writer,
         dev=dev,
     )

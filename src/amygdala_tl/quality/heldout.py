@@ -154,18 +154,20 @@ class GroupedCV:
     n_splits: int
     layers: dict[int, CvLayer]
     by_writer: bool = False  # one fold per writer (the corpus manifest records them), else stratified group folds
+    not_by_writer: str | None = None  # why not, when the run could not leave one writer out
 
     @property
     def protocol(self) -> str:
         return "leave-one-writer-out cross-validation" if self.by_writer else "grouped cross-validation"
 
     def to_json(self) -> dict:
-        return {"protocol": self.protocol, "n_splits": self.n_splits, "by_writer": self.by_writer, "layers": layers_json(self.layers)}
+        data = {"protocol": self.protocol, "n_splits": self.n_splits, "by_writer": self.by_writer, "layers": layers_json(self.layers)}
+        return data if self.not_by_writer is None else data | {"not_by_writer": self.not_by_writer}
 
     @classmethod
     def from_json(cls, data: dict) -> GroupedCV:
         layers = {int(layer): CvLayer(**block) for layer, block in data["layers"].items()}
-        return cls(data["n_splits"], layers, data.get("by_writer", False))
+        return cls(data["n_splits"], layers, data.get("by_writer", False), data.get("not_by_writer"))
 
 
 MAX_COMBINED = 3  # the multi-layer reading is evaluated over the best 2..3 layers (the default export holds 3)

@@ -203,7 +203,11 @@ def render_html(quality: Quality, directions_by_layer: dict[int, np.ndarray], n_
         "(by default the mean over the text's last 128 tokens, which equals the mean of those tokens' per-token served scores), with each "
         "exported fp16 row, each concept's scores z-scored over the evaluation texts, one-vs-rest AUROC per concept and top-1 among every "
         f"concept. Cross-validation: {html.escape(heldout.grouped_cv.protocol)} ({heldout.grouped_cv.n_splits} folds; a paired scenario's "
-        "texts are held out together).</p>" + combined_html(heldout) + f"<img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
+        "texts are held out together"
+        + (f"; not by writer: {html.escape(why)}" if (why := heldout.grouped_cv.not_by_writer) else "")
+        + ").</p>"
+        + combined_html(heldout)
+        + f"<img alt='held-out curves' src='{heldout_plot(quality)}'></section>",
         f"<section id=cosines><h2>Concept similarity</h2><img alt='cosine matrix' src='{cosine_plot(matrix, concepts, best)}'></section>",
         f"<section id=pca><h2>Concept map</h2><img alt='PCA map' src='{pca_plot(directions_by_layer[best], concepts, best)}'></section>",
         "<section id=heads><h2>Per-head selectivity</h2>"

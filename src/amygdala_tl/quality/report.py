@@ -37,7 +37,7 @@ class QualityInputs:
     fit: FoldFit | None = None  # None: held-out via the exact leave-one-out diff-of-means
     heldout: Heldout | None = None  # a held-out block computed earlier (report on a subspace run)
     groups: list[int] | None = None  # cross-validation groups: a paired scenario's texts share one, and a writer's
-    by_writer: bool = False  # the groups are writers (the corpus manifest records every text's): leave one out at a time
+    not_by_writer: str | None = "no writers given"  # None: the groups are writers, held out one at a time; else why not
     dev: DevSet | None = None  # the development test set's activations pooled as the run reads, when there is one
 
 
@@ -53,7 +53,8 @@ class DevSet:
 def heldout_block(inputs: QualityInputs) -> Heldout:
     concepts, layers = inputs.concepts, inputs.layers
     groups = inputs.groups if inputs.groups is not None else list(range(inputs.acts.shape[1]))
-    cv = cv_evaluation(inputs.acts, layers, inputs.membership, concepts, groups, inputs.n_layers, inputs.fit, inputs.by_writer)
+    cv = cv_evaluation(inputs.acts, layers, inputs.membership, concepts, groups, inputs.n_layers, inputs.fit, inputs.not_by_writer is None)
+    cv.not_by_writer = None if cv.by_writer else inputs.not_by_writer
     loo = heldout_evaluation(inputs.acts, layers, inputs.membership, concepts, inputs.n_layers) if inputs.fit is None else None
     dev = None
     if inputs.dev is not None:
