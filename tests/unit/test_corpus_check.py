@@ -165,8 +165,12 @@ def test_check_names_each_manifest_problem_by_file(tmp_path, rows, path, message
     ],
 )
 def test_a_malformed_manifest_is_one_error_naming_it(tmp_path, rows, message):
+    corpus = manifest_corpus(tmp_path, rows)
     with pytest.raises(UserError, match=message):
-        check_corpus(manifest_corpus(tmp_path, rows))
+        load_corpus(corpus)
+    checked = check_corpus(corpus)  # corpus check lists it among the problems and checks the rest
+    assert [p.path for p in checked.problems] == [str(corpus / "manifest.tsv")] and message.split("'")[0] in checked.problems[0].message
+    assert checked.stats["calm"].positives == 3
 
 
 def test_a_manifest_as_editors_leave_it_reads_the_same(tmp_path):
@@ -184,8 +188,7 @@ def test_extract_refuses_to_train_on_a_development_set_writers_text_and_writers_
     with pytest.raises(UserError, match="its writer 'd1' writes for the heldout set"):
         load_corpus(corpus)
     (corpus / "writers.tsv").write_text(WRITERS_TSV + "w1\ttraining\tagain\n")
-    with pytest.raises(UserError, match="writer 'w1' is listed twice"):
-        check_corpus(corpus)
+    assert "writer 'w1' is listed twice" in check_corpus(corpus).problems[0].message
 
 
 def test_stories_dir_beside_a_manifest_says_what_it_does_not_read(tmp_path):

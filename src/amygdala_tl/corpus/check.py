@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import UserError
 from .concepts import names_own_concept
 from .load import BASELINE, NEUTRAL, NEUTRAL_DIR, heldout_files, neutral_files, paired_files, read_story, story_files, text_sha256
-from .manifest import load_manifest, manifest_problems
+from .manifest import MANIFEST, load_manifest, manifest_problems
 
 MIN_WORDS, MAX_WORDS = 40, 400  # a chat or a postcard is short, a dialogue scene long
 UNRECORDED = "unrecorded"  # the writer or form of a text the manifest does not list
@@ -71,7 +71,11 @@ def check_corpus(corpus_dir: Path, expect: list[str] | None = None, min_positive
 
     training = listed("stories", story_files) + listed("paired", paired_files) + listed(NEUTRAL_DIR, lambda d, on_error: neutral_files(d))
     heldout = listed("heldout", heldout_files) + listed(FORMS_SET, heldout_files)
-    manifest = load_manifest(corpus_dir)
+    try:
+        manifest = load_manifest(corpus_dir)
+    except UserError as error:  # a malformed manifest is one more problem: the rest is still checked
+        problems.append(Problem(str(corpus_dir / MANIFEST), str(error)))
+        manifest = None
     if manifest is not None:
         problems += [
             Problem(str(corpus_dir / path), message)
