@@ -55,7 +55,7 @@ class CompareRow:
         "AUROC [90%]",
         "top-1 [90%]",
         "random AUROC / top-1",
-        "grouped CV AUROC / top-1",
+        "CV AUROC / top-1",
         "fit s",
         "held-out s",
         "protocol",
@@ -82,7 +82,7 @@ class CompareRow:
     def summary(self) -> str:
         return (
             f"{self.method} ({self.pooling}): best layer {self.best_layer}, AUROC {self.auroc:.3f}, top-1 {self.top1:.3f} "
-            f"({self.protocol}; grouped CV {self.cv_auroc:.3f} / {self.cv_top1:.3f})"
+            f"({self.protocol}; cross-validation {self.cv_auroc:.3f} / {self.cv_top1:.3f})"
         )
 
 
