@@ -20,14 +20,12 @@ import numpy as np
 import torch
 
 from amygdala_tl.capture import ActivationStore, capture
-from amygdala_tl.corpus import load_corpus, load_heldout, select_concepts
+from amygdala_tl.corpus import load_heldout
 from amygdala_tl.directions.registry import METHODS, MethodInputs, fit_layer
-from amygdala_tl.layers import parse_layers
-from amygdala_tl.model import load_model
-from amygdala_tl.model_spec import resolve_model_spec
 from amygdala_tl.pipelines.devset import dev_labels
-from amygdala_tl.pipelines.extract import ExtractConfig
 from amygdala_tl.quality.evaluation import evaluate_served
+
+from .start import bench_start
 
 FRACTIONS = (0.25, 0.5, 1.0)
 
@@ -55,11 +53,8 @@ def main() -> None:
     parser.add_argument("--plot", default="docs/learning_curve.png")
     args = parser.parse_args()
 
-    config = ExtractConfig()
-    corpus = load_corpus(args.corpus)
-    concepts = select_concepts(corpus, config.min_positives)
-    model = load_model(resolve_model_spec(None), device="cpu")
-    layers = parse_layers(args.layers, model.facts.n_layers)
+    start = bench_start(args.corpus, args.layers)
+    config, corpus, concepts, model, layers = start.default, start.corpus, start.concepts, start.model, start.layers
     store = ActivationStore(Path(args.cache), model.identity, config.pooling, config.max_length, config.dtype)
     read = lambda texts: capture(model, texts, layers, pooling=config.pooling, store=store).resid  # noqa: E731
     train = read(corpus.texts)

@@ -22,14 +22,12 @@ import torch
 
 from amygdala_tl import hooks
 from amygdala_tl.capture import encode, make_batches, pool, read_batch
-from amygdala_tl.corpus import load_corpus, load_heldout, select_concepts
+from amygdala_tl.corpus import load_heldout
 from amygdala_tl.directions.registry import METHODS, MethodInputs, fit_layer
-from amygdala_tl.layers import parse_layers
-from amygdala_tl.model import load_model
-from amygdala_tl.model_spec import resolve_model_spec
 from amygdala_tl.pipelines.devset import dev_labels
-from amygdala_tl.pipelines.extract import ExtractConfig
 from amygdala_tl.quality.evaluation import evaluate_served, rank_metrics, zscore
+
+from .start import bench_start
 
 TRAINED = ("last", "mean", "second_half")
 SPANS = ("mean", "tail16", "tail32", "tail64", "tail128", "ema16", "ema32", "ema64", "last")
@@ -61,11 +59,8 @@ def main() -> None:
     parser.add_argument("--json", default="out/bench_reading.json")
     args = parser.parse_args()
 
-    default = ExtractConfig()
-    corpus = load_corpus(args.corpus)
-    concepts = select_concepts(corpus, default.min_positives)
-    model = load_model(resolve_model_spec(None), device="cpu")
-    layers = parse_layers(args.layers, model.facts.n_layers)
+    start = bench_start(args.corpus, args.layers)
+    default, corpus, concepts, model, layers = start.default, start.corpus, start.concepts, start.model, start.layers
     sets = {Path(path).name: load_heldout(path) for path in args.sets.split(",")}
     poolings = sorted({*TRAINED, *SPANS})
     print(f"{len(corpus.texts)} training texts, development sets {', '.join(f'{k} ({len(v)})' for k, v in sets.items())}, layers {layers}")

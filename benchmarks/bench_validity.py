@@ -17,14 +17,12 @@ import time
 from pathlib import Path
 
 from amygdala_tl.capture import ActivationStore, capture
-from amygdala_tl.corpus import load_corpus, load_heldout, select_concepts
+from amygdala_tl.corpus import load_heldout
 from amygdala_tl.directions.registry import METHODS, MethodInputs, fit_layer
-from amygdala_tl.layers import parse_layers
-from amygdala_tl.model import load_model
-from amygdala_tl.model_spec import resolve_model_spec
 from amygdala_tl.pipelines.devset import dev_set
-from amygdala_tl.pipelines.extract import ExtractConfig
 from amygdala_tl.quality.evaluation import evaluate_served
+
+from .start import bench_start
 
 
 def main() -> None:
@@ -37,11 +35,8 @@ def main() -> None:
     parser.add_argument("--cache", default="out/cache", help="activation store shared with `make demo` (re-runs cost no forward pass)")
     args = parser.parse_args()
 
-    default = ExtractConfig()
-    corpus = load_corpus(args.corpus)
-    concepts = select_concepts(corpus, default.min_positives)
-    model = load_model(resolve_model_spec(None), device="cpu")
-    layers = parse_layers(args.layers, model.facts.n_layers)
+    start = bench_start(args.corpus, args.layers)
+    default, corpus, concepts, model, layers = start.default, start.corpus, start.concepts, start.model, start.layers
     stores = {pooling: ActivationStore(args.cache, model.identity, pooling, default.max_length) for pooling in args.poolings.split(",")}
     started = time.perf_counter()
     train = {pooling: capture(model, corpus.texts, layers, pooling=pooling, store=store) for pooling, store in stores.items()}
