@@ -297,9 +297,11 @@ def writer_folds(membership: Bool[Tensor, "n_concepts n_texts"], groups: list[in
     z-scored among themselves alone) share one fold, joined to the smallest writer's when still too small.
     None when some writer's group holds every positive of a concept (nothing would be left to learn it from)."""
     ids, member = np.asarray(groups), membership.numpy()
-    folds = [np.flatnonzero(ids == group) for group in np.unique(ids)]
-    small = [fold for fold in folds if len(fold) < 2 or not member[:, fold].any()]
-    folds = [fold for fold in folds if not any(fold is other for other in small)]
+    folds: list[np.ndarray] = []
+    small: list[np.ndarray] = []
+    for group in np.unique(ids):
+        fold = np.flatnonzero(ids == group)
+        (small if len(fold) < 2 or not member[:, fold].any() else folds).append(fold)
     if small:
         pooled = np.sort(np.concatenate(small))
         if (len(pooled) < 2 or not member[:, pooled].any()) and folds:
@@ -499,11 +501,6 @@ class Heldout:
             DevelopmentSet.from_json(dev) if dev is not None else None,
             LeaveOneOut.from_json(loo) if loo is not None else None,
         )
-
-
-def _minus(a: float | None, b: float | None) -> float:
-    assert a is not None and b is not None, "a layer without a mean AUROC on either protocol"
-    return a - b
 
 
 def heldout_line(layer: int, block: HeldoutLayer, describe: Callable[[int], str]) -> str:
