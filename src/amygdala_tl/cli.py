@@ -115,16 +115,16 @@ def corpus_check(
     def counts(counter) -> str:
         return " ".join(f"{key}:{n}" for key, n in sorted(counter.items()))
 
+    stats, problems = checked.stats, checked.problems
+    recorded = {name: len(set(c.writers) - {UNRECORDED}) for name, c in stats.items()}
     rows = [
-        [name, str(c.positives), str(c.paired), str(len(c.writers)), f"{c.mean_words:.0f}", counts(c.writers), counts(c.forms)]
-        for name, c in checked.stats.items()
+        [name, str(c.positives), str(c.paired), str(recorded[name]), f"{c.mean_words:.0f}", counts(c.writers), counts(c.forms)]
+        for name, c in stats.items()
     ]
     print_table(f"corpus {corpus}", ["concept", "positives", "paired", "writers", "mean words", "by writer", "by form"], rows)
-    for line in (f"[red]problem:[/] {problem}" for problem in checked.problems):
+    for line in (f"[red]problem:[/] {problem}" for problem in problems):
         say(line)
-    stats, problems = checked.stats, checked.problems
     positives = [s.positives for s in stats.values()]
-    recorded = {name: len(set(c.writers) - {UNRECORDED}) for name, c in stats.items()}
     if lonely := [name for name, n in recorded.items() if n == 1]:
         say(f"note: written by one writer only, so cross-validation cannot leave one writer out: {', '.join(lonely)}")
     say(
